@@ -1,0 +1,28 @@
+"""The app's settings, each with its default; read them through these functions."""
+
+from django.conf import settings
+
+DEFAULTS: dict[str, float | int | str] = {
+    # Observers delivered per deliver task: a few hundred keeps a 10,000-observer fan-out at tens of messages.
+    "OBSERVERS_BATCH_SIZE": 250,
+    # Seconds one callback may run before CallbackTimeout is raised inside it.
+    "OBSERVERS_CALLBACK_TIME_LIMIT": 10.0,
+    # Largest JSON form of (var_id, old, new, metadata) that notify_observers accepts.
+    "OBSERVERS_MAX_PAYLOAD_BYTES": 256 * 1024,
+}
+
+
+def _get(name: str) -> float | int | str:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+def batch_size() -> int:
+    return int(_get("OBSERVERS_BATCH_SIZE"))
+
+
+def callback_time_limit() -> float:
+    return float(_get("OBSERVERS_CALLBACK_TIME_LIMIT"))
+
+
+def max_payload_bytes() -> int:
+    return int(_get("OBSERVERS_MAX_PAYLOAD_BYTES"))

@@ -1,0 +1,80 @@
+"""The explicit registry of observer callbacks: nothing is ever imported from a name found in data."""
+
+from collections.abc import Callable
+from typing import Any, overload
+
+from django.utils.module_loading import autodiscover_modules
+
+from .exceptions import UnknownCallback
+
+Callback = Callable[[str, Any, Any, dict[str, Any]], object]
+
+_by_name: dict[str, Callback] = {}
+_names: dict[Callback, str] = {}
+
+HOW_TO_REGISTER = (
+    "decorate a module-level function with @observer_callback (from observers_app.registry) "
+    "in a module the worker imports too, such as callbacks.py of an installed app"
+)
+
+
+@overload
+def observer_callback(func: Callback, /) -> Callback: ...
+@overload
+def observer_callback(*, name: str) -> Callable[[Callback], Callback]: ...
+def observer_callback(
+    func: Callback | None = None, /, *, name: str | None = None
+) -> Callback | Callable[[Callback], Callback]:
+    """Register ``func`` as an observer callback, named "module.qualname" unless ``name`` is given."""
+
+    def register(target: Callback) -> Callback:
+        _register(target, name or _default_name(target))
+        return target
+
+    if func is None:
+        return register
+    return register(func)
+
+
+def _default_name(func: Callback) -> str:
+    qualname = getattr(func, "__qualname__", "")
+    if not callable(func) or not qualname or "<" in qualname:
+        raise UnknownCallback(
+            f"{func!r} has no importable module-level name; {HOW_TO_REGISTER}, or pass name=..."
+        )
+    return f"{func.__module__}.{qualname}"
+
+
+def _register(func: Callback, name: str) -> None:
+    current = _by_name.get(name)
+    if current is not None and current is not func:
+        raise UnknownCallback(f"callback name {name!r} is already registered to {current!r}")
+    _by_name[name] = func
+    _names[func] = name
+
+
+def name_of(callback: Callback | str) -> str:
+    """The registered name of a callback given as a registered callable or a registered name."""
+    if isinstance(callback, str):
+        if callback in _by_name:
+            return callback
+        raise UnknownCallback(f"no callback is registered as {callback!r}; {HOW_TO_REGISTER}")
+    try:
+        return _names[callback]
+    except (KeyError, TypeError):
+        raise UnknownCallback(f"{callback!r} is not a registered callback; {HOW_TO_REGISTER}") from None
+
+
+def lookup(name: str) -> Callback:
+    """The callable registered under ``name`` in this process."""
+    try:
+        return _by_name[name]
+    except KeyError:
+        raise UnknownCallback(
+            f"callback {name!r} is not registered in this process; {HOW_TO_REGISTER}"
+        ) from None
+
+
+def autodiscover() -> None:
+    """Import the ``callbacks`` module of every installed app, registering what it decorates."""
+    autodiscover_modules("callbacks")

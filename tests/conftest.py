@@ -1,0 +1,49 @@
+"""Fixtures: a real Celery worker process on the real broker, sharing the test database."""
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from observers_app.worker_process import running_worker
+from project.celery import app
+
+
+def database_url() -> str:
+    """The URL of the test database pytest-django created, for processes the tests start."""
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+        return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    return f"sqlite:///{db['NAME']}"
+
+
+def purge_hub_queue() -> None:
+    with app.connection_for_write() as conn:
+        queue = app.amqp.queues[settings.CELERY_TASK_DEFAULT_QUEUE](conn.default_channel)
+        queue.declare()
+        queue.purge()
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """One worker process (prefork, -c 2) for the whole session."""
+    purge_hub_queue()
+    with django_db_blocker.unblock():
+        env = {"DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    with running_worker(concurrency=2, env=env):
+        yield
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result or time.monotonic() > deadline:
+            assert result, f"condition not met within {timeout} s"
+            return result
+        time.sleep(interval)

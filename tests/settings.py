@@ -1,0 +1,17 @@
+"""Test settings: the project's, plus a test app whose callbacks record what they receive."""
+
+import os
+
+from project.settings import *  # noqa: F403
+from project.settings import BASE_DIR, DATABASES, INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+# A queue of its own, so a test run never consumes (or leaves) messages meant for a running demo.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "observers-test")
+
+# A worker process must open the same test database as the test process: a file, not :memory:.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+
+OBSERVERS_CALLBACK_TIME_LIMIT = 2.0

@@ -1,0 +1,9 @@
+"""A test app: callbacks that record every call in the database the tests read."""
+
+from django.apps import AppConfig
+
+
+class TestAppConfig(AppConfig):
+    name = "tests.testapp"
+    label = "testapp"
+    default_auto_field = "django.db.models.BigAutoField"

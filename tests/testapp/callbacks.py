@@ -1,0 +1,33 @@
+"""Callbacks the tests register; the worker imports this module through autodiscovery."""
+
+import time
+from typing import Any
+
+from observers_app.registry import observer_callback
+
+from .models import Received
+
+
+@observer_callback
+def record(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    Received.objects.create(
+        observer_ref=metadata["observer_ref"],
+        var_id=var_id,
+        old_value=old_value,
+        new_value=new_value,
+        metadata=metadata,
+    )
+
+
+@observer_callback(name="tests.explode")
+def explode(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    raise RuntimeError(f"callback failed on purpose for {var_id}")
+
+
+@observer_callback(name="tests.stall")
+def stall(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    try:
+        time.sleep(60)
+    except Exception:
+        # A callback that swallows every Exception still cannot outlive its time limit.
+        time.sleep(60)
