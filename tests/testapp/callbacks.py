@@ -1,5 +1,6 @@
 """Callbacks the tests register; the worker imports this module through autodiscovery."""
 
+import os
 import time
 from typing import Any
 
@@ -16,7 +17,14 @@ def record(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]
         old_value=old_value,
         new_value=new_value,
         metadata=metadata,
+        pid=os.getpid(),
     )
+
+
+@observer_callback(name="tests.slow_record")
+def slow_record(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    time.sleep(0.05)
+    record(var_id, old_value, new_value, metadata)
 
 
 @observer_callback(name="tests.explode")

@@ -9,6 +9,7 @@ class Received(models.Model):
     old_value = models.JSONField(null=True)
     new_value = models.JSONField(null=True)
     metadata = models.JSONField()
+    pid = models.IntegerField(help_text="The worker process that ran the callback.")
     received_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -20,6 +20,7 @@ class Migration(migrations.Migration):
                 ('old_value', models.JSONField(null=True)),
                 ('new_value', models.JSONField(null=True)),
                 ('metadata', models.JSONField()),
+                ('pid', models.IntegerField(help_text='The worker process that ran the callback.')),
                 ('received_at', models.DateTimeField(auto_now_add=True)),
             ],
         ),
