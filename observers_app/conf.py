@@ -9,6 +9,8 @@ DEFAULTS: dict[str, float | int | str] = {
     "OBSERVERS_CALLBACK_TIME_LIMIT": 10.0,
     # Largest JSON form of (var_id, old, new, metadata) that notify_observers accepts.
     "OBSERVERS_MAX_PAYLOAD_BYTES": 256 * 1024,
+    # Seconds a process may keep believing a variable has observers without asking the database.
+    "OBSERVERS_PRESENCE_TTL": 1.0,
 }
 
 
@@ -26,3 +28,7 @@ def callback_time_limit() -> float:
 
 def max_payload_bytes() -> int:
     return int(_get("OBSERVERS_MAX_PAYLOAD_BYTES"))
+
+
+def presence_ttl() -> float:
+    return float(_get("OBSERVERS_PRESENCE_TTL"))

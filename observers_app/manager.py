@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from . import conf, delivery, publisher, registry
+from . import conf, delivery, presence, publisher, registry
 from .exceptions import InvalidVariableId, NotSerializable, PayloadTooLarge
 from .models import VAR_ID_MAX_LENGTH, Observer, StatCounter, VariableState
 from .registry import Callback
@@ -31,6 +31,7 @@ def add_observer(var_id: str, callback: Callback | str, *, owner: None = None) -
     with transaction.atomic():
         observer = Observer.objects.create(var_id=var_id, callback=name)
         _increment_counters({"observers_added": 1})
+    presence.remember(var_id)
     return observer.id
 
 
@@ -41,6 +42,7 @@ def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
         deleted, _ = Observer.objects.for_variable(var_id).filter(id=ref).delete()
         if deleted:
             _increment_counters({"observers_removed": deleted})
+    presence.forget(var_id)
     return bool(deleted)
 
 
@@ -78,7 +80,7 @@ def notify_observers(
 
 
 def _publish_dispatch(var_id: str, args_json: str) -> None:
-    if Observer.objects.any_for_variable(var_id):
+    if presence.has_observers(var_id):
         publisher.publish_task(DISPATCH_TASK, args_json)
 
 
@@ -120,6 +122,12 @@ def fan_out(
     notification_id: str, notified_at: float,
 ) -> None:
     """Number the notification, send a deliver task per further page of observers, deliver the first."""
+    size = conf.batch_size()
+    first_page = Observer.objects.page_ids(var_id, after=None, limit=size)
+    if not first_page:
+        # A sender's cached "has observers" outlived the last observer.
+        _increment_counters({"empty_dispatches": 1})
+        return
     notification = {
         "var_id": var_id,
         "old_value": old_value,
@@ -129,10 +137,6 @@ def fan_out(
         "seq": _next_seq(var_id),
         "notified_at": notified_at,
     }
-    size = conf.batch_size()
-    first_page = Observer.objects.page_ids(var_id, after=None, limit=size)
-    if not first_page:
-        return
     after = first_page[-1]
     if len(first_page) == size:
         notification_json = json.dumps(notification, separators=(",", ":"))
@@ -211,6 +215,7 @@ STAT_COUNTERS = (
     "notifications_sent",
     "notifications_failed",
     "cleanup_runs",
+    "empty_dispatches",
 )
 
 

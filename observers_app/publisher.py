@@ -20,10 +20,32 @@ _RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "i
 _ARGSREPR_MAX = 256
 
 
+class _Route:
+    """Where a task's messages go, and the headers every one of its messages shares."""
+
+    def __init__(self, task_name: str, queue: Queue) -> None:
+        self.queue = queue
+        self.headers: dict[str, Any] = {
+            "lang": "py",
+            "task": task_name,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "parent_id": None,
+            "kwargsrepr": "{}",
+            "origin": _origin,
+            "ignore_result": True,
+        }
+
+
 class _ThreadState(threading.local):
     connection: Connection | None = None
     producer: Producer | None = None
-    routes: dict[str, Queue]
+    routes: dict[str, _Route]
 
     def __init__(self) -> None:
         self.routes = {}
@@ -51,14 +73,14 @@ def _producer() -> Producer:
     return _state.producer
 
 
-def _queue_for(task_name: str) -> Queue:
-    queue = _state.routes.get(task_name)
-    if queue is None:
+def _route_for(task_name: str) -> _Route:
+    route = _state.routes.get(task_name)
+    if route is None:
         queue = current_app.amqp.router.route({}, task_name)["queue"]
         queue.maybe_bind(_producer().channel)
         queue.declare()
-        _state.routes[task_name] = queue
-    return queue
+        route = _state.routes[task_name] = _Route(task_name, queue)
+    return route
 
 
 def publish_task(task_name: str, args_json: str) -> str:
@@ -67,29 +89,12 @@ def publish_task(task_name: str, args_json: str) -> str:
     Returns the task id.
     """
     task_id = str(uuid.uuid4())
-    queue = _queue_for(task_name)
-    headers: dict[str, Any] = {
-        "lang": "py",
-        "task": task_name,
-        "id": task_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
-        "root_id": task_id,
-        "parent_id": None,
-        "argsrepr": args_json[:_ARGSREPR_MAX],
-        "kwargsrepr": "{}",
-        "origin": _origin,
-        "ignore_result": True,
-    }
+    route = _route_for(task_name)
+    headers = {**route.headers, "id": task_id, "root_id": task_id, "argsrepr": args_json[:_ARGSREPR_MAX]}
     _producer().publish(
         f"[{args_json}, {{}}, {_EMBED}]",
-        exchange=queue.exchange,
-        routing_key=queue.routing_key,
+        exchange=route.queue.exchange,
+        routing_key=route.queue.routing_key,
         headers=headers,
         content_type="application/json",
         content_encoding="utf-8",
@@ -100,11 +105,3 @@ def publish_task(task_name: str, args_json: str) -> str:
     )
     return task_id
 
-
-def close() -> None:
-    """Close this thread's broker connection; the next publish opens a new one."""
-    if _state.connection is not None:
-        _state.connection.release()
-    _state.connection = None
-    _state.producer = None
-    _state.routes = {}

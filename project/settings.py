@@ -10,7 +10,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
 # Unset, each process draws its own key: fine for the demo and tests, set it in any deployment.
-SECRET_KEY = env.str("SECRET_KEY", default=get_random_secret_key())
+SECRET_KEY = env.str("SECRET_KEY", default="") or get_random_secret_key()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 
@@ -89,7 +89,6 @@ LOGGING = {
 
 # Celery, read by project/celery.py under the CELERY_ namespace. JSON only, never pickle.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
-CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.05}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
