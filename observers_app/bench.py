@@ -1,5 +1,6 @@
 """The benchmark behind ``manage.py observers_bench``: caller latency and fan-out, ours and naive."""
 
+import functools
 import os
 import statistics
 import struct
@@ -31,7 +32,9 @@ def stamp(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any])
 
 
 @shared_task(name="observers.bench.naive_deliver", ignore_result=True)
-def naive_deliver(observer_ref: str, var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+def naive_deliver(
+    observer_ref: str, var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]
+) -> None:
     """One task per observer: a literal port of a one-task-per-callback design."""
     observer = Observer.objects.get(id=observer_ref)
     registry.lookup(observer.callback)(var_id, old_value, new_value, metadata)
@@ -49,6 +52,10 @@ def percentiles_us(samples: list[float]) -> dict[str, float]:
         "p99_us": round(ordered[int(len(ordered) * 0.99)] * 1e6, 1),
         "max_us": round(ordered[-1] * 1e6, 1),
     }
+
+
+def notify_change(var_id: str, i: int) -> None:
+    manager.notify_observers(var_id, i, i + 1, {"bench": True})
 
 
 def time_calls(call: Callable[[int], object], *, calls: int, warmup: int) -> dict[str, float]:
@@ -78,13 +85,13 @@ def caller_latency(counts: tuple[int, ...], *, calls: int, progress: Callable[[s
         set_observers(var_id, count)
         progress(f"notify_observers with {count} observers")
         results[f"notify_{count}"] = time_calls(
-            lambda i, v=var_id: manager.notify_observers(v, i, i + 1, {"bench": True}),
-            calls=calls, warmup=200,
+            functools.partial(notify_change, var_id), calls=calls, warmup=200
         )
     progress("Celery apply_async of the same dispatch message (baseline)")
     results["celery_apply_async"] = time_calls(
         lambda i: dispatch.apply_async(("bench:latency:none", i, i + 1, {"bench": True}, "id", 0.0)),
-        calls=calls, warmup=200,
+        calls=calls,
+        warmup=200,
     )
     return results
 
@@ -113,7 +120,7 @@ def fan_out(observers: int, *, repeats: int, stamps: Path, progress: Callable[[s
     set_observers(var_id, observers)
     progress(f"fan-out to {observers} observers, hub, {repeats} runs")
     hub_runs = [
-        fan_out_seconds(lambda i=i: manager.notify_observers(var_id, i, i + 1), stamps, observers)
+        fan_out_seconds(functools.partial(notify_change, var_id, i), stamps, observers)
         for i in range(repeats)
     ]
     progress(f"fan-out to {observers} observers, one Celery task per observer")
@@ -130,7 +137,9 @@ def fan_out(observers: int, *, repeats: int, stamps: Path, progress: Callable[[s
     }
 
 
-def run(*, workdir: Path, calls: int, fanout_observers: int, repeats: int, progress: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    *, workdir: Path, calls: int, fanout_observers: int, repeats: int, progress: Callable[[str], None]
+) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     stamps = workdir / "stamps.bin"
     stamps.write_bytes(b"")
@@ -140,8 +149,12 @@ def run(*, workdir: Path, calls: int, fanout_observers: int, repeats: int, progr
     _purge_queue()
     Observer.objects.filter(var_id__startswith="bench:latency:").delete()
     progress("starting one worker, prefork -c 2")
-    with running_worker(concurrency=2, include=("observers_app.bench",), env={STAMPS_ENV: str(stamps)},
-                        log_path=workdir / "worker.log"):
+    with running_worker(
+        concurrency=2,
+        include=("observers_app.bench",),
+        env={STAMPS_ENV: str(stamps)},
+        log_path=workdir / "worker.log",
+    ):
         results["fan_out"] = fan_out(fanout_observers, repeats=repeats, stamps=stamps, progress=progress)
     Observer.objects.filter(var_id="bench:fanout").delete()
     return results

@@ -3,7 +3,8 @@
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register as register_check
+from django.core.checks import CheckMessage, Error
+from django.core.checks import register as register_check
 
 from . import conf
 
@@ -12,7 +13,9 @@ def check_celery_serialization(**kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     if getattr(settings, "CELERY_TASK_SERIALIZER", "json") != "json":
         errors.append(
-            Error("CELERY_TASK_SERIALIZER must be 'json'.", hint="The hub sends JSON only.", id="observers.E001")
+            Error(
+                "CELERY_TASK_SERIALIZER must be 'json'.", hint="The hub sends JSON only.", id="observers.E001"
+            )
         )
     if set(getattr(settings, "CELERY_ACCEPT_CONTENT", ["json"])) != {"json"}:
         errors.append(

@@ -47,8 +47,12 @@ def run(*, workdir: Path, say: Callable[[str], None]) -> dict[str, int]:
     sent_before = manager.get_stats()["notifications_sent"]
     refs: list[tuple[str, Any]] = []
     try:
-        with running_worker(concurrency=2, include=("observers_app.demo",),
-                            env={"CELERY_BROKER_URL": broker_url}, log_path=workdir / "worker.log"):
+        with running_worker(
+            concurrency=2,
+            include=("observers_app.demo",),
+            env={"CELERY_BROKER_URL": broker_url},
+            log_path=workdir / "worker.log",
+        ):
             say("worker started (prefork -c 2); registering observers")
             for var_id, count in VARIABLES.items():
                 refs += [(var_id, manager.add_observer(var_id, on_change)) for _ in range(count)]

@@ -110,7 +110,7 @@ def _serialization_error(old_value: Any, new_value: Any, metadata: Any, exc: Exc
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as part_exc:
-            return f"{part} cannot be sent as JSON ({part_exc}); send str, int, float, bool, None, lists and dicts"
+            return f"{part} cannot be sent as JSON ({part_exc}); use str, int, float, bool, None, list, dict"
     return f"notification cannot be sent as JSON: {exc}"
 
 
@@ -118,8 +118,13 @@ def _serialization_error(old_value: Any, new_value: Any, metadata: Any, exc: Exc
 
 
 def fan_out(
-    *, var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any] | None,
-    notification_id: str, notified_at: float,
+    *,
+    var_id: str,
+    old_value: Any,
+    new_value: Any,
+    metadata: dict[str, Any] | None,
+    notification_id: str,
+    notified_at: float,
 ) -> None:
     """Number the notification, send a deliver task per further page of observers, deliver the first."""
     size = conf.batch_size()
@@ -159,7 +164,9 @@ def deliver(notification: dict[str, Any], *, after: uuid.UUID | str | None, upto
             _record_failures(outcome.failed)
         if outcome.recovered:
             Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
-        _increment_counters({"notifications_sent": outcome.called, "notifications_failed": len(outcome.failed)})
+        _increment_counters(
+            {"notifications_sent": outcome.called, "notifications_failed": len(outcome.failed)}
+        )
 
 
 def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:

@@ -104,4 +104,3 @@ def publish_task(task_name: str, args_json: str) -> str:
         retry_policy=_RETRY_POLICY,
     )
     return task_id
-

@@ -1,19 +1,11 @@
 """Chainable reads of observers."""
 
 import uuid
-from typing import TYPE_CHECKING
 
 from django.db import connections, models
 
-if TYPE_CHECKING:
-    from .models import Observer
 
-    _Base = models.QuerySet[Observer]
-else:
-    _Base = models.QuerySet
-
-
-class ObserverQuerySet(_Base):
+class ObserverQuerySet(models.QuerySet):
     def for_variable(self, var_id: str) -> "ObserverQuerySet":
         return self.filter(var_id=var_id)
 

@@ -24,15 +24,30 @@ def running_worker(
     """Run ``celery -A project worker`` (prefork) until the block exits, then shut it down warmly."""
     log_path = log_path or Path(tempfile.mkstemp(prefix="observers-worker-", suffix=".log")[1])
     command = [
-        sys.executable, "-m", "celery", "-A", "project", "worker",
-        "--pool", "prefork", "--concurrency", str(concurrency),
-        "--without-mingle", "--without-gossip", "--without-heartbeat",
-        "--loglevel", "INFO", "--hostname", f"observers-{uuid.uuid4().hex[:8]}@%h",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "project",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(concurrency),
+        "--without-mingle",
+        "--without-gossip",
+        "--without-heartbeat",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"observers-{uuid.uuid4().hex[:8]}@%h",
     ]
     if include:
         command += ["--include", ",".join(include)]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         _wait_until_ready(process, log_path)
         yield process
@@ -49,7 +64,9 @@ def _wait_until_ready(process: subprocess.Popen[bytes], log_path: Path) -> None:
             break
         time.sleep(0.05)
     stop_worker(process)
-    raise RuntimeError(f"Celery worker did not start; its log:\n{log_path.read_text(errors='replace')[-4000:]}")
+    raise RuntimeError(
+        f"Celery worker did not start; its log:\n{log_path.read_text(errors='replace')[-4000:]}"
+    )
 
 
 def stop_worker(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> None:

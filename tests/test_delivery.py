@@ -29,8 +29,13 @@ def hang(var_id, old_value, new_value, metadata):
 
 
 NOTIFICATION = {
-    "var_id": "v", "old_value": 1, "new_value": 2, "metadata": {"source": "test"},
-    "notification_id": "n-1", "seq": 7, "notified_at": 0.0,
+    "var_id": "v",
+    "old_value": 1,
+    "new_value": 2,
+    "metadata": {"source": "test"},
+    "notification_id": "n-1",
+    "seq": 7,
+    "notified_at": 0.0,
 }
 
 
@@ -53,7 +58,9 @@ def test_each_callback_is_isolated_and_gets_its_own_metadata():
     assert [m["observer_ref"] for _, m in calls] == [str(refs[0]), str(refs[3])]
     first = calls[0][1]
     assert {k: first[k] for k in ("source", "notification_id", "seq")} == {
-        "source": "test", "notification_id": "n-1", "seq": 7,
+        "source": "test",
+        "notification_id": "n-1",
+        "seq": 7,
     }
     assert NOTIFICATION["metadata"] == {"source": "test"}
 

@@ -5,6 +5,7 @@ import os
 import signal
 import uuid
 from datetime import datetime
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -16,6 +17,8 @@ from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import record
 from tests.testapp.models import Received
+
+NOT_A_STRING: Any = 42
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
 
@@ -99,8 +102,14 @@ def test_stats_grow_after_add_notify_remove():
     assert final["active_observers"] == before["active_observers"]
     assert final["uptime_ms"] >= 0
     assert set(final) >= {
-        "observers_added", "observers_removed", "notifications_sent", "notifications_failed",
-        "cleanup_runs", "active_observers", "monitored_processes", "uptime_ms",
+        "observers_added",
+        "observers_removed",
+        "notifications_sent",
+        "notifications_failed",
+        "cleanup_runs",
+        "active_observers",
+        "monitored_processes",
+        "uptime_ms",
     }
 
 
@@ -167,7 +176,7 @@ def test_notify_inside_a_rolled_back_transaction_is_never_sent():
         (lambda v: manager.add_observer(v, lambda *a: None), UnknownCallback, "@observer_callback"),
         (lambda v: manager.add_observer(v, "os.system"), UnknownCallback, "no callback is registered"),
         (lambda v: manager.add_observer("", record), InvalidVariableId, "non-empty string"),
-        (lambda v: manager.add_observer(42, record), InvalidVariableId, "non-empty string"),
+        (lambda v: manager.add_observer(NOT_A_STRING, record), InvalidVariableId, "non-empty string"),
         (lambda v: manager.notify_observers(v, 1, datetime(2026, 1, 1)), NotSerializable, "new_value"),
         (lambda v: manager.notify_observers(v, object(), 1), NotSerializable, "old_value"),
         (lambda v: manager.notify_observers(v, 1, 2, {"k": {1, 2}}), NotSerializable, "metadata"),
@@ -175,7 +184,7 @@ def test_notify_inside_a_rolled_back_transaction_is_never_sent():
         (lambda v: manager.notify_observers(v, 1, 2, {"seq": 5}), ValueError, "reserved"),
         (lambda v: manager.notify_observers(v, 1, "x" * 300_000), PayloadTooLarge, "OBSERVERS_MAX_PAYLOAD"),
         (lambda v: manager.notify_observers("", 1, 2), InvalidVariableId, "non-empty string"),
-        (lambda v: manager.notify_observers(None, 1, 2), InvalidVariableId, "non-empty string"),
+        (lambda v: manager.notify_observers(NOT_A_STRING, 1, 2), InvalidVariableId, "non-empty string"),
     ],
 )
 def test_bad_input_is_refused_and_nothing_is_stored_or_sent(call, error, message):
@@ -212,8 +221,13 @@ def test_observer_removed_before_its_batch_runs_is_not_called():
     kept, removed = make_observers(var, 2)
     manager.remove_observer(var, removed)
     notification = {
-        "var_id": var, "old_value": 1, "new_value": 2, "metadata": None,
-        "notification_id": str(uuid.uuid4()), "seq": 1, "notified_at": 0.0,
+        "var_id": var,
+        "old_value": 1,
+        "new_value": 2,
+        "metadata": None,
+        "notification_id": str(uuid.uuid4()),
+        "seq": 1,
+        "notified_at": 0.0,
     }
     manager.deliver(json.loads(json.dumps(notification)), after=None, upto=max(kept, removed))
     assert [c.observer_ref for c in received(var)] == [kept]

@@ -10,7 +10,7 @@ from observers_app import bench
 
 
 class Command(BaseCommand):
-    help = "Measure notify_observers latency and fan-out throughput, against a naive one-task-per-observer design."
+    help = "Measure notify_observers latency and fan-out, against one Celery task per observer."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--calls", type=int, default=2000, help="timed notify calls per observer count")
@@ -21,8 +21,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         out = options["json"]
         results = bench.run(
-            workdir=out.parent, calls=options["calls"], fanout_observers=options["observers"],
-            repeats=options["repeats"], progress=lambda text: self.stderr.write(f"... {text}"),
+            workdir=out.parent,
+            calls=options["calls"],
+            fanout_observers=options["observers"],
+            repeats=options["repeats"],
+            progress=lambda text: self.stderr.write(f"... {text}"),
         )
         self.stdout.write(f"database {results['database']}, broker {results['broker']}\n")
         self.stdout.write(f"{'caller latency':<32}{'p50 us':>10}{'p99 us':>10}{'max us':>10}")
@@ -30,8 +33,12 @@ class Command(BaseCommand):
             self.stdout.write(f"{name:<32}{row['p50_us']:>10}{row['p99_us']:>10}{row['max_us']:>10}")
         fan = results["fan_out"]
         self.stdout.write(f"\nfan-out to {fan['observers']} observers, one worker (prefork -c 2)")
-        self.stdout.write(f"  hub:   {fan['hub_s'] * 1000:9.1f} ms  ({fan['hub_callbacks_per_s']} callbacks/s)")
-        self.stdout.write(f"  naive: {fan['naive_s'] * 1000:9.1f} ms  ({fan['naive_callbacks_per_s']} callbacks/s)")
+        self.stdout.write(
+            f"  hub:   {fan['hub_s'] * 1000:9.1f} ms  ({fan['hub_callbacks_per_s']} callbacks/s)"
+        )
+        self.stdout.write(
+            f"  naive: {fan['naive_s'] * 1000:9.1f} ms  ({fan['naive_callbacks_per_s']} callbacks/s)"
+        )
         self.stdout.write(f"  speedup: {fan['speedup']}x")
         out.write_text(json.dumps(results, indent=2))
         self.stdout.write(f"\nwrote {out}")

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The tests: installs, then ruff, mypy and the whole pytest suite against RabbitMQ and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-venv.sh
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/observers}"
+export CELERY_BROKER_URL="${CELERY_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672//}"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy .
+.venv/bin/pytest "$@"
