@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from celery import shared_task
+from celery import current_app, shared_task
 from django.db import transaction
 
 from . import manager, registry
 from .models import Observer
 from .registry import observer_callback
 from .tasks import dispatch
-from .worker_process import running_worker
+from .worker_process import purge_task_queue, running_worker
 
 STAMPS_ENV = "OBSERVERS_BENCH_STAMPS"
 _stamp_fd: dict[int, int] = {}
@@ -146,7 +146,7 @@ def run(
     results: dict[str, Any] = {"database": manager.connection.vendor, "broker": _broker()}
     # No worker runs while the caller is timed: the figures are the caller's alone.
     results["caller_latency"] = caller_latency((0, 1, 1000, 10000), calls=calls, progress=progress)
-    _purge_queue()
+    purge_task_queue()
     Observer.objects.filter(var_id__startswith="bench:latency:").delete()
     progress("starting one worker, prefork -c 2")
     with running_worker(
@@ -161,15 +161,4 @@ def run(
 
 
 def _broker() -> str:
-    from celery import current_app
-
     return str(current_app.connection_for_write().as_uri())
-
-
-def _purge_queue() -> None:
-    from celery import current_app
-
-    with current_app.connection_for_write() as conn:
-        queue = current_app.amqp.queues[current_app.conf.task_default_queue](conn.default_channel)
-        queue.declare()
-        queue.purge()

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from celery import current_app
+
 READY_TIMEOUT_S = 60.0
 
 
@@ -78,3 +80,11 @@ def stop_worker(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> N
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def purge_task_queue() -> None:
+    """Empty the queue the hub's tasks go to, so a fresh worker starts on no stale messages."""
+    with current_app.connection_for_write() as conn:
+        queue = current_app.amqp.queues[current_app.conf.task_default_queue](conn.default_channel)
+        queue.declare()
+        queue.purge()

@@ -5,11 +5,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
-from observers_app.worker_process import running_worker
-from project.celery import app
+from observers_app.worker_process import purge_task_queue, running_worker
 
 
 def database_url() -> str:
@@ -21,17 +19,10 @@ def database_url() -> str:
     return f"sqlite:///{db['NAME']}"
 
 
-def purge_hub_queue() -> None:
-    with app.connection_for_write() as conn:
-        queue = app.amqp.queues[settings.CELERY_TASK_DEFAULT_QUEUE](conn.default_channel)
-        queue.declare()
-        queue.purge()
-
-
 @pytest.fixture(scope="session")
 def worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
     """One worker process (prefork, -c 2) for the whole session."""
-    purge_hub_queue()
+    purge_task_queue()
     with django_db_blocker.unblock():
         env = {"DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
     with running_worker(concurrency=2, env=env):
