@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import current_app
+from django.db import connection
 from tqdm import tqdm
 
 from . import manager
@@ -42,7 +43,7 @@ def choose_broker(workdir: Path, say: Callable[[str], None]) -> str:
 def run(*, workdir: Path, say: Callable[[str], None]) -> dict[str, int]:
     workdir.mkdir(parents=True, exist_ok=True)
     broker_url = choose_broker(workdir, say)
-    say(f"database: {manager.connection.vendor} {manager.connection.settings_dict['NAME']}")
+    say(f"database: {connection.vendor} {connection.settings_dict['NAME']}")
     expected = sum(VARIABLES.values()) * CHANGES_PER_VARIABLE
     sent_before = manager.get_stats()["notifications_sent"]
     refs: list[tuple[str, Any]] = []
