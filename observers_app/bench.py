@@ -58,6 +58,16 @@ def notify_change(var_id: str, i: int) -> None:
     manager.notify_observers(var_id, i, i + 1, {"bench": True})
 
 
+def bare_publish(producer: Any, i: int) -> None:
+    """A kombu publish of a body of the same size, with no Celery headers: the floor under notify."""
+    producer.publish(
+        '[["bench:latency:none", 1, 2, {"bench": true}, "id", 0.0], {}, {}]',
+        routing_key=current_app.conf.task_default_queue,
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+
+
 def time_calls(call: Callable[[int], object], *, calls: int, warmup: int) -> dict[str, float]:
     for i in range(warmup):
         call(i)
@@ -86,6 +96,14 @@ def caller_latency(counts: tuple[int, ...], *, calls: int, progress: Callable[[s
         progress(f"notify_observers with {count} observers")
         results[f"notify_{count}"] = time_calls(
             functools.partial(notify_change, var_id), calls=calls, warmup=200
+        )
+    progress("floors: a bare database round trip and a bare kombu publish")
+    results["floor_db_round_trip"] = time_calls(
+        lambda i: Observer.objects.any_for_variable("bench:none"), calls=calls, warmup=200
+    )
+    with current_app.connection_for_write() as conn:
+        results["floor_kombu_publish"] = time_calls(
+            functools.partial(bare_publish, conn.Producer()), calls=calls, warmup=200
         )
     progress("Celery apply_async of the same dispatch message (baseline)")
     results["celery_apply_async"] = time_calls(

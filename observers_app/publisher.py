@@ -25,17 +25,12 @@ class _Route:
 
     def __init__(self, task_name: str, queue: Queue) -> None:
         self.queue = queue
+        # The worker needs "id" and "task" and defaults every other header; these few are kept
+        # for Flower and the logs. py-amqp encodes headers in pure Python: each one costs the caller.
         self.headers: dict[str, Any] = {
             "lang": "py",
             "task": task_name,
-            "shadow": None,
-            "eta": None,
-            "expires": None,
-            "group": None,
-            "group_index": None,
             "retries": 0,
-            "timelimit": [None, None],
-            "parent_id": None,
             "kwargsrepr": "{}",
             "origin": _origin,
             "ignore_result": True,
