@@ -11,6 +11,12 @@ DEFAULTS: dict[str, float | int | str] = {
     "OBSERVERS_MAX_PAYLOAD_BYTES": 256 * 1024,
     # Seconds a process may keep believing a variable has observers without asking the database.
     "OBSERVERS_PRESENCE_TTL": 1.0,
+    # Failed calls in a row after which a durable observer is quarantined (not called).
+    "OBSERVERS_QUARANTINE_AFTER": 5,
+    # Rows the sweep and owner closes delete per transaction.
+    "OBSERVERS_SWEEP_BATCH_SIZE": 1000,
+    # Lease of a process owner where no PostgreSQL lock can keep it (SQLite): heartbeats every third of it.
+    "OBSERVERS_PROCESS_TTL": 3.0,
 }
 
 
@@ -32,3 +38,15 @@ def max_payload_bytes() -> int:
 
 def presence_ttl() -> float:
     return float(_get("OBSERVERS_PRESENCE_TTL"))
+
+
+def quarantine_after() -> int:
+    return int(_get("OBSERVERS_QUARANTINE_AFTER"))
+
+
+def sweep_batch_size() -> int:
+    return int(_get("OBSERVERS_SWEEP_BATCH_SIZE"))
+
+
+def process_ttl() -> float:
+    return float(_get("OBSERVERS_PROCESS_TTL"))

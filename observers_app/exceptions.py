@@ -21,6 +21,18 @@ class PayloadTooLarge(ObserversError, ValueError):
     """A notification whose JSON form exceeds OBSERVERS_MAX_PAYLOAD_BYTES."""
 
 
+class UnknownOwner(ObserversError, ValueError):
+    """An owner id that names no owner."""
+
+
+class OwnerClosed(ObserversError, ValueError):
+    """An owner that was closed: it can own no more observers."""
+
+
+class OwnerDead(ObserversError, ValueError):
+    """An owner whose lease expired or whose process died."""
+
+
 class CallbackTimeout(BaseException):
     """Raised inside a callback that overran OBSERVERS_CALLBACK_TIME_LIMIT.
 

@@ -1,36 +1,47 @@
-"""The hub's public API, and the only code that writes observers, states and counters."""
+"""The hub's public API, and the code that writes observers, owners and removals."""
 
 import json
-import logging
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import conf, delivery, presence, publisher, registry
-from .exceptions import InvalidVariableId, NotSerializable, PayloadTooLarge
-from .models import VAR_ID_MAX_LENGTH, Observer, StatCounter, VariableState
+from . import conf, counters, delivery, liveness, presence, publisher, registry
+from .exceptions import (
+    InvalidVariableId,
+    NotSerializable,
+    OwnerClosed,
+    OwnerDead,
+    PayloadTooLarge,
+    UnknownOwner,
+)
+from .fanout import DISPATCH_TASK
+from .liveness import OwnerHandle
+from .models import VAR_ID_MAX_LENGTH, Observer, Owner, Removal, VariableState
 from .registry import Callback
 
-logger = logging.getLogger(__name__)
-
-DISPATCH_TASK = "observers.dispatch"
-DELIVER_TASK = "observers.deliver"
+Reason = Removal.Reason
 
 
 # Observers
 
 
-def add_observer(var_id: str, callback: Callback | str, *, owner: None = None) -> uuid.UUID:
-    """Register ``callback`` on ``var_id``; returns the new observer's ref."""
+def add_observer(
+    var_id: str, callback: Callback | str, *, owner: OwnerHandle | uuid.UUID | str | None = None
+) -> uuid.UUID:
+    """Register ``callback`` on ``var_id``, durable or bound to a live ``owner``; returns its ref."""
     _check_var_id(var_id)
     name = registry.name_of(callback)
+    owner_id = _owner_id(owner)
     with transaction.atomic():
-        observer = Observer.objects.create(var_id=var_id, callback=name)
-        _increment_counters({"observers_added": 1})
+        if owner_id is not None:
+            _lock_live_owner(owner_id)
+        observer = Observer.objects.create(var_id=var_id, callback=name, owner_id=owner_id)
+        counters.increment({"observers_added": 1})
     presence.remember(var_id)
     return observer.id
 
@@ -38,21 +49,173 @@ def add_observer(var_id: str, callback: Callback | str, *, owner: None = None) -
 def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
     """Remove one observer; False when ``var_id`` has no observer ``ref``."""
     _check_var_id(var_id)
-    with transaction.atomic():
-        deleted, _ = Observer.objects.for_variable(var_id).filter(id=ref).delete()
-        if deleted:
-            _increment_counters({"observers_removed": deleted})
+    removed = _remove_observers(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
     presence.forget(var_id)
-    return bool(deleted)
+    return bool(removed)
 
 
 def observer_count(var_id: str) -> int:
+    """Observers of ``var_id`` that get called: not quarantined, durable or with a live owner."""
     _check_var_id(var_id)
-    return Observer.objects.for_variable(var_id).count()
+    return Observer.objects.live().for_variable(var_id).count()
 
 
 def total_observers() -> int:
-    return Observer.objects.count()
+    return Observer.objects.live().count()
+
+
+def reenable_observer(ref: uuid.UUID | str) -> bool:
+    """Take an observer out of quarantine; one more failure puts it back. False if not quarantined."""
+    updated = Observer.objects.filter(id=ref, quarantined_at__isnull=False).update(
+        quarantined_at=None, failures=conf.quarantine_after() - 1
+    )
+    counters.increment({"observers_reenabled": updated})
+    return bool(updated)
+
+
+def removal_of(ref: uuid.UUID | str) -> dict[str, Any] | None:
+    """Why and when observer ``ref`` last went away (removed or quarantined), or None."""
+    removal = Removal.objects.filter(observer_ref=ref).order_by("-removed_at", "-id").first()
+    if removal is None:
+        return None
+    return {
+        "ref": removal.observer_ref,
+        "var_id": removal.var_id,
+        "callback": removal.callback,
+        "owner": removal.owner_ref,
+        "reason": removal.reason,
+        "detail": removal.detail,
+        "removed_at": removal.removed_at,
+    }
+
+
+# Owners
+
+
+def process_owner() -> OwnerHandle:
+    """This process's owner: created on first use, alive while the process lives."""
+    return liveness.process_owner()
+
+
+def open_owner(name: str, *, ttl_s: float = 30.0) -> OwnerHandle:
+    """A lease for something shorter-lived than a process; alive while heartbeated within ``ttl_s``."""
+    if ttl_s <= 0:
+        raise ValueError(f"ttl_s must be positive, not {ttl_s}")
+    owner = create_owner(name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
+    return OwnerHandle(owner.id, name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
+
+
+def create_owner(*, name: str, kind: str, ttl_s: float | None, lock_key: int | None = None) -> Owner:
+    expires_at = timezone.now() + timedelta(seconds=ttl_s) if ttl_s else None
+    host, pid = liveness.host_and_pid()
+    return Owner.objects.create(
+        name=name, kind=kind, host=host, pid=pid, expires_at=expires_at, lock_key=lock_key
+    )
+
+
+def heartbeat_owner(owner_id: uuid.UUID, *, ttl_s: float) -> None:
+    """Extend a live owner's lease by ``ttl_s`` from now; a dead or closed one raises."""
+    now = timezone.now()
+    extended = Owner.objects.filter(id=owner_id, closed_at__isnull=True, expires_at__gt=now).update(
+        expires_at=now + timedelta(seconds=ttl_s)
+    )
+    if not extended:
+        _lock_live_owner(owner_id)  # raises the precise error
+        raise OwnerDead(f"owner {owner_id} cannot be extended")
+
+
+def close_owner(owner_id: uuid.UUID) -> int:
+    """Close an owner and remove its observers at once; returns how many were removed."""
+    Owner.objects.filter(id=owner_id, closed_at__isnull=True).update(closed_at=timezone.now())
+    return _remove_observers(Observer.objects.filter(owner_id=owner_id), Reason.OWNER_CLOSED)
+
+
+def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
+    """Delete the observers of dead owners, then the owners, in bounded batches.
+
+    Each batch is its own transaction and takes its rows with ``select_for_update(skip_locked=True)``,
+    so concurrent sweeps share the work instead of colliding.
+    """
+    batch_size = batch_size or conf.sweep_batch_size()
+    removed: dict[str, int] = dict.fromkeys((Reason.OWNER_CLOSED, Reason.OWNER_DIED, Reason.SWEPT), 0)
+    owners_removed = 0
+    after: uuid.UUID | None = None
+    while True:
+        dead = Owner.objects.dead().order_by("id")
+        if after is not None:
+            dead = dead.filter(id__gt=after)
+        page = list(dead.values_list("id", "kind", "closed_at")[:100])
+        if not page:
+            break
+        for owner_id, kind, closed_at in page:
+            reason = _death_reason(kind, closed_at)
+            owned = Observer.objects.filter(owner_id=owner_id)
+            removed[reason] += _remove_observers(owned, reason, batch_size=batch_size)
+            owners_removed += _delete_owner_if_empty(owner_id)
+        after = page[-1][0]
+    counters.increment({"cleanup_runs": 1, "owners_removed": owners_removed})
+    return {**{f"removed_{reason}": n for reason, n in removed.items()}, "owners_removed": owners_removed}
+
+
+def _death_reason(kind: str, closed_at: Any) -> str:
+    if closed_at is not None:
+        return Reason.OWNER_CLOSED
+    return Reason.OWNER_DIED if kind == Owner.Kind.PROCESS else Reason.SWEPT
+
+
+def _delete_owner_if_empty(owner_id: uuid.UUID) -> int:
+    with transaction.atomic():
+        locked = Owner.objects.select_for_update(skip_locked=True).filter(id=owner_id)
+        if not locked.exists() or Observer.objects.filter(owner_id=owner_id).exists():
+            return 0
+        deleted, _ = Owner.objects.filter(id=owner_id).delete()
+    return 1 if deleted else 0
+
+
+def _remove_observers(observers: QuerySet[Observer], reason: str, *, batch_size: int | None = None) -> int:
+    """Delete ``observers`` in batches, each its own transaction, recording why each went."""
+    batch_size = batch_size or conf.sweep_batch_size()
+    total = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                observers.select_for_update(skip_locked=True)
+                .order_by("id")
+                .values_list("id", "var_id", "callback", "owner_id")[:batch_size]
+            )
+            if not rows:
+                return total
+            Removal.objects.bulk_create(
+                Removal(observer_ref=ref, var_id=var_id, callback=callback, owner_ref=owner_id, reason=reason)
+                for ref, var_id, callback, owner_id in rows
+            )
+            deleted, _ = Observer.objects.filter(id__in=[row[0] for row in rows]).delete()
+            counters.increment({"observers_removed": deleted, f"removed_{reason}": deleted})
+        total += deleted
+        if len(rows) < batch_size:
+            return total
+
+
+def _owner_id(owner: OwnerHandle | uuid.UUID | str | None) -> uuid.UUID | None:
+    if owner is None:
+        return None
+    if isinstance(owner, OwnerHandle):
+        return owner.id
+    try:
+        return uuid.UUID(str(owner))
+    except ValueError:
+        raise UnknownOwner(f"owner must be an owner handle or an owner id, not {owner!r}") from None
+
+
+def _lock_live_owner(owner_id: uuid.UUID) -> None:
+    """Lock the owner row for this transaction, or say precisely why it cannot own observers."""
+    owner = Owner.objects.select_for_update().filter(id=owner_id).first()
+    if owner is None:
+        raise UnknownOwner(f"no owner {owner_id}; use manager.process_owner() or manager.open_owner()")
+    if owner.closed_at is not None:
+        raise OwnerClosed(f"owner {owner_id} ({owner.name}) was closed; open a new one")
+    if not Owner.objects.alive().filter(id=owner_id).exists():
+        raise OwnerDead(f"owner {owner_id} ({owner.name}) is dead (its lease expired or its process died)")
 
 
 # Notifying
@@ -114,127 +277,15 @@ def _serialization_error(old_value: Any, new_value: Any, metadata: Any, exc: Exc
     return f"notification cannot be sent as JSON: {exc}"
 
 
-# Fan-out, run by the worker's tasks
-
-
-def fan_out(
-    *,
-    var_id: str,
-    old_value: Any,
-    new_value: Any,
-    metadata: dict[str, Any] | None,
-    notification_id: str,
-    notified_at: float,
-) -> None:
-    """Number the notification, send a deliver task per further page of observers, deliver the first."""
-    size = conf.batch_size()
-    first_page = Observer.objects.page_ids(var_id, after=None, limit=size)
-    if not first_page:
-        # A sender's cached "has observers" outlived the last observer.
-        _increment_counters({"empty_dispatches": 1})
-        return
-    notification = {
-        "var_id": var_id,
-        "old_value": old_value,
-        "new_value": new_value,
-        "metadata": metadata,
-        "notification_id": notification_id,
-        "seq": _next_seq(var_id),
-        "notified_at": notified_at,
-    }
-    after = first_page[-1]
-    if len(first_page) == size:
-        notification_json = json.dumps(notification, separators=(",", ":"))
-        while page := Observer.objects.page_ids(var_id, after=after, limit=size):
-            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}"]')
-            after = page[-1]
-    deliver(notification, after=None, upto=first_page[-1])
-
-
-def deliver(notification: dict[str, Any], *, after: uuid.UUID | str | None, upto: uuid.UUID | str) -> None:
-    """Call the observers of one page, then record the outcome in one batch of writes."""
-    rows = (
-        Observer.objects.for_variable(notification["var_id"])
-        .in_page(after=_as_uuid(after), upto=_as_uuid(upto))
-        .values_list("id", "callback", "failures")
-    )
-    outcome = delivery.call_observers(rows, notification, time_limit=conf.callback_time_limit())
-    with transaction.atomic():
-        if outcome.failed:
-            _record_failures(outcome.failed)
-        if outcome.recovered:
-            Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
-        _increment_counters(
-            {"notifications_sent": outcome.called, "notifications_failed": len(outcome.failed)}
-        )
-
-
-def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
-    return uuid.UUID(str(value)) if value is not None else None
-
-
-def _record_failures(failed: dict[uuid.UUID, str]) -> None:
-    errors = [When(id=ref, then=Value(error)) for ref, error in failed.items()]
-    Observer.objects.filter(id__in=list(failed)).update(
-        failures=F("failures") + 1, last_error=Case(*errors), last_failed_at=timezone.now()
-    )
-
-
-def _next_seq(var_id: str) -> int:
-    """Advance and return the variable's sequence number in one round trip."""
-    table = connection.ops.quote_name(VariableState._meta.db_table)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES (%s, 1, %s) "  # noqa: S608
-            f"ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + 1, "
-            "last_notified_at = excluded.last_notified_at RETURNING seq",
-            [var_id, now],
-        )
-        row = cursor.fetchone()
-    return int(row[0])
-
-
-def _increment_counters(counts: dict[str, int]) -> None:
-    """Add to global counters in one statement; the hub writes counters per batch, never per callback."""
-    counts = {name: n for name, n in counts.items() if n}
-    if not counts:
-        return
-    table = connection.ops.quote_name(StatCounter._meta.db_table)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    rows = ", ".join(["(%s, %s, %s)"] * len(counts))
-    params: list[Any] = []
-    for name, n in counts.items():
-        params += [name, n, now]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (name, value, created_at) VALUES {rows} "  # noqa: S608
-            f"ON CONFLICT (name) DO UPDATE SET value = {table}.value + excluded.value",
-            params,
-        )
-
-
 # Introspection
-
-STAT_COUNTERS = (
-    "observers_added",
-    "observers_removed",
-    "notifications_sent",
-    "notifications_failed",
-    "cleanup_runs",
-    "empty_dispatches",
-)
 
 
 def get_stats() -> dict[str, int]:
     """Global figures: counters shared by all processes plus live counts; see README for each key."""
-    rows = list(StatCounter.objects.values_list("name", "value", "created_at"))
-    stats = dict.fromkeys(STAT_COUNTERS, 0)
-    stats.update({name: value for name, value, _ in rows})
-    started = min((created for _, _, created in rows), default=timezone.now())
+    stats, uptime_ms = counters.read()
     stats["active_observers"] = total_observers()
-    stats["monitored_processes"] = 0
-    stats["uptime_ms"] = int((timezone.now() - started).total_seconds() * 1000)
+    stats["monitored_processes"] = Owner.objects.alive().count()
+    stats["uptime_ms"] = uptime_ms
     return stats
 
 
@@ -244,7 +295,11 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
     now = timezone.now()
     state = VariableState.objects.filter(var_id=var_id).first()
     last_notified = state.last_notified_at if state else None
-    observers = Observer.objects.for_variable(var_id).order_by("created_at", "id")[:limit]
+    observers = list(
+        Observer.objects.for_variable(var_id).select_related("owner").order_by("created_at", "id")[:limit]
+    )
+    owner_ids = {observer.owner_id for observer in observers if observer.owner_id}
+    alive_owners = set(Owner.objects.alive().filter(id__in=owner_ids).values_list("id", flat=True))
     return {
         "var_id": var_id,
         "observer_count": observer_count(var_id),
@@ -253,8 +308,10 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
             {
                 "ref": observer.id,
                 "callback": observer.callback,
-                "owner": None,
-                "alive": True,
+                "owner": observer.owner_id,
+                "owner_name": observer.owner.name if observer.owner else None,
+                "alive": observer.owner_id is None or observer.owner_id in alive_owners,
+                "quarantined": observer.quarantined_at is not None,
                 "age_ms": int((now - observer.created_at).total_seconds() * 1000),
                 "failures": observer.failures,
                 "last_error": observer.last_error,

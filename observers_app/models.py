@@ -1,13 +1,55 @@
-"""Tables: observers, per-variable notification state, and the hub's global counters."""
+"""Tables: owners, observers, removals, per-variable notification state, and the global counters."""
 
 import uuid
 
 from django.db import models
 from django.utils import timezone
 
-from .querysets import ObserverQuerySet
+from .querysets import ObserverQuerySet, OwnerQuerySet
 
 VAR_ID_MAX_LENGTH = 255
+# First key of the two-key PostgreSQL advisory locks that keep process owners alive.
+OWNER_LOCK_NAMESPACE = 0x0B5E
+
+
+class Owner(models.Model):
+    """A process or a lease that observers can belong to; its death removes them.
+
+    Alive while not closed and either its lease has not expired (``expires_at``) or, on
+    PostgreSQL, its process still holds the session advisory lock ``lock_key``.
+    """
+
+    class Kind(models.TextChoices):
+        PROCESS = "process"
+        LEASE = "lease"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    lock_key = models.IntegerField(null=True, blank=True, unique=True)
+    closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = OwnerQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+class HeldLock(models.Model):
+    """A view of the owner advisory locks PostgreSQL holds right now (empty on SQLite)."""
+
+    lock_key = models.IntegerField(primary_key=True)
+
+    class Meta:
+        managed = False
+        db_table = "observers_app_heldlock"
+
+    def __str__(self) -> str:
+        return str(self.lock_key)
 
 
 class Observer(models.Model):
@@ -20,6 +62,10 @@ class Observer(models.Model):
     failures = models.PositiveIntegerField(default=0, help_text="Failed calls in a row.")
     last_error = models.TextField(blank=True)
     last_failed_at = models.DateTimeField(null=True, blank=True)
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+    owner = models.ForeignKey(
+        Owner, null=True, blank=True, on_delete=models.CASCADE, related_name="observers"
+    )
 
     objects = ObserverQuerySet.as_manager()
 
@@ -31,6 +77,28 @@ class Observer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.callback} on {self.var_id}"
+
+
+class Removal(models.Model):
+    """Why and when an observer went away: the answer to "where did my observer go?"."""
+
+    class Reason(models.TextChoices):
+        REMOVED = "removed"
+        OWNER_CLOSED = "owner_closed"
+        OWNER_DIED = "owner_died"
+        SWEPT = "swept"
+        QUARANTINED = "quarantined"
+
+    observer_ref = models.UUIDField(db_index=True)
+    var_id = models.CharField(max_length=VAR_ID_MAX_LENGTH)
+    callback = models.CharField(max_length=255)
+    owner_ref = models.UUIDField(null=True, blank=True)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    detail = models.TextField(blank=True)
+    removed_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.observer_ref}: {self.reason}"
 
 
 class VariableState(models.Model):

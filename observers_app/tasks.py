@@ -1,13 +1,13 @@
-"""Thin Celery tasks: the fan-out of one notification, and the delivery of one page of observers."""
+"""Thin Celery tasks: fan one notification out, deliver one page of observers, sweep dead owners."""
 
 from typing import Any
 
 from celery import shared_task
 
-from . import manager
+from . import fanout, manager
 
 
-@shared_task(name=manager.DISPATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name=fanout.DISPATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def dispatch(
     var_id: str,
     old_value: Any,
@@ -16,7 +16,7 @@ def dispatch(
     notification_id: str,
     notified_at: float,
 ) -> None:
-    manager.fan_out(
+    fanout.fan_out(
         var_id=var_id,
         old_value=old_value,
         new_value=new_value,
@@ -26,6 +26,11 @@ def dispatch(
     )
 
 
-@shared_task(name=manager.DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name=fanout.DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver(notification: dict[str, Any], after: str | None, upto: str) -> None:
-    manager.deliver(notification, after=after, upto=upto)
+    fanout.deliver(notification, after=after, upto=upto)
+
+
+@shared_task(name="observers.sweep", ignore_result=True)
+def sweep() -> dict[str, int]:
+    return manager.sweep_dead_observers()

@@ -97,3 +97,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup otherwise closes the database connection around every task: a new
 # PostgreSQL connection (~5-10 ms) per task. Reconnect every 1,000 tasks instead.
 CELERY_DB_REUSE_MAX = 1000
+
+# The beat sweep of dead owners and their observers (run beat: celery -A project beat).
+OBSERVERS_SWEEP_INTERVAL = env.float("OBSERVERS_SWEEP_INTERVAL", default=30.0)
+CELERY_BEAT_SCHEDULE = {
+    "observers-sweep": {"task": "observers.sweep", "schedule": OBSERVERS_SWEEP_INTERVAL},
+}

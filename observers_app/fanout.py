@@ -1,0 +1,126 @@
+"""The worker's side of a notification: number it, page its observers, call them, record the outcome."""
+
+import json
+import uuid
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from . import conf, counters, delivery, publisher
+from .models import Observer, Removal, VariableState
+
+DISPATCH_TASK = "observers.dispatch"
+DELIVER_TASK = "observers.deliver"
+
+
+def fan_out(
+    *,
+    var_id: str,
+    old_value: Any,
+    new_value: Any,
+    metadata: dict[str, Any] | None,
+    notification_id: str,
+    notified_at: float,
+) -> None:
+    """Number the notification, send a deliver task per further page of observers, deliver the first."""
+    size = conf.batch_size()
+    live = Observer.objects.live()
+    first_page = live.page_ids(var_id, after=None, limit=size)
+    if not first_page:
+        # A sender's cached "has observers" outlived the last live observer.
+        counters.increment({"empty_dispatches": 1})
+        return
+    notification = {
+        "var_id": var_id,
+        "old_value": old_value,
+        "new_value": new_value,
+        "metadata": metadata,
+        "notification_id": notification_id,
+        "seq": _next_seq(var_id),
+        "notified_at": notified_at,
+    }
+    after = first_page[-1]
+    if len(first_page) == size:
+        notification_json = json.dumps(notification, separators=(",", ":"))
+        while page := live.page_ids(var_id, after=after, limit=size):
+            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}"]')
+            after = page[-1]
+    deliver(notification, after=None, upto=first_page[-1])
+
+
+def deliver(notification: dict[str, Any], *, after: uuid.UUID | str | None, upto: uuid.UUID | str) -> None:
+    """Call the live observers of one page, then record the outcome in one batch of writes."""
+    rows = list(
+        Observer.objects.live()
+        .for_variable(notification["var_id"])
+        .in_page(after=_as_uuid(after), upto=_as_uuid(upto))
+        .values_list("id", "callback", "failures", "owner_id")
+    )
+    outcome = delivery.call_observers(
+        [(ref, callback, failures) for ref, callback, failures, _ in rows],
+        notification,
+        time_limit=conf.callback_time_limit(),
+    )
+    quarantined = [row for row in rows if row[0] in outcome.failed and row[2] + 1 >= conf.quarantine_after()]
+    with transaction.atomic():
+        if outcome.failed:
+            _record_failures(outcome.failed)
+        if quarantined:
+            _record_quarantines(notification["var_id"], quarantined, outcome.failed)
+        if outcome.recovered:
+            Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
+        counters.increment(
+            {
+                "notifications_sent": outcome.called,
+                "notifications_failed": len(outcome.failed),
+                "removed_quarantined": len(quarantined),
+            }
+        )
+
+
+def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    return uuid.UUID(str(value)) if value is not None else None
+
+
+def _record_failures(failed: dict[uuid.UUID, str]) -> None:
+    now = timezone.now()
+    errors = [When(id=ref, then=Value(error)) for ref, error in failed.items()]
+    Observer.objects.filter(id__in=list(failed)).update(
+        failures=F("failures") + 1,
+        last_error=Case(*errors),
+        last_failed_at=now,
+        quarantined_at=Case(
+            When(failures__gte=conf.quarantine_after() - 1, then=Value(now)), default=F("quarantined_at")
+        ),
+    )
+
+
+def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[uuid.UUID, str]) -> None:
+    Removal.objects.bulk_create(
+        Removal(
+            observer_ref=ref,
+            var_id=var_id,
+            callback=callback,
+            owner_ref=owner_id,
+            reason=Removal.Reason.QUARANTINED,
+            detail=failed[ref],
+        )
+        for ref, callback, _, owner_id in rows
+    )
+
+
+def _next_seq(var_id: str) -> int:
+    """Advance and return the variable's sequence number in one round trip."""
+    table = connection.ops.quote_name(VariableState._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES (%s, 1, %s) "  # noqa: S608
+            f"ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + 1, "
+            "last_notified_at = excluded.last_notified_at RETURNING seq",
+            [var_id, now],
+        )
+        row = cursor.fetchone()
+    return int(row[0])

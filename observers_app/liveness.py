@@ -1,0 +1,213 @@
+"""Owners on the process side: the handle users hold, what keeps a process owner alive, its clean exit.
+
+On PostgreSQL a process owner holds a session advisory lock on a connection of its own: the server
+drops the lock the moment that connection dies with the process, so the owner is dead at once and
+costs nothing while alive. On SQLite, which has no such lock, a thread renews a short lease.
+"""
+
+import atexit
+import os
+import random
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from celery.signals import worker_process_shutdown, worker_shutdown
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections
+
+from . import conf
+from .exceptions import ObserversError
+from .models import OWNER_LOCK_NAMESPACE, Owner
+
+T = TypeVar("T")
+
+
+def host_and_pid() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+class _AdvisoryLock:
+    """A connection of the process's own holding one session advisory lock until it closes."""
+
+    def __init__(self) -> None:
+        self.connection = connections.create_connection(DEFAULT_DB_ALIAS)
+        self.connection.inc_thread_sharing()  # closed at exit, maybe from another thread
+
+    def try_lock(self, key: int) -> bool:
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [OWNER_LOCK_NAMESPACE, key])
+            return bool(cursor.fetchone()[0])
+
+    def unlock(self, key: int) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [OWNER_LOCK_NAMESPACE, key])
+
+    def stop(self) -> None:
+        self.connection.close()
+
+    def detach_after_fork(self) -> None:
+        # The child shares the parent's socket: point its copy at /dev/null, so nothing the child
+        # does (not even a goodbye on garbage collection) can end the parent's session and lock.
+        raw = self.connection.connection
+        if raw is not None:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, raw.fileno())
+            os.close(devnull)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a process owner's lease every third of its TTL until stopped or the owner is gone."""
+
+    def __init__(self, owner_id: uuid.UUID, ttl_s: float) -> None:
+        super().__init__(name="observers-owner-heartbeat", daemon=True)
+        self.owner_id, self.ttl_s = owner_id, ttl_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from . import manager
+
+        try:
+            while not self.stopped.wait(self.ttl_s / 3):
+                manager.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
+        except ObserversError:
+            return
+        finally:
+            connections.close_all()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def detach_after_fork(self) -> None:
+        """Threads do not survive fork: nothing to detach."""
+
+
+class OwnerHandle:
+    """A process owner or a lease: bind observers to it with ``add_observer(..., owner=handle)``."""
+
+    def __init__(
+        self,
+        owner_id: uuid.UUID,
+        *,
+        name: str,
+        kind: str,
+        ttl_s: float | None,
+        keepalive: _AdvisoryLock | _Heartbeat | None = None,
+    ) -> None:
+        self.id, self.name, self.kind, self.ttl_s = owner_id, name, kind, ttl_s
+        self.keepalive = keepalive
+        self.closed = False
+
+    def heartbeat(self) -> None:
+        """Extend a lease by its TTL from now; raises OwnerDead/OwnerClosed if it already ended."""
+        from . import manager
+
+        if self.ttl_s is None:
+            return  # kept alive by its lock for as long as the process lives
+        manager.heartbeat_owner(self.id, ttl_s=self.ttl_s)
+
+    def close(self) -> None:
+        """Close the owner: its observers are removed before this returns."""
+        from . import manager
+
+        if self.closed:
+            return
+        self.closed = True
+        manager.close_owner(self.id)
+        if self.keepalive is not None:
+            self.keepalive.stop()
+
+    def __enter__(self) -> "OwnerHandle":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<OwnerHandle {self.kind} {self.name!r} {self.id}{' closed' if self.closed else ''}>"
+
+
+_current: OwnerHandle | None = None
+_current_lock = threading.Lock()
+
+
+def process_owner() -> OwnerHandle:
+    global _current
+    with _current_lock:
+        if _current is None or _current.closed:
+            _current = _in_own_connection(_open_process_owner)
+        return _current
+
+
+def _open_process_owner() -> OwnerHandle:
+    from . import manager
+
+    name = f"{os.path.basename(sys.argv[0]) or 'python'} pid {os.getpid()} on {socket.gethostname()}"
+    if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
+        ttl_s = conf.process_ttl()
+        owner = manager.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s)
+        heartbeat = _Heartbeat(owner.id, ttl_s)
+        heartbeat.start()
+        return OwnerHandle(owner.id, name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s, keepalive=heartbeat)
+    lock = _AdvisoryLock()
+    for _ in range(10):
+        key = random.randint(1, 2**31 - 1)  # noqa: S311 - a lock id, not a secret
+        if not lock.try_lock(key):
+            continue
+        try:
+            owner = manager.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=None, lock_key=key)
+        except IntegrityError:  # a dead owner not yet swept still has this key
+            lock.unlock(key)
+            continue
+        return OwnerHandle(owner.id, name=name, kind=Owner.Kind.PROCESS, ttl_s=None, keepalive=lock)
+    lock.stop()
+    raise ObserversError("could not find a free owner lock key in 10 tries")
+
+
+def _in_own_connection(func: Callable[[], T]) -> T:
+    """Run ``func`` on a thread of its own, so it writes on a fresh autocommit connection, outside
+    whatever transaction the caller is in (a rolled-back request must not take the owner with it)."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = func()
+        except BaseException as exc:
+            result["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, name="observers-owner")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def close_process_owner(**kwargs: Any) -> None:
+    """Remove this process's owner and its observers: at interpreter exit and Celery shutdowns."""
+    global _current
+    with _current_lock:
+        owner, _current = _current, None
+    if owner is not None and not owner.closed:
+        _in_own_connection(owner.close)
+
+
+def _forget_after_fork() -> None:
+    global _current, _current_lock
+    _current_lock = threading.Lock()
+    if _current is not None and _current.keepalive is not None:
+        _current.keepalive.detach_after_fork()
+    _current = None
+
+
+atexit.register(close_process_owner)
+worker_process_shutdown.connect(close_process_owner, weak=False)
+worker_shutdown.connect(close_process_owner, weak=False)
+os.register_at_fork(after_in_child=_forget_after_fork)
