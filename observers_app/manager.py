@@ -120,7 +120,8 @@ def heartbeat_owner(owner_id: uuid.UUID, *, ttl_s: float) -> None:
         expires_at=now + timedelta(seconds=ttl_s)
     )
     if not extended:
-        _lock_live_owner(owner_id)  # raises the precise error
+        with transaction.atomic():
+            _lock_live_owner(owner_id)  # raises the precise error
         raise OwnerDead(f"owner {owner_id} cannot be extended")
 
 

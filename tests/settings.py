@@ -15,3 +15,4 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
 
 OBSERVERS_CALLBACK_TIME_LIMIT = 2.0
+OBSERVERS_QUARANTINE_AFTER = 3

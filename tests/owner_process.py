@@ -1,0 +1,39 @@
+"""A separate process for the liveness tests: ``python -m tests.owner_process MODE VAR COUNT [PRIVATE]``.
+
+hold: bind COUNT observers to process_owner(), print "ready", sleep until killed.
+exit: the same, then exit normally.
+churn: add COUNT durable observers to VAR, remove half, notify the variable PRIVATE ten times.
+"""
+
+import os
+import sys
+import time
+
+import django
+
+
+def main() -> None:
+    mode, var_id, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    django.setup()
+    from observers_app import manager
+    from tests.testapp.callbacks import record
+
+    if mode in ("hold", "exit"):
+        owner = manager.process_owner()
+        for _ in range(count):
+            manager.add_observer(var_id, record, owner=owner)
+        print(f"ready {owner.id}", flush=True)
+        if mode == "hold":
+            time.sleep(120)
+        return
+    refs = [manager.add_observer(var_id, record) for _ in range(count)]
+    for ref in refs[: count // 2]:
+        assert manager.remove_observer(var_id, ref)
+    for i in range(10):
+        manager.notify_observers(sys.argv[4], i, i + 1)
+    print(f"ready {os.getpid()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Owners, their deaths and the sweep: real processes, the real broker and database."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from observers_app import manager
+from observers_app.exceptions import OwnerClosed, OwnerDead, UnknownOwner
+from observers_app.models import Observer, Owner, Removal
+from observers_app.tasks import sweep
+from tests.conftest import database_url, wait_for
+from tests.factories import make_observers, unique_var
+from tests.testapp.callbacks import explode, record
+from tests.testapp.models import Received
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+
+
+def death_deadline() -> float:
+    """The issue's bound: 1 s on PostgreSQL, 5 s on SQLite."""
+    return 1.0 if connection.vendor == "postgresql" else 5.0
+
+
+def start_owner_process(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.owner_process", *args], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def wait_ready(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("ready"), f"owner process did not start: {line!r}"
+    return line.split()[1]
+
+
+def poll_within(deadline_s: float, predicate) -> float:
+    """Poll ``predicate`` until true; fail past ``deadline_s``. Returns the seconds it took."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < deadline_s, f"not within {deadline_s} s"
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def test_observers_of_a_killed_process_stop_counting_and_being_called():
+    var = unique_var("crash")
+    [durable] = make_observers(var, 1)
+    process = start_owner_process("hold", var, "3")
+    owner_id = wait_ready(process)
+    assert manager.observer_count(var) == 4
+    assert manager.get_stats()["monitored_processes"] >= 1
+
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    poll_within(death_deadline(), lambda: manager.observer_count(var) == 1)
+    assert manager.total_observers() == 1
+
+    manager.notify_observers(var, 1, 2)
+    [call] = wait_for(lambda: list(Received.objects.filter(var_id=var)))
+    assert call.observer_ref == durable
+    assert Observer.objects.filter(owner_id=owner_id).count() == 3  # rows stay until the sweep
+
+    result = manager.sweep_dead_observers()
+    assert result["removed_owner_died"] == 3
+    assert not Observer.objects.filter(owner_id=owner_id).exists()
+    assert not Owner.objects.filter(id=owner_id).exists()
+    assert {r.reason for r in Removal.objects.filter(owner_ref=owner_id)} == {"owner_died"}
+
+
+def test_observers_of_a_process_that_exits_cleanly_are_gone_at_once():
+    var = unique_var("exit")
+    process = start_owner_process("exit", var, "5")
+    owner_id = wait_ready(process)
+    assert process.wait(timeout=30) == 0
+    poll_within(1.0, lambda: not Observer.objects.filter(var_id=var).exists())
+    assert Removal.objects.filter(owner_ref=owner_id, reason="owner_closed").count() == 5
+
+
+def test_a_lease_that_stops_heartbeating_expires():
+    var = unique_var("lease")
+    lease = manager.open_owner("websocket", ttl_s=1.0)
+    manager.add_observer(var, record, owner=lease)
+    time.sleep(0.5)
+    lease.heartbeat()
+    assert manager.observer_count(var) == 1
+    poll_within(3.0, lambda: manager.observer_count(var) == 0)
+    with pytest.raises(OwnerDead):
+        lease.heartbeat()
+    with pytest.raises(OwnerDead):
+        manager.add_observer(var, record, owner=lease)
+    assert manager.sweep_dead_observers()["removed_swept"] == 1
+    assert manager.removal_of(Removal.objects.get(var_id=var).observer_ref)["reason"] == "swept"
+
+
+def test_a_closed_lease_has_no_observers_on_return():
+    var = unique_var("closed")
+    with manager.open_owner("session", ttl_s=60) as lease:
+        refs = [manager.add_observer(var, record, owner=lease) for _ in range(3)]
+        assert manager.observer_count(var) == 3
+    assert Observer.objects.filter(var_id=var).count() == 0
+    assert manager.removal_of(refs[0])["reason"] == "owner_closed"
+    with pytest.raises(OwnerClosed, match="open a new one"):
+        manager.add_observer(var, record, owner=lease)
+
+
+def test_unknown_owner_is_refused():
+    with pytest.raises(UnknownOwner):
+        manager.add_observer(unique_var(), record, owner=uuid.uuid4())
+    with pytest.raises(UnknownOwner):
+        manager.add_observer(unique_var(), record, owner="not-an-owner")
+    assert Observer.objects.count() == 0
+
+
+def test_the_sweep_removes_10000_dead_observers_in_batches_and_keeps_live_ones():
+    live_lease = manager.open_owner("live", ttl_s=300)
+    live = [manager.add_observer(unique_var("live"), record, owner=live_lease) for _ in range(5)]
+    durable = make_observers(unique_var("durable"), 5)
+    dead_owners = [
+        Owner.objects.create(name=f"dead {i}", kind="lease", expires_at=timezone.now() - timedelta(seconds=1))
+        for i in range(10)
+    ]
+    Observer.objects.bulk_create(
+        [
+            Observer(var_id=f"dead:{i % 7}", callback="tests.testapp.callbacks.record", owner=owner)
+            for i, owner in enumerate(dead_owners * 1000)
+        ],
+        batch_size=2000,
+    )
+    before = manager.get_stats()
+
+    result = manager.sweep_dead_observers(batch_size=700)
+
+    assert result["removed_swept"] == 10_000
+    assert result["owners_removed"] == 10
+    assert set(Observer.objects.values_list("id", flat=True)) == set(live) | set(durable)
+    assert Owner.objects.filter(id__in=[o.id for o in dead_owners]).count() == 0
+    after = manager.get_stats()
+    assert after["cleanup_runs"] == before["cleanup_runs"] + 1
+    assert after["observers_removed"] == before["observers_removed"] + 10_000
+    assert Removal.objects.filter(reason="swept").count() == 10_000
+
+
+def test_the_sweep_runs_as_a_celery_task_on_the_worker():
+    dead = Owner.objects.create(name="dead", kind="lease", expires_at=timezone.now() - timedelta(seconds=1))
+    Observer.objects.create(var_id=unique_var(), callback="tests.testapp.callbacks.record", owner=dead)
+    sweep.delay()
+    wait_for(lambda: not Owner.objects.filter(id=dead.id).exists())
+    assert Observer.objects.count() == 0
+
+
+def test_four_processes_adding_removing_and_notifying_leave_every_count_exact():
+    shared = unique_var("shared")
+    private = [unique_var(f"private{i}") for i in range(4)]
+    private_refs = {var: set(make_observers(var, 5)) for var in private}
+    before = manager.get_stats()
+
+    processes = [start_owner_process("churn", shared, "50", var) for var in private]
+    for process in processes:
+        wait_ready(process)
+        assert process.wait(timeout=60) == 0
+
+    assert manager.observer_count(shared) == 4 * 25
+    stats = manager.get_stats()
+    assert stats["observers_added"] - before["observers_added"] == 200
+    assert stats["observers_removed"] - before["observers_removed"] == 100
+    for var, refs in private_refs.items():
+        calls = wait_for(
+            lambda v=var: (
+                Received.objects.filter(var_id=v).count() == 50 and Received.objects.filter(var_id=v)
+            )
+        )
+        pairs = [(c.observer_ref, c.metadata["notification_id"]) for c in calls]
+        assert len(set(pairs)) == 50
+        assert {ref for ref, _ in pairs} == refs
+    wait_for(lambda: manager.get_stats()["notifications_sent"] - before["notifications_sent"] == 200)
+
+
+def test_an_observer_failing_n_times_in_a_row_is_quarantined_and_can_be_reenabled(settings):
+    var = unique_var("flaky")
+    bad = manager.add_observer(var, explode)
+    good = manager.add_observer(var, record)
+    limit = settings.OBSERVERS_QUARANTINE_AFTER
+
+    def notify_and_wait(n: int) -> None:
+        manager.notify_observers(var, n, n + 1)
+        wait_for(lambda: Received.objects.filter(var_id=var, new_value=n + 1).exists())
+
+    for n in range(limit):
+        notify_and_wait(n)
+    observer = wait_for(lambda: Observer.objects.filter(id=bad, quarantined_at__isnull=False).first())
+    assert observer.failures == limit
+    assert "callback failed on purpose" in observer.last_error
+    assert manager.observer_count(var) == 1
+    assert manager.removal_of(bad)["reason"] == "quarantined"
+    [shown] = [o for o in manager.inspect_variable(var)["observers"] if o["ref"] == bad]
+    assert shown["quarantined"] is True
+
+    notify_and_wait(limit)  # quarantined: not called
+    assert Observer.objects.get(id=bad).failures == limit
+
+    assert manager.reenable_observer(bad) is True
+    assert manager.observer_count(var) == 2
+    notify_and_wait(limit + 1)  # called again, fails again, straight back to quarantine
+    wait_for(lambda: Observer.objects.filter(id=bad, quarantined_at__isnull=False).exists())
+    assert Received.objects.filter(var_id=var, observer_ref=good).count() == limit + 2
