@@ -1,0 +1,19 @@
+"""Run the sweep of dead owners and their observers now, and print what it removed."""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from observers_app import manager
+
+
+class Command(BaseCommand):
+    help = "Delete the observers of dead owners, and the dead owners, in batches; print what went."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--batch-size", type=int, default=None, help="rows per transaction")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        removed = manager.sweep_dead_observers(batch_size=options["batch_size"])
+        for name, count in removed.items():
+            self.stdout.write(f"{name:<24}{count:>10}")
