@@ -2,6 +2,7 @@
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -59,6 +60,7 @@ def run(*, clients: int, parallel: int, say: Callable[[str], None]) -> dict[str,
     results: dict[str, Any] = {"owners": clients * (LEASES_PER_CLIENT + 1), "killed": 0, "exited": 0}
     with running_worker(concurrency=2, include=("observers_app.demo",)) as worker:
         rss: list[int] = []
+        detections: list[float] = []
         for start in range(0, clients, parallel):
             wave = [_spawn(i) for i in range(start, min(start + parallel, clients))]
             for i, process in zip(range(start, clients), wave, strict=False):
@@ -67,6 +69,7 @@ def run(*, clients: int, parallel: int, say: Callable[[str], None]) -> dict[str,
                     raise RuntimeError(f"soak client {i} failed")
                 if i % 3 == 0:
                     process.send_signal(signal.SIGKILL)
+                    detections.append(_seconds_until_uncounted(f"soak:{i}:0"))
                     results["killed"] += 1
                 else:
                     process.stdin.write("exit\n")
@@ -85,8 +88,20 @@ def run(*, clients: int, parallel: int, say: Callable[[str], None]) -> dict[str,
     results["worker_rss_kib_after_first_wave"] = rss[0]
     results["worker_rss_kib_end"] = rss[-1]
     results["worker_rss_growth_pct"] = round(100 * (rss[-1] - rss[0]) / rss[0], 1)
+    results["kill_to_uncounted_ms"] = {
+        "median": round(statistics.median(detections) * 1000, 1),
+        "max": round(max(detections) * 1000, 1),
+    }
     results["stats"] = manager.get_stats()
     return results
+
+
+def _seconds_until_uncounted(var_id: str, timeout: float = 30) -> float:
+    """Seconds from now until the killed process's observers of ``var_id`` stop counting."""
+    started = time.monotonic()
+    while manager.observer_count(var_id) and time.monotonic() - started < timeout:
+        time.sleep(0.002)
+    return time.monotonic() - started
 
 
 def _spawn(index: int) -> "subprocess.Popen[str]":

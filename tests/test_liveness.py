@@ -220,3 +220,37 @@ def test_an_observer_failing_n_times_in_a_row_is_quarantined_and_can_be_reenable
     notify_and_wait(limit + 1)  # called again, fails again, straight back to quarantine
     wait_for(lambda: Observer.objects.filter(id=bad, quarantined_at__isnull=False).exists())
     assert Received.objects.filter(var_id=var, observer_ref=good).count() == limit + 2
+
+
+def test_celery_beat_runs_the_sweep_on_its_schedule(tmp_path):
+    dead = Owner.objects.create(name="dead", kind="lease", expires_at=timezone.now() - timedelta(seconds=1))
+    Observer.objects.create(var_id=unique_var(), callback="tests.testapp.callbacks.record", owner=dead)
+    runs_before = manager.get_stats()["cleanup_runs"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "OBSERVERS_SWEEP_INTERVAL": "1",
+    }
+    beat = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "project",
+            "beat",
+            "--schedule",
+            str(tmp_path / "beat-schedule"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: not Owner.objects.filter(id=dead.id).exists(), timeout=30)
+        wait_for(lambda: manager.get_stats()["cleanup_runs"] >= runs_before + 2, timeout=30)
+    finally:
+        beat.terminate()
+        beat.wait(timeout=30)
+    assert Observer.objects.count() == 0

@@ -23,7 +23,15 @@ class Command(BaseCommand):
             soak.client(options["client"])
             return
         results = soak.run(clients=options["clients"], parallel=options["parallel"], say=self.stderr.write)
-        for key in ("owners", "killed", "exited", "before_sweep", "sweep", "after_sweep"):
+        for key in (
+            "owners",
+            "killed",
+            "kill_to_uncounted_ms",
+            "exited",
+            "before_sweep",
+            "sweep",
+            "after_sweep",
+        ):
             self.stdout.write(f"{key:<16}{results[key]}")
         self.stdout.write(
             f"worker RSS {results['worker_rss_kib_after_first_wave']} KiB after the first wave, "
