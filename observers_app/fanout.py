@@ -23,8 +23,10 @@ def fan_out(
     metadata: dict[str, Any] | None,
     notification_id: str,
     notified_at: float,
+    seq: int | None,
 ) -> None:
-    """Number the notification, send a deliver task per further page of observers, deliver the first."""
+    """Number the notification (unless its sender did), send a deliver task per further page of
+    observers, and deliver the first page here."""
     size = conf.batch_size()
     live = Observer.objects.live()
     first_page = live.page_ids(var_id, after=None, limit=size)
@@ -38,7 +40,7 @@ def fan_out(
         "new_value": new_value,
         "metadata": metadata,
         "notification_id": notification_id,
-        "seq": _next_seq(var_id),
+        "seq": next_seq(var_id) if seq is None else _touch_state(var_id, seq),
         "notified_at": notified_at,
     }
     after = first_page[-1]
@@ -111,8 +113,12 @@ def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[u
     )
 
 
-def _next_seq(var_id: str) -> int:
-    """Advance and return the variable's sequence number in one round trip."""
+def next_seq(var_id: str) -> int:
+    """Advance and return the variable's sequence number in one round trip.
+
+    Inside a transaction the variable's state row stays locked until commit, so numbers taken
+    in transactions follow their commit order.
+    """
     table = connection.ops.quote_name(VariableState._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
@@ -124,3 +130,8 @@ def _next_seq(var_id: str) -> int:
         )
         row = cursor.fetchone()
     return int(row[0])
+
+
+def _touch_state(var_id: str, seq: int) -> int:
+    VariableState.objects.filter(var_id=var_id).update(last_notified_at=timezone.now())
+    return seq

@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import conf, counters, delivery, liveness, presence, publisher, registry
+from . import conf, counters, delivery, fanout, liveness, presence, publisher, registry
 from .exceptions import (
     InvalidVariableId,
     NotSerializable,
@@ -223,19 +223,28 @@ def _lock_live_owner(owner_id: uuid.UUID) -> None:
 
 
 def notify_observers(
-    var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any] | None = None
+    var_id: str,
+    old_value: Any,
+    new_value: Any,
+    metadata: dict[str, Any] | None = None,
+    *,
+    ordered: bool = False,
 ) -> str | None:
     """Fan a change of ``var_id`` out to its observers; returns the notification id, or None.
 
     Returns at once: the caller publishes at most one message, and none when the value did not
     change or the variable has no observer. Inside ``transaction.atomic()`` that happens on
-    commit, never on rollback.
+    commit, never on rollback. ``ordered=True`` numbers the notification (``seq``) now, in the
+    caller's transaction, so that numbers follow commit order; it costs the caller one write.
     """
     _check_var_id(var_id)
     if old_value == new_value:
         return None
     notification_id = str(uuid.uuid4())
-    args_json = _serialize_dispatch_args(var_id, old_value, new_value, metadata, notification_id)
+    args = [var_id, old_value, new_value, metadata, notification_id, time.time()]
+    args_json = _serialize_dispatch_args(args)
+    if ordered:
+        args_json = f"{args_json[:-1]},{fanout.next_seq(var_id)}]"
     if connection.in_atomic_block:
         transaction.on_commit(lambda: _publish_dispatch(var_id, args_json), robust=True)
     else:
@@ -248,15 +257,13 @@ def _publish_dispatch(var_id: str, args_json: str) -> None:
         publisher.publish_task(DISPATCH_TASK, args_json)
 
 
-def _serialize_dispatch_args(
-    var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any] | None, notification_id: str
-) -> str:
+def _serialize_dispatch_args(args: list[Any]) -> str:
+    var_id, old_value, new_value, metadata = args[:4]
     if metadata is not None and not isinstance(metadata, dict):
         raise NotSerializable(f"metadata must be a dict or None, not {type(metadata).__name__}")
     reserved = delivery.HUB_METADATA_KEYS.intersection(metadata or ())
     if reserved:
         raise ValueError(f"metadata keys {sorted(reserved)} are reserved for the hub; rename them")
-    args = [var_id, old_value, new_value, metadata, notification_id, time.time()]
     try:
         args_json = json.dumps(args, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:

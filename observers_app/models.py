@@ -101,6 +101,23 @@ class Removal(models.Model):
         return f"{self.observer_ref}: {self.reason}"
 
 
+class Variable(models.Model):
+    """A session variable of the session store: a JSON value with a version bumped on every set."""
+
+    session_id = models.CharField(max_length=100)
+    name = models.CharField(max_length=100)
+    value = models.JSONField(null=True)
+    version = models.BigIntegerField(default=0)
+    deleted = models.BooleanField(default=True, help_text="Deleted, or never set: the row keeps the version.")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["session_id", "name"], name="variable_session_name")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}:{self.name} v{self.version}"
+
+
 class VariableState(models.Model):
     """The notification sequence of one variable, advanced once per fanned-out notification."""
 

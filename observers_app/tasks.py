@@ -15,6 +15,7 @@ def dispatch(
     metadata: dict[str, Any] | None,
     notification_id: str,
     notified_at: float,
+    seq: int | None = None,
 ) -> None:
     fanout.fan_out(
         var_id=var_id,
@@ -23,6 +24,7 @@ def dispatch(
         metadata=metadata,
         notification_id=notification_id,
         notified_at=notified_at,
+        seq=seq,
     )
 
 

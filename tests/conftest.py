@@ -1,5 +1,8 @@
 """Fixtures: a real Celery worker process on the real broker, sharing the test database."""
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,3 +41,17 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: f
             assert result, f"condition not met within {timeout} s"
             return result
         time.sleep(interval)
+
+
+def start_client_process(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.client_process", *args], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def wait_ready(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("ready"), f"owner process did not start: {line!r}"
+    return line.split()[1]

@@ -17,7 +17,7 @@ from observers_app import manager
 from observers_app.exceptions import OwnerClosed, OwnerDead, UnknownOwner
 from observers_app.models import Observer, Owner, Removal
 from observers_app.tasks import sweep
-from tests.conftest import database_url, wait_for
+from tests.conftest import database_url, start_client_process, wait_for, wait_ready
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import explode, record
 from tests.testapp.models import Received
@@ -28,20 +28,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 def death_deadline() -> float:
     """The issue's bound: 1 s on PostgreSQL, 5 s on SQLite."""
     return 1.0 if connection.vendor == "postgresql" else 5.0
-
-
-def start_owner_process(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.owner_process", *args], env=env, stdout=subprocess.PIPE, text=True
-    )
-
-
-def wait_ready(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith("ready"), f"owner process did not start: {line!r}"
-    return line.split()[1]
 
 
 def received_at_least(var_id: str, count: int) -> bool:
@@ -66,7 +52,7 @@ def poll_within(deadline_s: float, predicate) -> float:
 def test_observers_of_a_killed_process_stop_counting_and_being_called():
     var = unique_var("crash")
     [durable] = make_observers(var, 1)
-    process = start_owner_process("hold", var, "3")
+    process = start_client_process("hold", var, "3")
     owner_id = wait_ready(process)
     assert manager.observer_count(var) == 4
     assert manager.get_stats()["monitored_processes"] >= 1
@@ -90,7 +76,7 @@ def test_observers_of_a_killed_process_stop_counting_and_being_called():
 
 def test_observers_of_a_process_that_exits_cleanly_are_gone_at_once():
     var = unique_var("exit")
-    process = start_owner_process("exit", var, "5")
+    process = start_client_process("exit", var, "5")
     owner_id = wait_ready(process)
     assert process.wait(timeout=30) == 0
     poll_within(1.0, lambda: not Observer.objects.filter(var_id=var).exists())
@@ -175,7 +161,7 @@ def test_four_processes_adding_removing_and_notifying_leave_every_count_exact():
     private_refs = {var: set(make_observers(var, 5)) for var in private}
     before = manager.get_stats()
 
-    processes = [start_owner_process("churn", shared, "50", var) for var in private]
+    processes = [start_client_process("churn", shared, "50", var) for var in private]
     for process in processes:
         wait_ready(process)
         assert process.wait(timeout=60) == 0

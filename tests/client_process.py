@@ -1,8 +1,9 @@
-"""A separate process for the liveness tests: ``python -m tests.owner_process MODE VAR COUNT [PRIVATE]``.
+"""A separate process for the tests: ``python -m tests.client_process MODE VAR COUNT [EXTRA]``.
 
 hold: bind COUNT observers to process_owner(), print "ready", sleep until killed.
 exit: the same, then exit normally.
-churn: add COUNT durable observers to VAR, remove half, notify the variable PRIVATE ten times.
+churn: add COUNT durable observers to VAR, remove half, notify the variable EXTRA ten times.
+sets: set the session variable VAR (session id, name "x") COUNT times to "EXTRA:<i>".
 """
 
 import os
@@ -19,6 +20,13 @@ def main() -> None:
     from observers_app import manager
     from tests.testapp.callbacks import record
 
+    if mode == "sets":
+        from observers_app import session_store
+
+        for i in range(count):
+            session_store.set_variable(var_id, "x", f"{sys.argv[4]}:{i}")
+        print("ready done", flush=True)
+        return
     if mode in ("hold", "exit"):
         owner = manager.process_owner()
         for _ in range(count):

@@ -1,0 +1,77 @@
+"""The session store: atomic sets, versions, and notifications whose seq follows commit order."""
+
+import itertools
+
+import pytest
+from django.db import transaction
+
+from observers_app import manager, session_store
+from tests.conftest import start_client_process, wait_for, wait_ready
+from tests.factories import unique_var
+from tests.testapp.callbacks import record
+from tests.testapp.models import Received
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+
+
+def test_set_get_delete_and_notification():
+    session = unique_var("s")
+    var = session_store.variable_id(session, "cart")
+    assert var == f"session:{session}:cart"
+    manager.add_observer(var, record)
+
+    assert session_store.set_variable(session, "cart", {"items": 1}, {"by": "test"}) == 1
+    assert session_store.get_variable(session, "cart") == {"items": 1}
+    assert session_store.set_variable(session, "cart", {"items": 2}) == 2
+    assert session_store.delete_variable(session, "cart") is True
+    assert session_store.get_variable(session, "cart", "gone") == "gone"
+    assert session_store.delete_variable(session, "cart") is False
+
+    calls = wait_for(
+        lambda: len(Received.objects.filter(var_id=var)) == 3 and Received.objects.filter(var_id=var)
+    )
+    by_seq = sorted(calls, key=lambda c: c.metadata["seq"])
+    assert [(c.old_value, c.new_value) for c in by_seq] == [
+        (None, {"items": 1}),
+        ({"items": 1}, {"items": 2}),
+        ({"items": 2}, None),
+    ]
+    first = by_seq[0].metadata
+    assert first["by"] == "test"
+    assert first["session_id"] == session
+    assert isinstance(first["timestamp"], float)
+    assert [c.metadata["version"] for c in by_seq] == [1, 2, 3]
+
+
+def test_a_set_in_a_rolled_back_transaction_changes_and_sends_nothing():
+    session = unique_var("s")
+    var = session_store.variable_id(session, "x")
+    manager.add_observer(var, record)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        session_store.set_variable(session, "x", 1)
+        raise RuntimeError("roll back")
+    assert session_store.get_variable(session, "x") is None
+    session_store.set_variable(session, "x", 2)
+    [call] = wait_for(lambda: list(Received.objects.filter(var_id=var)))
+    assert (call.old_value, call.new_value, call.metadata["seq"]) == (None, 2, 1)
+
+
+def test_four_processes_setting_one_variable_200_times_each():
+    session = unique_var("race")
+    var = session_store.variable_id(session, "x")
+    manager.add_observer(var, record)
+
+    processes = [start_client_process("sets", session, "200", f"p{i}") for i in range(4)]
+    for process in processes:
+        wait_ready(process)
+        assert process.wait(timeout=120) == 0
+
+    wait_for(lambda: Received.objects.filter(var_id=var).count() >= 800, timeout=120)
+    calls = sorted(Received.objects.filter(var_id=var), key=lambda c: c.metadata["seq"])
+    assert len(calls) == 800
+    assert [c.metadata["seq"] for c in calls] == list(range(1, 801))
+    assert [c.metadata["version"] for c in calls] == list(range(1, 801))
+    assert calls[0].old_value is None
+    for previous, current in itertools.pairwise(calls):
+        assert current.old_value == previous.new_value
+    assert session_store.get_variable(session, "x") == calls[-1].new_value
