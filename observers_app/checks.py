@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error
+from django.core.checks import Warning as CheckWarning
 from django.core.checks import register as register_check
 
 from . import conf
@@ -41,6 +42,23 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
+    from .signals import ObservedQuerySet, observed_models
+
+    return [
+        CheckWarning(
+            f"{model._meta.label} is observed but its default manager is not an ObservedQuerySet: "
+            "update(), bulk_update() and bulk_create() on it will not notify.",
+            hint="objects = ObservedQuerySet.as_manager()",
+            obj=model,
+            id="observers.W001",
+        )
+        for model in observed_models()
+        if not isinstance(model._default_manager.all(), ObservedQuerySet)
+    ]
+
+
 def register() -> None:
     register_check(check_celery_serialization)
     register_check(check_settings)
+    register_check(check_observed_managers)

@@ -28,8 +28,9 @@ def fan_out(
     """Number the notification (unless its sender did), send a deliver task per further page of
     observers, and deliver the first page here."""
     size = conf.batch_size()
-    live = Observer.objects.live()
-    first_page = live.page_ids(var_id, after=None, limit=size)
+    globs = Observer.objects.globs_matching(var_id)
+    reached = Observer.objects.live().matching(var_id, globs)
+    first_page = reached.page_ids(after=None, limit=size)
     if not first_page:
         # A sender's cached "has observers" outlived the last live observer.
         counters.increment({"empty_dispatches": 1})
@@ -46,17 +47,20 @@ def fan_out(
     after = first_page[-1]
     if len(first_page) == size:
         notification_json = json.dumps(notification, separators=(",", ":"))
-        while page := live.page_ids(var_id, after=after, limit=size):
-            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}"]')
+        globs_json = json.dumps(globs)
+        while page := reached.page_ids(after=after, limit=size):
+            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
             after = page[-1]
-    deliver(notification, after=None, upto=first_page[-1])
+    deliver(notification, after=None, upto=first_page[-1], globs=globs)
 
 
-def deliver(notification: dict[str, Any], *, after: uuid.UUID | str | None, upto: uuid.UUID | str) -> None:
+def deliver(
+    notification: dict[str, Any], *, after: uuid.UUID | str | None, upto: uuid.UUID | str, globs: list[str]
+) -> None:
     """Call the live observers of one page, then record the outcome in one batch of writes."""
     rows = list(
         Observer.objects.live()
-        .for_variable(notification["var_id"])
+        .matching(notification["var_id"], globs)
         .in_page(after=_as_uuid(after), upto=_as_uuid(upto))
         .values_list("id", "callback", "failures", "owner_id")
     )

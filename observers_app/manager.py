@@ -31,18 +31,27 @@ Reason = Removal.Reason
 
 
 def add_observer(
-    var_id: str, callback: Callback | str, *, owner: OwnerHandle | uuid.UUID | str | None = None
+    var_id: str,
+    callback: Callback | str,
+    *,
+    owner: OwnerHandle | uuid.UUID | str | None = None,
+    glob: bool = False,
 ) -> uuid.UUID:
-    """Register ``callback`` on ``var_id``, durable or bound to a live ``owner``; returns its ref."""
+    """Register ``callback`` on ``var_id``, durable or bound to a live ``owner``; returns its ref.
+
+    With ``glob=True``, ``var_id`` is a pattern (``*`` matches any run of characters) and the
+    callback receives the concrete name of each matching variable that changes.
+    """
     _check_var_id(var_id)
     name = registry.name_of(callback)
     owner_id = _owner_id(owner)
     with transaction.atomic():
         if owner_id is not None:
             _lock_live_owner(owner_id)
-        observer = Observer.objects.create(var_id=var_id, callback=name, owner_id=owner_id)
+        observer = Observer.objects.create(var_id=var_id, is_glob=glob, callback=name, owner_id=owner_id)
         counters.increment({"observers_added": 1})
-    presence.remember(var_id)
+    if not glob:
+        presence.remember(var_id)
     return observer.id
 
 
@@ -55,9 +64,10 @@ def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
 
 
 def observer_count(var_id: str) -> int:
-    """Observers of ``var_id`` that get called: not quarantined, durable or with a live owner."""
+    """Observers a notification of ``var_id`` would call now: its own and those of matching globs,
+    not quarantined, durable or with a live owner."""
     _check_var_id(var_id)
-    return Observer.objects.live().for_variable(var_id).count()
+    return Observer.objects.live().matching(var_id, Observer.objects.globs_matching(var_id)).count()
 
 
 def total_observers() -> int:
@@ -304,7 +314,9 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
     state = VariableState.objects.filter(var_id=var_id).first()
     last_notified = state.last_notified_at if state else None
     observers = list(
-        Observer.objects.for_variable(var_id).select_related("owner").order_by("created_at", "id")[:limit]
+        Observer.objects.matching(var_id, Observer.objects.globs_matching(var_id))
+        .select_related("owner")
+        .order_by("created_at", "id")[:limit]
     )
     owner_ids = {observer.owner_id for observer in observers if observer.owner_id}
     alive_owners = set(Owner.objects.alive().filter(id__in=owner_ids).values_list("id", flat=True))
@@ -316,6 +328,9 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
             {
                 "ref": observer.id,
                 "callback": observer.callback,
+                # Why it is here: registered on this exact name, or on a glob that matches it.
+                "match": "glob" if observer.is_glob else "exact",
+                "pattern": observer.var_id if observer.is_glob else None,
                 "owner": observer.owner_id,
                 "owner_name": observer.owner.name if observer.owner else None,
                 "alive": observer.owner_id is None or observer.owner_id in alive_owners,

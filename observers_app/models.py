@@ -56,7 +56,12 @@ class Observer(models.Model):
     """One callback registered on one variable; its primary key is the ref add_observer returns."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    var_id = models.CharField(max_length=VAR_ID_MAX_LENGTH)
+    var_id = models.CharField(
+        max_length=VAR_ID_MAX_LENGTH, help_text="A variable name, or a glob if is_glob."
+    )
+    is_glob = models.BooleanField(
+        default=False, help_text="var_id is a pattern; * matches any run of characters."
+    )
     callback = models.CharField(max_length=255, help_text="Registered callback name.")
     created_at = models.DateTimeField(default=timezone.now)
     failures = models.PositiveIntegerField(default=0, help_text="Failed calls in a row.")
@@ -73,6 +78,8 @@ class Observer(models.Model):
         indexes = [
             # Serves the existence check, counts and the keyset pages of a fan-out.
             models.Index(fields=["var_id", "id"], name="observer_var_id_id"),
+            # The few glob patterns, read by every existence check and fan-out.
+            models.Index(fields=["var_id"], condition=models.Q(is_glob=True), name="observer_globs"),
         ]
 
     def __str__(self) -> str:

@@ -1,5 +1,7 @@
-"""Chainable reads of owners and observers."""
+"""Chainable reads of owners and observers, and glob matching of variable names."""
 
+import functools
+import re
 import uuid
 
 from django.apps import apps
@@ -23,7 +25,14 @@ class OwnerQuerySet(models.QuerySet):
 
 class ObserverQuerySet(models.QuerySet):
     def for_variable(self, var_id: str) -> "ObserverQuerySet":
+        """Observers registered under exactly this name (for a glob observer, its pattern)."""
         return self.filter(var_id=var_id)
+
+    def matching(self, var_id: str, globs: list[str]) -> "ObserverQuerySet":
+        """Observers a notification of ``var_id`` reaches: its exact observers and those of ``globs``
+        (the patterns that match it, from ``globs_matching``)."""
+        exact = Q(var_id=var_id, is_glob=False)
+        return self.filter(exact | Q(var_id__in=globs, is_glob=True) if globs else exact)
 
     def live(self) -> "ObserverQuerySet":
         """Observers that get called: not quarantined, durable or with a live owner."""
@@ -39,23 +48,40 @@ class ObserverQuerySet(models.QuerySet):
             page = page.filter(id__lte=upto)
         return page
 
-    def page_ids(self, var_id: str, *, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
-        """The next ``limit`` observer ids of a variable after ``after``, in id order (keyset paging)."""
-        return list(
-            self.for_variable(var_id)
-            .in_page(after=after, upto=None)
-            .order_by("id")
-            .values_list("id", flat=True)[:limit]
-        )
+    def page_ids(self, *, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
+        """The next ``limit`` observer ids after ``after``, in id order (keyset paging)."""
+        return list(self.in_page(after=after, upto=None).order_by("id").values_list("id", flat=True)[:limit])
+
+    def globs_matching(self, var_id: str) -> list[str]:
+        """The glob patterns observed anywhere that match ``var_id``."""
+        patterns = self.filter(is_glob=True).values_list("var_id", flat=True).distinct()
+        return [pattern for pattern in patterns if glob_matches(pattern, var_id)]
 
     def any_for_variable(self, var_id: str) -> bool:
-        """Whether a variable has an observer row, in one indexed round trip.
+        """Whether a notification of ``var_id`` would reach an observer row, in one round trip.
 
         Runs on the notify hot path: a raw cursor skips the ORM's query compilation, which costs
         more than the round trip itself (see shared BASELINES: ~535 us for ORM ``exists()``).
-        Rows of a dead owner count until the sweep removes them; the worker skips them.
+        The glob patterns come back in the same round trip and are matched here, never by the
+        database's LIKE, so ``%`` and ``_`` in names are plain characters. Rows of a dead owner
+        count until the sweep removes them; the worker skips them.
         """
         table = connections[self.db].ops.quote_name(self.model._meta.db_table)
         with connections[self.db].cursor() as cursor:
-            cursor.execute(f"SELECT 1 FROM {table} WHERE var_id = %s LIMIT 1", [var_id])  # noqa: S608
-            return cursor.fetchone() is not None
+            cursor.execute(
+                f"SELECT var_id, is_glob FROM (SELECT var_id, is_glob FROM {table} "  # noqa: S608
+                f"WHERE var_id = %s AND NOT is_glob LIMIT 1) exact "
+                f"UNION ALL SELECT DISTINCT var_id, is_glob FROM {table} WHERE is_glob",
+                [var_id],
+            )
+            return any(not is_glob or glob_matches(name, var_id) for name, is_glob in cursor.fetchall())
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+
+
+def glob_matches(pattern: str, var_id: str) -> bool:
+    """``*`` matches any run of characters (``:`` included); every other character only itself."""
+    return _glob_regex(pattern).fullmatch(var_id) is not None

@@ -29,8 +29,8 @@ def dispatch(
 
 
 @shared_task(name=fanout.DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def deliver(notification: dict[str, Any], after: str | None, upto: str) -> None:
-    fanout.deliver(notification, after=after, upto=upto)
+def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
+    fanout.deliver(notification, after=after, upto=upto, globs=globs)
 
 
 @shared_task(name="observers.sweep", ignore_result=True)

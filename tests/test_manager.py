@@ -229,7 +229,7 @@ def test_observer_removed_before_its_batch_runs_is_not_called():
         "seq": 1,
         "notified_at": 0.0,
     }
-    fanout.deliver(json.loads(json.dumps(notification)), after=None, upto=max(kept, removed))
+    fanout.deliver(json.loads(json.dumps(notification)), after=None, upto=max(kept, removed), globs=[])
     assert [c.observer_ref for c in received(var)] == [kept]
 
 

@@ -1,4 +1,4 @@
-"""A test app: callbacks that record every call in the database the tests read."""
+"""A test app: callbacks that record every call in the database the tests read, and an observed model."""
 
 from django.apps import AppConfig
 
@@ -7,3 +7,10 @@ class TestAppConfig(AppConfig):
     name = "tests.testapp"
     label = "testapp"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from observers_app.signals import observe_model
+
+        from .models import Order
+
+        observe_model(Order, fields=["status", "total"])

@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from observers_app.signals import ObservedQuerySet
+
 
 class Received(models.Model):
     observer_ref = models.UUIDField()
@@ -14,3 +16,16 @@ class Received(models.Model):
 
     def __str__(self) -> str:
         return f"{self.var_id} -> {self.observer_ref}"
+
+
+class Order(models.Model):
+    """An observed model: status and total notify, note does not (see apps.py)."""
+
+    status = models.CharField(max_length=20, default="new")
+    total = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    note = models.TextField(blank=True)
+
+    objects = ObservedQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"order {self.pk} {self.status}"

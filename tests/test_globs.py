@@ -1,0 +1,76 @@
+"""Glob observers: exactly the matching notifications, the concrete name, and no accidental matches."""
+
+import pytest
+
+from observers_app import manager
+from observers_app.models import Observer
+from observers_app.querysets import glob_matches
+from tests.conftest import wait_for
+from tests.factories import unique_var
+from tests.testapp.callbacks import record
+from tests.testapp.models import Received
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "matches"),
+    [
+        ("shop.order:*:status", "shop.order:42:status", True),
+        ("shop.order:*:status", "shop.order:42:total", False),
+        ("shop.order:*:status", "shop.order::status", True),
+        ("session:42:*", "session:42:cart", True),
+        ("session:42:*", "session:421:cart", False),
+        ("a_b%c:*", "a_b%c:1", True),
+        ("a_b%c:*", "aXbYc:1", False),
+        ("a_b:*", "axb:1", False),
+        ("100%", "100 percent", False),
+        ("x.y", "xzy", False),
+        ("[ab]", "a", False),
+        ("*", "anything at all", True),
+    ],
+)
+def test_glob_matching(pattern, name, matches):
+    assert glob_matches(pattern, name) is matches
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_glob_observers_receive_exactly_the_matching_notifications():
+    prefix = unique_var("shop")
+    status_glob = manager.add_observer(f"{prefix}.order:*:status", record, glob=True)
+    exact = manager.add_observer(f"{prefix}.order:1:status", record)
+    literal = manager.add_observer(f"{prefix}_order%:*", record, glob=True)
+
+    sent = {
+        f"{prefix}.order:1:status": {status_glob, exact},
+        f"{prefix}.order:2:status": {status_glob},
+        f"{prefix}.order:2:total": set(),
+        f"{prefix}Xorder:3:status": set(),  # "." is no wildcard
+        f"{prefix}XorderY:3": set(),  # "_" and "%" are no wildcards
+        f"{prefix}_order%:3": {literal},
+    }
+    assert manager.observer_count(f"{prefix}.order:2:status") == 1
+    assert manager.observer_count(f"{prefix}.order:1:status") == 2
+    assert manager.observer_count(f"{prefix}XorderY:3") == 0
+    for var_id in sent:
+        manager.notify_observers(var_id, 0, 1)
+    manager.notify_observers(f"{prefix}_order%:done", 0, 1)  # the last one, to know all arrived
+
+    wait_for(lambda: Received.objects.filter(var_id=f"{prefix}_order%:done").exists())
+    wait_for(lambda: Received.objects.count() == sum(len(refs) for refs in sent.values()) + 1)
+    for var_id, refs in sent.items():
+        assert {c.observer_ref for c in Received.objects.filter(var_id=var_id)} == refs, var_id
+
+    view = manager.inspect_variable(f"{prefix}.order:1:status")
+    assert {(o["ref"], o["match"], o["pattern"]) for o in view["observers"]} == {
+        (status_glob, "glob", f"{prefix}.order:*:status"),
+        (exact, "exact", None),
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_glob_observer_is_removed_by_its_pattern():
+    ref = manager.add_observer("session:7:*", record, glob=True)
+    assert manager.observer_count("session:7:cart") == 1
+    assert manager.remove_observer("session:7:*", ref) is True
+    assert manager.observer_count("session:7:cart") == 0
+    assert Observer.objects.count() == 0
