@@ -58,6 +58,13 @@ def notify_change(var_id: str, i: int) -> None:
     manager.notify_observers(var_id, i, i + 1, {"bench": True})
 
 
+def bare_round_trip(i: int) -> None:
+    """``SELECT 1`` through Django's cursor: the floor under a variable with no observer."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
 def bare_publish(producer: Any, i: int) -> None:
     """A kombu publish of a body of the same size, with no Celery headers: the floor under notify."""
     producer.publish(
@@ -97,10 +104,18 @@ def caller_latency(counts: tuple[int, ...], *, calls: int, progress: Callable[[s
         results[f"notify_{count}"] = time_calls(
             functools.partial(notify_change, var_id), calls=calls, warmup=200
         )
-    progress("floors: a bare database round trip and a bare kombu publish")
-    results["floor_db_round_trip"] = time_calls(
-        lambda i: Observer.objects.any_for_variable("bench:none"), calls=calls, warmup=200
+    progress("the same with 100 glob observers registered (none matching)")
+    Observer.objects.bulk_create(
+        Observer(var_id=f"bench:glob:{n}:*", is_glob=True, callback="observers.bench.stamp")
+        for n in range(100)
     )
+    for count in (0, 1):
+        results[f"notify_{count}_with_100_globs"] = time_calls(
+            functools.partial(notify_change, f"bench:latency:{count}"), calls=calls, warmup=200
+        )
+    Observer.objects.filter(var_id__startswith="bench:glob:").delete()
+    progress("floors: a bare database round trip and a bare kombu publish")
+    results["floor_db_round_trip"] = time_calls(bare_round_trip, calls=calls, warmup=200)
     with current_app.connection_for_write() as conn:
         results["floor_kombu_publish"] = time_calls(
             functools.partial(bare_publish, conn.Producer()), calls=calls, warmup=200
