@@ -1,13 +1,15 @@
 """The hub's global counters: rows shared by every process, added to in batches."""
 
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
-from .models import StatCounter
+from .models import StatBucket, StatCounter, VariableState
 
 NAMES = (
+    "notifications_dispatched",
     "observers_added",
     "observers_removed",
     "notifications_sent",
@@ -24,21 +26,50 @@ NAMES = (
 )
 
 
+# Counters also kept per minute, for the stats chart.
+BUCKETED = ("notifications_dispatched", "notifications_sent", "notifications_failed")
+
+
 def increment(counts: dict[str, int]) -> None:
     """Add to several counters in one statement; callers batch, never one write per callback."""
     counts = {name: n for name, n in counts.items() if n}
     if not counts:
         return
-    table = connection.ops.quote_name(StatCounter._meta.db_table)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    rows = ", ".join(["(%s, %s, %s)"] * len(counts))
-    params: list[Any] = []
-    for name, n in counts.items():
-        params += [name, n, now]
+    now = timezone.now()
+    _upsert_add(
+        StatCounter._meta.db_table,
+        ("name",),
+        "value",
+        [(name, n, now) for name, n in counts.items()],
+        "created_at",
+    )
+    minute = now.replace(second=0, microsecond=0)
+    bucketed = [(minute, name, n) for name, n in counts.items() if name in BUCKETED]
+    if bucketed:
+        _upsert_add(StatBucket._meta.db_table, ("minute", "name"), "value", bucketed)
+
+
+def adjust_observer_counts(deltas: dict[str, int]) -> None:
+    """Add to the per-variable observer counts behind the admin's variables overview."""
+    deltas = {var_id: n for var_id, n in deltas.items() if n}
+    if deltas:
+        _upsert_add(VariableState._meta.db_table, ("var_id",), "observer_count", list(deltas.items()))
+
+
+def _upsert_add(
+    table: str, keys: tuple[str, ...], column: str, rows: list[tuple[Any, ...]], *extra: str
+) -> None:
+    """INSERT the rows, or add their ``column`` value to the existing row with the same keys."""
+    names = [*keys, column, *extra]
+    quote = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (name, value, created_at) VALUES {rows} "  # noqa: S608
-            f"ON CONFLICT (name) DO UPDATE SET value = {table}.value + excluded.value",
+            f"INSERT INTO {quote(table)} ({', '.join(map(quote, names))}) VALUES {placeholders} "  # noqa: S608
+            f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
+            f"{quote(column)} = {quote(table)}.{quote(column)} + excluded.{quote(column)}",
             params,
         )
 

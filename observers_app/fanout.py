@@ -1,6 +1,7 @@
 """The worker's side of a notification: number it, page its observers, call them, record the outcome."""
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -8,7 +9,7 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from . import conf, counters, delivery, publisher
+from . import conf, counters, delivery, events, publisher
 from .models import Observer, Removal, VariableState
 
 DISPATCH_TASK = "observers.dispatch"
@@ -44,20 +45,29 @@ def fan_out(
         "seq": next_seq(var_id) if seq is None else _touch_state(var_id, seq),
         "notified_at": notified_at,
     }
-    after = first_page[-1]
+    after, fanout = first_page[-1], len(first_page)
     if len(first_page) == size:
         notification_json = json.dumps(notification, separators=(",", ":"))
         globs_json = json.dumps(globs)
         while page := reached.page_ids(after=after, limit=size):
             publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
-            after = page[-1]
-    deliver(notification, after=None, upto=first_page[-1], globs=globs)
+            after, fanout = page[-1], fanout + len(page)
+    events.notification_dispatched.send(
+        None, var_id=var_id, notification_id=notification_id, seq=notification["seq"], fanout=fanout
+    )
+    deliver(notification, after=None, upto=first_page[-1], globs=globs, dispatched=True)
 
 
 def deliver(
-    notification: dict[str, Any], *, after: uuid.UUID | str | None, upto: uuid.UUID | str, globs: list[str]
+    notification: dict[str, Any],
+    *,
+    after: uuid.UUID | str | None,
+    upto: uuid.UUID | str,
+    globs: list[str],
+    dispatched: bool = False,
 ) -> None:
-    """Call the live observers of one page, then record the outcome in one batch of writes."""
+    """Call the live observers of one page, then record the outcome in one batch of writes
+    (counting the notification itself too when ``dispatched``: its fan-out's own page)."""
     rows = list(
         Observer.objects.live()
         .matching(notification["var_id"], globs)
@@ -79,11 +89,13 @@ def deliver(
             Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
         counters.increment(
             {
+                "notifications_dispatched": int(dispatched),
                 "notifications_sent": outcome.called,
                 "notifications_failed": len(outcome.failed),
                 "removed_quarantined": len(quarantined),
             }
         )
+    _send_delivery_events(notification, rows, outcome, quarantined)
 
 
 def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
@@ -139,3 +151,26 @@ def next_seq(var_id: str) -> int:
 def _touch_state(var_id: str, seq: int) -> int:
     VariableState.objects.filter(var_id=var_id).update(last_notified_at=timezone.now())
     return seq
+
+
+def _send_delivery_events(
+    notification: dict[str, Any],
+    rows: list[tuple[Any, ...]],
+    outcome: delivery.BatchOutcome,
+    quarantined: list[tuple[Any, ...]],
+) -> None:
+    var_id = notification["var_id"]
+    callbacks = {ref: callback for ref, callback, _, _ in rows}
+    for ref, error in outcome.failed.items():
+        events.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
+    for ref, callback, _, owner_id in quarantined:
+        events.observer_removed.send(
+            None, ref=ref, var_id=var_id, callback=callback, owner=owner_id, reason="quarantined"
+        )
+    events.callbacks_delivered.send(
+        None,
+        var_id=var_id,
+        ok=outcome.called - len(outcome.failed),
+        failed=len(outcome.failed),
+        latency_s=time.time() - notification["notified_at"],
+    )

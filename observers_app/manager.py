@@ -1,8 +1,10 @@
 """The hub's public API, and the code that writes observers, owners and removals."""
 
+import functools
 import json
 import time
 import uuid
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +12,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import conf, counters, delivery, fanout, liveness, presence, publisher, registry
+from . import conf, counters, delivery, events, fanout, liveness, presence, publisher, registry
 from .exceptions import (
     InvalidVariableId,
     NotSerializable,
@@ -50,6 +52,12 @@ def add_observer(
             _lock_live_owner(owner_id)
         observer = Observer.objects.create(var_id=var_id, is_glob=glob, callback=name, owner_id=owner_id)
         counters.increment({"observers_added": 1})
+        counters.adjust_observer_counts({var_id: 1})
+        transaction.on_commit(
+            lambda: events.observer_added.send(
+                None, ref=observer.id, var_id=var_id, callback=name, owner=owner_id
+            )
+        )
     if not glob:
         presence.remember(var_id)
     return observer.id
@@ -165,6 +173,7 @@ def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
             owners_removed += _delete_owner_if_empty(owner_id)
         after = page[-1][0]
     counters.increment({"cleanup_runs": 1, "owners_removed": owners_removed})
+    events.observers_swept.send(None, removed=sum(removed.values()), owners=owners_removed)
     return {**{f"removed_{reason}": n for reason, n in removed.items()}, "owners_removed": owners_removed}
 
 
@@ -202,9 +211,23 @@ def _remove_observers(observers: QuerySet[Observer], reason: str, *, batch_size:
             )
             deleted, _ = Observer.objects.filter(id__in=[row[0] for row in rows]).delete()
             counters.increment({"observers_removed": deleted, f"removed_{reason}": deleted})
+            counters.adjust_observer_counts(_count_by_variable(rows))
+            transaction.on_commit(functools.partial(_send_removed, rows, reason))
         total += deleted
         if len(rows) < batch_size:
             return total
+
+
+def _count_by_variable(rows: list[tuple[Any, ...]]) -> dict[str, int]:
+    removed = Counter(var_id for _, var_id, _, _ in rows)
+    return {var_id: -n for var_id, n in removed.items()}
+
+
+def _send_removed(rows: list[tuple[Any, ...]], reason: str) -> None:
+    for ref, var_id, callback, owner_id in rows:
+        events.observer_removed.send(
+            None, ref=ref, var_id=var_id, callback=callback, owner=owner_id, reason=reason
+        )
 
 
 def _owner_id(owner: OwnerHandle | uuid.UUID | str | None) -> uuid.UUID | None:
@@ -263,8 +286,13 @@ def notify_observers(
 
 
 def _publish_dispatch(var_id: str, args_json: str) -> None:
-    if presence.has_observers(var_id):
+    started = time.perf_counter()
+    published = presence.has_observers(var_id)
+    if published:
         publisher.publish_task(DISPATCH_TASK, args_json)
+    events.notification_published.send(
+        None, var_id=var_id, published=published, duration_s=time.perf_counter() - started
+    )
 
 
 def _serialize_dispatch_args(args: list[Any]) -> str:

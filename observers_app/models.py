@@ -62,8 +62,8 @@ class Observer(models.Model):
     is_glob = models.BooleanField(
         default=False, help_text="var_id is a pattern; * matches any run of characters."
     )
-    callback = models.CharField(max_length=255, help_text="Registered callback name.")
-    created_at = models.DateTimeField(default=timezone.now)
+    callback = models.CharField(max_length=255, db_index=True, help_text="Registered callback name.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
     failures = models.PositiveIntegerField(default=0, help_text="Failed calls in a row.")
     last_error = models.TextField(blank=True)
     last_failed_at = models.DateTimeField(null=True, blank=True)
@@ -129,11 +129,31 @@ class VariableState(models.Model):
     """The notification sequence of one variable, advanced once per fanned-out notification."""
 
     var_id = models.CharField(max_length=VAR_ID_MAX_LENGTH, primary_key=True)
-    seq = models.BigIntegerField(default=0)
+    seq = models.BigIntegerField(default=0, db_default=0)
     last_notified_at = models.DateTimeField(null=True, blank=True)
+    observer_count = models.BigIntegerField(
+        default=0,
+        db_default=0,
+        db_index=True,
+        help_text="Observer rows registered under this name, kept by every add and removal.",
+    )
 
     def __str__(self) -> str:
         return f"{self.var_id} @ {self.seq}"
+
+
+class StatBucket(models.Model):
+    """A counter's increase within one minute: the hub's own time series for the stats chart."""
+
+    minute = models.DateTimeField()
+    name = models.CharField(max_length=64)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["minute", "name"], name="statbucket_minute_name")]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%H:%M} {self.name} = {self.value}"
 
 
 class StatCounter(models.Model):
