@@ -9,7 +9,8 @@ class ObserversConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, registry
+        from . import checks, metrics, registry
 
         checks.register()
+        metrics.connect()
         registry.autodiscover()

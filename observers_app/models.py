@@ -126,7 +126,7 @@ class Variable(models.Model):
 
 
 class VariableState(models.Model):
-    """The notification sequence of one variable, advanced once per fanned-out notification."""
+    """A variable's notification sequence, last notification and observer count."""
 
     var_id = models.CharField(max_length=VAR_ID_MAX_LENGTH, primary_key=True)
     seq = models.BigIntegerField(default=0, db_default=0)

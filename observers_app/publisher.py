@@ -40,6 +40,7 @@ class _Route:
 class _ThreadState(threading.local):
     connection: Connection | None = None
     producer: Producer | None = None
+    events: Any = None
     routes: dict[str, _Route]
 
     def __init__(self) -> None:
@@ -86,7 +87,8 @@ def publish_task(task_name: str, args_json: str) -> str:
     task_id = str(uuid.uuid4())
     route = _route_for(task_name)
     headers = {**route.headers, "id": task_id, "root_id": task_id, "argsrepr": args_json[:_ARGSREPR_MAX]}
-    _producer().publish(
+    producer = _producer()
+    producer.publish(
         f"[{args_json}, {{}}, {_EMBED}]",
         exchange=route.queue.exchange,
         routing_key=route.queue.routing_key,
@@ -98,4 +100,27 @@ def publish_task(task_name: str, args_json: str) -> str:
         retry=True,
         retry_policy=_RETRY_POLICY,
     )
+    if current_app.conf.task_send_sent_event:
+        _send_sent_event(producer, route, task_id, headers["argsrepr"])
     return task_id
+
+
+def _send_sent_event(producer: Producer, route: _Route, task_id: str, argsrepr: str) -> None:
+    """The "task-sent" event Celery's own apply_async sends when task_send_sent_event is on (Flower)."""
+    if _state.events is None:
+        _state.events = current_app.events.Dispatcher(_state.connection, enabled=True)
+    fields = {
+        "uuid": task_id,
+        "root_id": task_id,
+        "parent_id": None,
+        "name": route.headers["task"],
+        "args": argsrepr,
+        "kwargs": "{}",
+        "retries": 0,
+        "eta": None,
+        "expires": None,
+        "queue": route.queue.name,
+        "exchange": route.queue.exchange.name,
+        "routing_key": route.queue.routing_key,
+    }
+    _state.events.publish("task-sent", fields, producer, retry=True, retry_policy=_RETRY_POLICY)

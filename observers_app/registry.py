@@ -75,6 +75,11 @@ def lookup(name: str) -> Callback:
         ) from None
 
 
+def names() -> list[str]:
+    """Every callback name registered in this process, sorted."""
+    return sorted(_by_name)
+
+
 def autodiscover() -> None:
     """Import the ``callbacks`` module of every installed app, registering what it decorates."""
     autodiscover_modules("callbacks")

@@ -1,6 +1,10 @@
 """Test settings: the project's, plus a test app whose callbacks record what they receive."""
 
 import os
+import tempfile
+
+# Before prometheus_client is imported: the test process and its worker share one metrics directory.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="observers-metrics-"))
 
 from project.settings import *  # noqa: F403
 from project.settings import BASE_DIR, DATABASES, INSTALLED_APPS

@@ -1,0 +1,343 @@
+"""The hub in Django's admin, staff only: observers, owners, variables, the stats dashboard, inspect pages.
+
+List pages stay fast on millions of rows: counts are capped or estimated, filters and sorting use
+indexed columns, and no page loads an unbounded queryset.
+"""
+
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import BooleanField, Case, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from . import counters, manager, registry
+from .models import Observer, Owner, StatBucket, VariableState
+
+COUNT_CAP = 10_000
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP + 1 rows; an unfiltered PostgreSQL table uses the planner's estimate."""
+
+    @cached_property
+    def count(self) -> int:
+        queryset: QuerySet[Any] = self.object_list  # type: ignore[assignment]
+        if connection.vendor == "postgresql" and not queryset.query.where:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
+                    [queryset.model._meta.db_table],
+                )
+                row = cursor.fetchone()
+            if row and row[0] > COUNT_CAP:
+                return int(row[0])
+        return queryset[: COUNT_CAP + 1].count()
+
+
+def _inspect_link(var_id: str) -> str:
+    return format_html(
+        '<a href="{}">{}</a>', reverse("admin:observers_inspect", kwargs={"var_id": var_id}), var_id
+    )
+
+
+class AliveFilter(admin.SimpleListFilter):
+    title = "alive"
+    parameter_name = "alive"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Alive"), ("no", "Dead owner")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        alive = Q(owner__isnull=True) | Q(owner__in=Owner.objects.alive())
+        if self.value() == "yes":
+            return queryset.filter(alive)
+        if self.value() == "no":
+            return queryset.exclude(alive)
+        return queryset
+
+
+class QuarantinedFilter(admin.SimpleListFilter):
+    title = "quarantined"
+    parameter_name = "quarantined"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Quarantined"), ("no", "Not quarantined")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(quarantined_at__isnull=self.value() == "no")
+        return queryset
+
+
+class CallbackFilter(admin.SimpleListFilter):
+    """The registered callbacks of this process: no scan of the observers table for distinct names."""
+
+    title = "callback"
+    parameter_name = "callback"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in registry.names()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(callback=self.value()) if self.value() else queryset
+
+
+class PrefixSearchMixin:
+    """Search by exact value, or by prefix when the term ends with ``*``: both use an index."""
+
+    search_column = ""
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.endswith("*"):
+            return queryset.filter(**{f"{self.search_column}__startswith": term[:-1]}), False
+        return queryset.filter(**{self.search_column: term}), False
+
+
+@admin.register(Observer)
+class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
+    list_display = (
+        "variable",
+        "callback",
+        "owner_link",
+        "alive",
+        "age",
+        "failures",
+        "quarantined",
+        "last_notified",
+    )
+    list_filter = (AliveFilter, QuarantinedFilter, CallbackFilter)
+    search_fields = ("var_id",)
+    search_column = "var_id"
+    search_help_text = "Exact variable id, or a prefix ending with *"
+    sortable_by = ("variable",)
+    ordering = ("-created_at",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ("remove_observers", "reenable_observers", "send_test_notification")
+    change_list_template = "admin/observers_app/observer/change_list.html"
+    readonly_fields = [f.name for f in Observer._meta.fields]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Observer]:
+        last_notified = VariableState.objects.filter(var_id=OuterRef("var_id")).values("last_notified_at")[:1]
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("owner")
+            .annotate(
+                owner_alive=Case(
+                    When(owner__isnull=True, then=Value(True)),
+                    When(owner__in=Owner.objects.alive(), then=Value(True)),
+                    default=Value(False),
+                    output_field=BooleanField(),
+                ),
+                variable_last_notified=Subquery(last_notified),
+            )
+        )
+
+    @admin.display(description="variable", ordering="var_id")
+    def variable(self, observer: Observer) -> str:
+        return format_html("{} {}", _inspect_link(observer.var_id), "(glob)" if observer.is_glob else "")
+
+    @admin.display(description="owner")
+    def owner_link(self, observer: Observer) -> str:
+        if observer.owner is None:
+            return "durable"
+        url = reverse("admin:observers_app_owner_change", args=[observer.owner_id])
+        return format_html('<a href="{}">{}</a>', url, observer.owner.name)
+
+    @admin.display(boolean=True)
+    def alive(self, observer: Any) -> bool:
+        return bool(observer.owner_alive)
+
+    @admin.display(description="age")
+    def age(self, observer: Observer) -> str:
+        return str(timezone.now() - observer.created_at).split(".")[0]
+
+    @admin.display(boolean=True)
+    def quarantined(self, observer: Observer) -> bool:
+        return observer.quarantined_at is not None
+
+    @admin.display(description="last notified")
+    def last_notified(self, observer: Any) -> Any:
+        notified = observer.variable_last_notified
+        return notified if notified and notified >= observer.created_at else "-"
+
+    @admin.action(description="Remove selected observers")
+    def remove_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
+        removed = sum(manager.remove_observer(o.var_id, o.id) for o in queryset.only("id", "var_id"))
+        self.message_user(request, f"Removed {removed} observers.", messages.SUCCESS)
+
+    @admin.action(description="Re-enable selected quarantined observers")
+    def reenable_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
+        enabled = sum(manager.reenable_observer(o.id) for o in queryset.only("id"))
+        self.message_user(request, f"Re-enabled {enabled} observers.", messages.SUCCESS)
+
+    @admin.action(description="Send a test notification to the selected observers' variables")
+    def send_test_notification(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
+        var_ids = set(queryset.filter(is_glob=False).values_list("var_id", flat=True))
+        for var_id in var_ids:
+            manager.notify_observers(
+                var_id, None, "admin test", {"admin_test": True, "by": request.user.get_username()}
+            )
+        self.message_user(request, f"Sent a test notification to {len(var_ids)} variables.", messages.SUCCESS)
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # deletes must go through the manager, which records why
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        return [
+            path("stats/", view(self.stats_view), name="observers_stats"),
+            path("inspect/<path:var_id>/", view(self.inspect_view), name="observers_inspect"),
+            *super().get_urls(),
+        ]
+
+    def stats_view(self, request: HttpRequest) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Observers hub: stats",
+            "stats": manager.get_stats(),
+            "chart": stats_chart(),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/observers_app/stats.html", context)
+
+    def inspect_view(self, request: HttpRequest, var_id: str) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Variable {var_id}",
+            "inspect": manager.inspect_variable(var_id, limit=500),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/observers_app/inspect.html", context)
+
+
+CHART_SERIES = {
+    "notifications_dispatched": ("notifications", "#417690"),
+    "notifications_sent": ("callbacks", "#5b9a3c"),
+    "notifications_failed": ("failures", "#ba2121"),
+}
+
+
+def stats_chart(*, minutes: int = 60, width: int = 720, height: int = 200) -> dict[str, Any]:
+    """Per-minute counts of the last hour as SVG polylines, drawn by the page itself (no CDN, no JS)."""
+    now = timezone.now().replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=minutes - 1)
+    values = {name: [0] * minutes for name in CHART_SERIES}
+    for minute, name, value in StatBucket.objects.filter(
+        minute__gte=start, name__in=list(CHART_SERIES)
+    ).values_list("minute", "name", "value"):
+        values[name][int((minute - start).total_seconds() // 60)] = value
+    peak = max(max(series) for series in values.values()) or 1
+    step = width / (minutes - 1)
+    return {
+        "width": width,
+        "height": height,
+        "peak": peak,
+        "series": [
+            {
+                "label": label,
+                "color": color,
+                "total": sum(values[name]),
+                "points": " ".join(
+                    f"{i * step:.1f},{height - value * height / peak:.1f}"
+                    for i, value in enumerate(values[name])
+                ),
+            }
+            for name, (label, color) in CHART_SERIES.items()
+        ],
+        "bucketed": counters.BUCKETED,
+    }
+
+
+class OwnedObserverInline(admin.TabularInline):
+    model = Observer
+    fields = ("var_id", "callback", "failures", "quarantined_at", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "observers (the first 50)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Observer]:
+        queryset = super().get_queryset(request)
+        return queryset.filter(id__in=Subquery(queryset.order_by("id").values("id")[:50]))
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Owner)
+class OwnerAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "host", "pid", "alive", "created_at", "expires_at", "closed_at")
+    list_filter = ("kind",)
+    search_fields = ("name",)
+    ordering = ("-created_at",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    inlines = (OwnedObserverInline,)
+    readonly_fields = [f.name for f in Owner._meta.fields]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Owner]:
+        alive = Owner.objects.alive().values("id")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                is_alive=Case(
+                    When(id__in=alive, then=Value(True)), default=Value(False), output_field=BooleanField()
+                )
+            )
+        )
+
+    @admin.display(boolean=True)
+    def alive(self, owner: Any) -> bool:
+        return bool(owner.is_alive)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(VariableState)
+class VariableAdmin(PrefixSearchMixin, admin.ModelAdmin):
+    """The variables overview: the most observed first, with their sequence and last notification."""
+
+    list_display = ("variable", "observer_count", "seq", "last_notified_at")
+    search_fields = ("var_id",)
+    search_column = "var_id"
+    search_help_text = "Exact variable id, or a prefix ending with *"
+    ordering = ("-observer_count", "var_id")
+    sortable_by = ("observer_count",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    readonly_fields = ("var_id", "seq", "last_notified_at", "observer_count")
+
+    @admin.display(description="variable", ordering="var_id")
+    def variable(self, state: VariableState) -> str:
+        return _inspect_link(state.var_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,87 @@
+"""Prometheus metrics fed by the hub's telemetry events, and the ``/metrics`` view.
+
+Multi-process safe: with ``PROMETHEUS_MULTIPROC_DIR`` set (to an empty directory shared by the web
+and worker processes, before they start) every process writes its samples there and ``/metrics``
+merges them; without it, ``/metrics`` shows the serving process only.
+"""
+
+import os
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from . import events
+
+NOTIFY_SECONDS = Histogram(
+    "observers_notify_seconds",
+    "Time notify_observers spent checking for observers and publishing.",
+    ["published"],
+    buckets=(25e-6, 50e-6, 100e-6, 200e-6, 300e-6, 500e-6, 1e-3, 2e-3, 5e-3, 0.02, 0.1),
+)
+FANOUT_WIDTH = Histogram(
+    "observers_fanout_width",
+    "Observers reached by one notification.",
+    buckets=(1, 10, 100, 1_000, 10_000, 100_000),
+)
+NOTIFY_TO_CALLBACK_SECONDS = Histogram(
+    "observers_notify_to_callback_seconds",
+    "From notify_observers to the end of the callbacks of one page of observers.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CALLBACKS = Counter("observers_callbacks", "Callbacks called.", ["outcome"])
+SWEEPS = Counter("observers_sweeps", "Sweeps of dead owners run.")
+REMOVALS = Counter("observers_removals", "Observers removed or quarantined, by reason.", ["reason"])
+ADDED = Counter("observers_added", "Observers added.")
+
+
+def _on_published(*, published: bool, duration_s: float, **kwargs: Any) -> None:
+    NOTIFY_SECONDS.labels(published=str(published).lower()).observe(duration_s)
+
+
+def _on_dispatched(*, fanout: int, **kwargs: Any) -> None:
+    FANOUT_WIDTH.observe(fanout)
+
+
+def _on_delivered(*, ok: int, failed: int, latency_s: float, **kwargs: Any) -> None:
+    NOTIFY_TO_CALLBACK_SECONDS.observe(latency_s)
+    CALLBACKS.labels(outcome="ok").inc(ok)
+    CALLBACKS.labels(outcome="failed").inc(failed)
+
+
+def _on_removed(*, reason: str, **kwargs: Any) -> None:
+    REMOVALS.labels(reason=reason).inc()
+
+
+def _on_added(**kwargs: Any) -> None:
+    ADDED.inc()
+
+
+def _on_swept(**kwargs: Any) -> None:
+    SWEEPS.inc()
+
+
+def connect() -> None:
+    events.notification_published.connect(_on_published, dispatch_uid="observers.metrics")
+    events.notification_dispatched.connect(_on_dispatched, dispatch_uid="observers.metrics")
+    events.callbacks_delivered.connect(_on_delivered, dispatch_uid="observers.metrics")
+    events.observer_removed.connect(_on_removed, dispatch_uid="observers.metrics")
+    events.observer_added.connect(_on_added, dispatch_uid="observers.metrics")
+    events.observers_swept.connect(_on_swept, dispatch_uid="observers.metrics")
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The Prometheus exposition of every process's samples (see the module docstring)."""
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
