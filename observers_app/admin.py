@@ -176,12 +176,14 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
 
     @admin.action(description="Remove selected observers")
     def remove_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
-        removed = sum(manager.remove_observer(o.var_id, o.id) for o in queryset.only("id", "var_id"))
+        removed = sum(
+            manager.remove_observer(var_id, ref) for ref, var_id in queryset.values_list("id", "var_id")
+        )
         self.message_user(request, f"Removed {removed} observers.", messages.SUCCESS)
 
     @admin.action(description="Re-enable selected quarantined observers")
     def reenable_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
-        enabled = sum(manager.reenable_observer(o.id) for o in queryset.only("id"))
+        enabled = sum(manager.reenable_observer(ref) for ref in queryset.values_list("id", flat=True))
         self.message_user(request, f"Re-enabled {enabled} observers.", messages.SUCCESS)
 
     @admin.action(description="Send a test notification to the selected observers' variables")
