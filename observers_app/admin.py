@@ -124,6 +124,7 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
     ordering = ("-created_at",)
     paginator = CappedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     actions = ("remove_observers", "reenable_observers", "send_test_notification")
     change_list_template = "admin/observers_app/observer/change_list.html"
@@ -297,6 +298,7 @@ class OwnerAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     paginator = CappedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     inlines = (OwnedObserverInline,)
     readonly_fields = [f.name for f in Owner._meta.fields]
 
@@ -332,6 +334,7 @@ class VariableAdmin(PrefixSearchMixin, admin.ModelAdmin):
     sortable_by = ("observer_count",)
     paginator = CappedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     readonly_fields = ("var_id", "seq", "last_notified_at", "observer_count")
 
     @admin.display(description="variable", ordering="var_id")

@@ -80,6 +80,12 @@ class Observer(models.Model):
             models.Index(fields=["var_id", "id"], name="observer_var_id_id"),
             # The few glob patterns, read by every existence check and fan-out.
             models.Index(fields=["var_id"], condition=models.Q(is_glob=True), name="observer_globs"),
+            # The few quarantined observers, for the admin's filter.
+            models.Index(
+                fields=["quarantined_at"],
+                condition=models.Q(quarantined_at__isnull=False),
+                name="observer_quarantined",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh
+# The browser test drives Debian's Chromium (Playwright's own browser download does not work here).
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium
+fi
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/observers}"
 export CELERY_BROKER_URL="${CELERY_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672//}"
 .venv/bin/ruff check .

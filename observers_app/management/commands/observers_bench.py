@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from observers_app import bench
+from observers_app import admin_bench, bench
 
 
 class Command(BaseCommand):
@@ -17,8 +17,22 @@ class Command(BaseCommand):
         parser.add_argument("--observers", type=int, default=10000, help="observers in the fan-out run")
         parser.add_argument("--repeats", type=int, default=3, help="hub fan-out runs (median reported)")
         parser.add_argument("--json", type=Path, default=Path(".bench/observers_bench.json"))
+        parser.add_argument(
+            "--admin",
+            type=int,
+            metavar="ROWS",
+            default=0,
+            help="only time the admin pages with ROWS observer rows",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["admin"]:
+            results = admin_bench.run(rows=options["admin"], say=self.stdout.write)
+            path = options["json"].with_name("observers_admin_bench.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=2))
+            self.stdout.write(f"wrote {path}")
+            return
         out = options["json"]
         results = bench.run(
             workdir=out.parent,
