@@ -17,6 +17,9 @@ DEFAULTS: dict[str, float | int | str] = {
     "OBSERVERS_SWEEP_BATCH_SIZE": 1000,
     # Lease of a process owner where no PostgreSQL lock can keep it (SQLite): heartbeats every third of it.
     "OBSERVERS_PROCESS_TTL": 3.0,
+    # Caps: add_observer raises TooManyObservers past these.
+    "OBSERVERS_MAX_PER_VARIABLE": 100_000,
+    "OBSERVERS_MAX_PER_OWNER": 10_000,
 }
 
 
@@ -50,3 +53,11 @@ def sweep_batch_size() -> int:
 
 def process_ttl() -> float:
     return float(_get("OBSERVERS_PROCESS_TTL"))
+
+
+def max_per_variable() -> int:
+    return int(_get("OBSERVERS_MAX_PER_VARIABLE"))
+
+
+def max_per_owner() -> int:
+    return int(_get("OBSERVERS_MAX_PER_OWNER"))

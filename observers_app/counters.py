@@ -16,6 +16,8 @@ NAMES = (
     "notifications_failed",
     "cleanup_runs",
     "empty_dispatches",
+    "notifications_shed",
+    "notifications_coalesced",
     "owners_removed",
     "observers_reenabled",
     "removed_removed",
@@ -54,6 +56,12 @@ def adjust_observer_counts(deltas: dict[str, int]) -> None:
     deltas = {var_id: n for var_id, n in deltas.items() if n}
     if deltas:
         _upsert_add(VariableState._meta.db_table, ("var_id",), "observer_count", list(deltas.items()))
+
+
+def count_one_more_observer(var_id: str) -> int:
+    """Add one to a variable's observer count and return the new count (its row stays locked)."""
+    _upsert_add(VariableState._meta.db_table, ("var_id",), "observer_count", [(var_id, 1)])
+    return int(VariableState.objects.filter(var_id=var_id).values_list("observer_count", flat=True).get())
 
 
 def _upsert_add(

@@ -33,6 +33,10 @@ class OwnerDead(ObserversError, ValueError):
     """An owner whose lease expired or whose process died."""
 
 
+class TooManyObservers(ObserversError, ValueError):
+    """A variable or an owner already has as many observers as its cap allows."""
+
+
 class CallbackTimeout(BaseException):
     """Raised inside a callback that overran OBSERVERS_CALLBACK_TIME_LIMIT.
 

@@ -12,13 +12,14 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import conf, counters, delivery, events, fanout, liveness, presence, publisher, registry
+from . import backpressure, conf, counters, delivery, events, fanout, liveness, presence, publisher, registry
 from .exceptions import (
     InvalidVariableId,
     NotSerializable,
     OwnerClosed,
     OwnerDead,
     PayloadTooLarge,
+    TooManyObservers,
     UnknownOwner,
 )
 from .fanout import DISPATCH_TASK
@@ -50,9 +51,17 @@ def add_observer(
     with transaction.atomic():
         if owner_id is not None:
             _lock_live_owner(owner_id)
+            if Observer.objects.filter(owner_id=owner_id).count() >= conf.max_per_owner():
+                raise TooManyObservers(
+                    f"owner {owner_id} already has OBSERVERS_MAX_PER_OWNER={conf.max_per_owner()} observers"
+                )
+        if counters.count_one_more_observer(var_id) > conf.max_per_variable():
+            raise TooManyObservers(
+                f"{var_id!r} already has OBSERVERS_MAX_PER_VARIABLE={conf.max_per_variable()} observers; "
+                "observe a glob or raise the cap"
+            )
         observer = Observer.objects.create(var_id=var_id, is_glob=glob, callback=name, owner_id=owner_id)
         counters.increment({"observers_added": 1})
-        counters.adjust_observer_counts({var_id: 1})
         transaction.on_commit(
             lambda: events.observer_added.send(
                 None, ref=observer.id, var_id=var_id, callback=name, owner=owner_id
@@ -331,6 +340,7 @@ def get_stats() -> dict[str, int]:
     stats, uptime_ms = counters.read()
     stats["active_observers"] = total_observers()
     stats["monitored_processes"] = Owner.objects.alive().count()
+    stats["queue_backlog"] = backpressure.dispatch_backlog()
     stats["uptime_ms"] = uptime_ms
     return stats
 

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from celery import current_app
-
 READY_TIMEOUT_S = 60.0
 
 
@@ -83,8 +81,9 @@ def stop_worker(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> N
 
 
 def purge_task_queue() -> None:
-    """Empty the queue the hub's tasks go to, so a fresh worker starts on no stale messages."""
-    with current_app.connection_for_write() as conn:
-        queue = current_app.amqp.queues[current_app.conf.task_default_queue](conn.default_channel)
-        queue.declare()
-        queue.purge()
+    """Start the hub's queues afresh (deleted, then declared as configured), so a new worker starts
+    on no stale messages and on the current queue arguments."""
+    from . import backpressure
+
+    backpressure.delete_queues()
+    backpressure.declare_queues()

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import environ
 from django.core.management.utils import get_random_secret_key
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -98,6 +99,28 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="observers")
+# Backpressure: the dispatch queue holds at most OBSERVERS_QUEUE_MAX_LENGTH notifications; past that the
+# oldest are dropped (newest wins) into "<queue>.shed", where the sweep counts them (notifications_shed).
+# Deliveries of fan-outs already started have a queue of their own, never shed. Changing these arguments
+# on an existing queue needs the queue deleted first (RabbitMQ refuses a redeclare with other arguments).
+OBSERVERS_QUEUE_MAX_LENGTH = env.int("OBSERVERS_QUEUE_MAX_LENGTH", default=100_000)
+OBSERVERS_SHED_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.shed"
+OBSERVERS_DELIVER_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.deliver"
+CELERY_TASK_QUEUES = (
+    Queue(
+        CELERY_TASK_DEFAULT_QUEUE,
+        Exchange(CELERY_TASK_DEFAULT_QUEUE),
+        routing_key=CELERY_TASK_DEFAULT_QUEUE,
+        queue_arguments={
+            "x-max-length": OBSERVERS_QUEUE_MAX_LENGTH,
+            "x-overflow": "drop-head",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": OBSERVERS_SHED_QUEUE,
+        },
+    ),
+    Queue(OBSERVERS_DELIVER_QUEUE, Exchange(OBSERVERS_DELIVER_QUEUE), routing_key=OBSERVERS_DELIVER_QUEUE),
+)
+CELERY_TASK_ROUTES = {"observers.deliver": {"queue": OBSERVERS_DELIVER_QUEUE}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup otherwise closes the database connection around every task: a new

@@ -3,6 +3,11 @@
 import os
 import tempfile
 
+# Queues of their own (read by project.settings), so a test run never consumes or leaves messages meant
+# for a running demo; a shorter dispatch queue, so the backpressure test can overflow it quickly.
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", "observers-test")
+os.environ.setdefault("OBSERVERS_QUEUE_MAX_LENGTH", "1000")
+
 # Before prometheus_client is imported: the test process and its worker share one metrics directory.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="observers-metrics-"))
 
@@ -11,8 +16,6 @@ from project.settings import BASE_DIR, DATABASES, INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 
-# A queue of its own, so a test run never consumes (or leaves) messages meant for a running demo.
-CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "observers-test")
 
 # A worker process must open the same test database as the test process: a file, not :memory:.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -1,0 +1,383 @@
+"""The sustained-load benchmark behind ``manage.py observers_load``: paced notifies, a ramp, a steady run."""
+
+import array
+import contextlib
+import itertools
+import os
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import current_app
+from django.db import connection, transaction
+
+from . import manager
+from .models import Observer, VariableState
+from .registry import observer_callback
+from .worker_process import purge_task_queue, running_worker
+
+STAMPS_ENV = "OBSERVERS_LOAD_STAMPS"
+CALLBACK = "observers.load.stamp"
+STAMP = struct.Struct("dd")  # (the caller's notified_at, the callback's time.time())
+VARIABLES = 1000
+OBSERVERS_PER_VARIABLE = 100
+RATES = (10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 120_000, 150_000)
+WARMUP_S = 3.0  # at the first rate, unreported: worker connections, caches
+DRAIN_S = 2.0  # after a phase, wait at most this long for its callbacks
+STEADY_FRACTION = 0.8
+# Bounded: p99 under P99_BOUND_S, and p50 of the last third at most GROWTH x that of the first third.
+# Below P50_FLOOR_S a doubling is noise on a shared machine, not a queue building up.
+P99_BOUND_S = 1.0
+GROWTH = 2.0
+P50_FLOOR_S = 0.010
+_stamp_fd: dict[int, int] = {}
+
+
+@observer_callback(name=CALLBACK)
+def stamp(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Append (notified_at, now) to the stamps file: 16 bytes, one atomic write on an O_APPEND fd."""
+    pid = os.getpid()
+    if pid not in _stamp_fd:
+        _stamp_fd[pid] = os.open(os.environ[STAMPS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(_stamp_fd[pid], STAMP.pack(metadata["notified_at"], time.time()))
+
+
+# Observers
+
+
+def create_observers() -> list[str]:
+    """``load:<n>`` variables with OBSERVERS_PER_VARIABLE observers each, in bulk."""
+    delete_observers()
+    var_ids = [f"load:{n}" for n in range(VARIABLES)]
+    with transaction.atomic():
+        Observer.objects.bulk_create(
+            [
+                Observer(var_id=var_id, callback=CALLBACK)
+                for var_id in var_ids
+                for _ in range(OBSERVERS_PER_VARIABLE)
+            ],
+            batch_size=2000,
+        )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(Observer._meta.db_table)}")
+    return var_ids
+
+
+def delete_observers() -> None:
+    Observer.objects.filter(var_id__startswith="load:").delete()
+    VariableState.objects.filter(var_id__startswith="load:").delete()
+
+
+# The paced notifier
+
+
+@dataclass
+class Paced:
+    """What the notifier did in one phase: when it started (wall clock), each call's send time and
+    duration, and how far behind its schedule it fell."""
+
+    started_at: float
+    seconds: float
+    sent_at: list[float] = field(default_factory=list)
+    call_s: list[float] = field(default_factory=list)
+    max_lag_s: float = 0.0
+
+
+def paced_notify(var_ids: Iterator[str], *, notifies_per_s: float, seconds: float) -> Paced:
+    """Call notify_observers on a monotonic schedule, ``notifies_per_s`` for ``seconds``: sleep until
+    each call is due, never when behind (so a slow caller sends less rather than bursting later)."""
+    interval = 1.0 / notifies_per_s
+    paced = Paced(started_at=time.time(), seconds=seconds)
+    start = time.monotonic()
+    end = start + seconds
+    for i in itertools.count():
+        due = start + i * interval
+        now = time.monotonic()
+        if due >= end or now >= end:
+            break
+        if due > now:
+            time.sleep(due - now)
+        else:
+            paced.max_lag_s = max(paced.max_lag_s, now - due)
+        paced.sent_at.append(time.time())
+        started = time.perf_counter()
+        manager.notify_observers(next(var_ids), i, i + 1, {"load": True})
+        paced.call_s.append(time.perf_counter() - started)
+    return paced
+
+
+# Stamps
+
+
+class Stamps:
+    """The callbacks' stamps file, read incrementally."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        path.write_bytes(b"")
+
+    def count(self) -> int:
+        return self.path.stat().st_size // STAMP.size
+
+    def wait_for(self, expected: int, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count() < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def read_new(self) -> tuple[array.array[float], array.array[float]]:
+        """The stamps written since the last read: (notified_at, called_at) as two arrays."""
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        data = data[: len(data) - len(data) % STAMP.size]
+        self.offset += len(data)
+        both = array.array("d", data)
+        return both[0::2], both[1::2]
+
+
+# Analysis
+
+
+def percentile(ordered: list[float], missing: int, q: float) -> float | None:
+    """The ``q`` quantile of latencies, counting ``missing`` callbacks (not delivered) as infinite:
+    None when it falls on one of them."""
+    total = len(ordered) + missing
+    if not total:
+        return None
+    k = min(int(total * q), total - 1)
+    return ordered[k] if k < len(ordered) else None
+
+
+def window_latency(
+    notified: array.array[float], called: array.array[float], sent_at: list[float], lo: float, hi: float
+) -> dict[str, Any]:
+    """Notify-to-callback latency (ms) of the notifications sent in [lo, hi); None: not delivered."""
+    ordered = sorted(c - n for n, c in zip(notified, called, strict=True) if lo <= n < hi)
+    expected = sum(1 for t in sent_at if lo <= t < hi) * OBSERVERS_PER_VARIABLE
+    missing = max(0, expected - len(ordered))
+    p50, p99 = percentile(ordered, missing, 0.50), percentile(ordered, missing, 0.99)
+    return {
+        "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+        "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        "callbacks": len(ordered),
+        "missing": missing,
+    }
+
+
+def caller_us(call_s: list[float]) -> dict[str, float | None]:
+    if not call_s:
+        return {"p50_us": None, "p99_us": None, "max_us": None}
+    ordered = sorted(call_s)
+    return {
+        "p50_us": round(ordered[len(ordered) // 2] * 1e6, 1),
+        "p99_us": round(ordered[int(len(ordered) * 0.99)] * 1e6, 1),
+        "max_us": round(ordered[-1] * 1e6, 1),
+    }
+
+
+def is_bounded(first: dict[str, Any], last: dict[str, Any], half: dict[str, Any]) -> bool:
+    if first["p50_ms"] is None or last["p50_ms"] is None or half["p99_ms"] is None:
+        return False
+    return half["p99_ms"] < P99_BOUND_S * 1000 and last["p50_ms"] <= GROWTH * max(
+        first["p50_ms"], P50_FLOOR_S * 1000
+    )
+
+
+def analyse(
+    paced: Paced, notified: array.array[float], called: array.array[float], target: int
+) -> dict[str, Any]:
+    """One phase's figures; latency over its second half, growth from its first third to its last."""
+    lo, span = paced.started_at, paced.seconds
+    notifies = len(paced.sent_at)
+    delivered = sum(1 for n in notified if lo <= n < lo + span)
+    first = window_latency(notified, called, paced.sent_at, lo, lo + span / 3)
+    last = window_latency(notified, called, paced.sent_at, lo + 2 * span / 3, lo + span)
+    half = window_latency(notified, called, paced.sent_at, lo + span / 2, lo + span)
+    whole = window_latency(notified, called, paced.sent_at, lo, lo + span)
+    return {
+        "target_callbacks_per_s": target,
+        "seconds": span,
+        "notifies": notifies,
+        "offered_callbacks_per_s": round(notifies * OBSERVERS_PER_VARIABLE / span),
+        "delivered_callbacks_per_s": round(delivered / span),
+        "undelivered_after_drain": max(0, notifies * OBSERVERS_PER_VARIABLE - delivered),
+        "latency_second_half": half,
+        "latency_first_third": first,
+        "latency_last_third": last,
+        "latency_whole": whole,
+        "bounded": is_bounded(first, last, half),
+        "caller": caller_us(paced.call_s),
+        "caller_max_lag_ms": round(paced.max_lag_s * 1000, 1),
+    }
+
+
+# CPU use, to see where the time goes (the machine is shared: "machine" includes other people's work)
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    return 0
+
+
+def _comm_pids(*names: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _tree(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    return [pid]
+
+
+def cpu_snapshot(worker_pids: list[int]) -> dict[str, Any]:
+    groups = {
+        "workers": [p for pid in worker_pids for p in _tree(pid)],
+        "notifier": [os.getpid()],
+        "postgres": _comm_pids("postgres"),
+        "rabbitmq": _comm_pids("beam.smp"),
+    }
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return {
+        "at": time.monotonic(),
+        "groups": {name: {pid: _ticks(pid) for pid in pids} for name, pids in groups.items()},
+        "machine": (sum(fields) - fields[3] - fields[4], sum(fields)),  # busy, total jiffies
+    }
+
+
+def cpu_cores(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Cores busy on average between two snapshots, per group and for the whole machine."""
+    wall = after["at"] - before["at"]
+    cores = {
+        name: round(sum(t - before["groups"][name].get(pid, 0) for pid, t in pids.items()) / _TICK / wall, 2)
+        for name, pids in after["groups"].items()
+    }
+    busy = after["machine"][0] - before["machine"][0]
+    total = after["machine"][1] - before["machine"][1]
+    cores["machine"] = round(busy / max(total, 1) * (os.cpu_count() or 1), 2)
+    return cores
+
+
+# The run
+
+
+@dataclass
+class Harness:
+    var_ids: Iterator[str]
+    stamps: Stamps
+    worker_pids: list[int]
+    sent: int = 0
+
+    def phase(self, target: int, seconds: float) -> dict[str, Any]:
+        """Offer ``target`` callbacks/s for ``seconds``, drain briefly, and measure."""
+        before = cpu_snapshot(self.worker_pids)
+        paced = paced_notify(self.var_ids, notifies_per_s=target / OBSERVERS_PER_VARIABLE, seconds=seconds)
+        cpu = cpu_cores(before, cpu_snapshot(self.worker_pids))
+        self.sent += len(paced.sent_at)
+        self.stamps.wait_for(self.sent * OBSERVERS_PER_VARIABLE, timeout=DRAIN_S)
+        notified, called = self.stamps.read_new()
+        return {**analyse(paced, notified, called, target), "cpu_cores": cpu}
+
+
+def ramp(
+    harness: Harness, rates: tuple[int, ...], step_s: float, say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Steps of increasing rate until the first whose latency is not bounded."""
+    steps = []
+    for rate in rates:
+        say(f"ramp: {rate} callbacks/s for {step_s} s")
+        step = harness.phase(rate, step_s)
+        steps.append(step)
+        say(f"  {_summary(step)}")
+        if not step["bounded"]:
+            break
+    return steps
+
+
+def _summary(phase: dict[str, Any]) -> str:
+    half = phase["latency_second_half"]
+    return (
+        f"offered {phase['offered_callbacks_per_s']}, delivered {phase['delivered_callbacks_per_s']}, "
+        f"p50 {half['p50_ms']} ms, p99 {half['p99_ms']} ms, bounded {phase['bounded']}"
+    )
+
+
+@contextlib.contextmanager
+def running_workers(count: int, stamps: Path, workdir: Path) -> Iterator[list[int]]:
+    """``count`` separate worker processes, each prefork -c 2; yields their pids."""
+    with contextlib.ExitStack() as stack:
+        pids = [
+            stack.enter_context(
+                running_worker(
+                    concurrency=2,
+                    include=("observers_app.load",),
+                    env={STAMPS_ENV: str(stamps)},
+                    log_path=workdir / f"load-worker-{n}.log",
+                )
+            ).pid
+            for n in range(count)
+        ]
+        yield pids
+
+
+def run(
+    *,
+    workdir: Path,
+    workers: int,
+    rates: tuple[int, ...],
+    step_s: float,
+    steady_s: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    stamps_path = workdir / "load-stamps.bin"
+    results: dict[str, Any] = {
+        "database": connection.vendor,
+        "broker": str(current_app.connection_for_write().as_uri()),
+        "workers": workers,
+        "concurrency_per_worker": 2,
+        "variables": VARIABLES,
+        "observers_per_variable": OBSERVERS_PER_VARIABLE,
+        "step_seconds": step_s,
+        "drain_s": DRAIN_S,
+        "bounded_rule": f"p99 (second half) < {P99_BOUND_S} s and p50 (last third) <= {GROWTH} x "
+        f"max(p50 (first third), {P50_FLOOR_S * 1000:g} ms); undelivered callbacks count as infinite",
+        "cpu_count": os.cpu_count(),
+    }
+    purge_task_queue()
+    say(f"creating {VARIABLES} variables x {OBSERVERS_PER_VARIABLE} observers")
+    var_ids = create_observers()
+    try:
+        say(f"starting {workers} worker(s), prefork -c 2 each")
+        with running_workers(workers, stamps_path, workdir) as pids:
+            harness = Harness(itertools.cycle(var_ids), Stamps(stamps_path), pids)
+            say(f"warm-up: {rates[0]} callbacks/s for {WARMUP_S} s")
+            results["warmup"] = harness.phase(rates[0], WARMUP_S)
+            results["ramp"] = ramp(harness, rates, step_s, say)
+            bounded = [step["target_callbacks_per_s"] for step in results["ramp"] if step["bounded"]]
+            results["max_sustained_callbacks_per_s"] = max(bounded) if bounded else None
+            results["steady"] = None
+            if bounded:
+                rate = int(max(bounded) * STEADY_FRACTION)
+                say(f"steady: {rate} callbacks/s for {steady_s} s")
+                results["steady"] = harness.phase(rate, steady_s)
+                say(f"  {_summary(results['steady'])}")
+    finally:
+        delete_observers()
+        purge_task_queue()
+        stamps_path.unlink(missing_ok=True)
+    return results

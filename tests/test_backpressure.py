@@ -1,0 +1,54 @@
+"""Degrading under load: a bounded dispatch queue that sheds the oldest (counted), and caps."""
+
+import pytest
+from django.conf import settings
+
+from observers_app import backpressure, manager
+from observers_app.exceptions import TooManyObservers
+from project.celery import app
+from tests.conftest import wait_for
+from tests.factories import unique_var
+from tests.testapp.callbacks import record
+from tests.testapp.models import Received
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.usefixtures("worker")
+def test_an_overflowing_dispatch_queue_sheds_the_oldest_and_counts_them():
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    limit = settings.OBSERVERS_QUEUE_MAX_LENGTH
+    var = unique_var("flood")
+    manager.add_observer(var, record)
+    before = manager.get_stats()["notifications_shed"]
+    app.control.cancel_consumer(queue, reply=True, timeout=5)
+    try:
+        wait_for(lambda: manager.get_stats()["queue_backlog"] == 0)
+        for n in range(limit + 50):
+            manager.notify_observers(var, n, n + 1)  # returns at once, whatever the backlog
+        wait_for(lambda: manager.get_stats()["queue_backlog"] == limit)
+    finally:
+        app.control.add_consumer(queue, reply=True, timeout=5)
+    assert backpressure.drain_shed() == 50
+    assert manager.get_stats()["notifications_shed"] == before + 50
+    wait_for(lambda: Received.objects.filter(var_id=var).count() == limit, timeout=60)
+    delivered = sorted(
+        int(v) for v in Received.objects.filter(var_id=var).values_list("new_value", flat=True)
+    )
+    assert delivered == list(range(51, limit + 51))  # the newest survive
+
+
+def test_caps_per_variable_and_per_owner(settings):
+    settings.OBSERVERS_MAX_PER_VARIABLE = 3
+    settings.OBSERVERS_MAX_PER_OWNER = 2
+    var = unique_var("capped")
+    for _ in range(3):
+        manager.add_observer(var, record)
+    with pytest.raises(TooManyObservers, match="OBSERVERS_MAX_PER_VARIABLE=3"):
+        manager.add_observer(var, record)
+    assert manager.observer_count(var) == 3
+    with manager.open_owner("ws", ttl_s=60) as lease:
+        manager.add_observer(unique_var(), record, owner=lease)
+        manager.add_observer(unique_var(), record, owner=lease)
+        with pytest.raises(TooManyObservers, match="OBSERVERS_MAX_PER_OWNER=2"):
+            manager.add_observer(unique_var(), record, owner=lease)
