@@ -15,7 +15,7 @@ from .exceptions import CallbackTimeout
 logger = logging.getLogger(__name__)
 
 # Keys the hub adds to every callback's metadata; a caller may not send them itself.
-HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "observer_ref", "notified_at"})
+HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "observer_ref", "notified_at", "coalesced"})
 
 
 @dataclass
@@ -72,6 +72,8 @@ def call_observers(
         "seq": notification["seq"],
         "notified_at": notification["notified_at"],
     }
+    if "coalesced" in notification:
+        hub_keys["coalesced"] = notification["coalesced"]
     metadata = notification["metadata"] or {}
     deadline = _Deadline(time_limit)
     try:

@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from . import coalescing as coalescing_module
 from . import conf, counters, delivery, events, publisher
 from .models import Observer, Removal, VariableState
 
@@ -31,8 +32,10 @@ def fan_out(
     size = conf.batch_size()
     globs = Observer.objects.globs_matching(var_id)
     reached = Observer.objects.live().matching(var_id, globs)
-    first_page = reached.page_ids(after=None, limit=size)
-    if not first_page:
+    ordered = reached.filter(coalesce=False)
+    first_page = ordered.page_ids(after=None, limit=size)
+    coalescing = reached.filter(coalesce=True).exists()
+    if not first_page and not coalescing:
         # A sender's cached "has observers" outlived the last live observer.
         counters.increment({"empty_dispatches": 1})
         return
@@ -45,17 +48,23 @@ def fan_out(
         "seq": next_seq(var_id) if seq is None else _touch_state(var_id, seq),
         "notified_at": notified_at,
     }
-    after, fanout = first_page[-1], len(first_page)
+    fanout = len(first_page)
     if len(first_page) == size:
+        after = first_page[-1]
         notification_json = json.dumps(notification, separators=(",", ":"))
         globs_json = json.dumps(globs)
-        while page := reached.page_ids(after=after, limit=size):
+        while page := ordered.page_ids(after=after, limit=size):
             publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
             after, fanout = page[-1], fanout + len(page)
     events.notification_dispatched.send(
         None, var_id=var_id, notification_id=notification_id, seq=notification["seq"], fanout=fanout
     )
-    deliver(notification, after=None, upto=first_page[-1], globs=globs, dispatched=True)
+    if first_page:
+        deliver(notification, after=None, upto=first_page[-1], globs=globs, dispatched=True)
+    else:
+        counters.increment({"notifications_dispatched": 1})
+    if coalescing:
+        coalescing_module.offer(notification, globs)
 
 
 def deliver(
@@ -65,12 +74,14 @@ def deliver(
     upto: uuid.UUID | str,
     globs: list[str],
     dispatched: bool = False,
+    coalesce: bool = False,
 ) -> None:
-    """Call the live observers of one page, then record the outcome in one batch of writes
-    (counting the notification itself too when ``dispatched``: its fan-out's own page)."""
+    """Call the live observers of one page (the coalescing ones or the others), then record the
+    outcome in one batch of writes (counting the notification too when ``dispatched``)."""
     rows = list(
         Observer.objects.live()
         .matching(notification["var_id"], globs)
+        .filter(coalesce=coalesce)
         .in_page(after=_as_uuid(after), upto=_as_uuid(upto))
         .values_list("id", "callback", "failures", "owner_id")
     )

@@ -39,11 +39,14 @@ def add_observer(
     *,
     owner: OwnerHandle | uuid.UUID | str | None = None,
     glob: bool = False,
+    coalesce: bool = False,
 ) -> uuid.UUID:
     """Register ``callback`` on ``var_id``, durable or bound to a live ``owner``; returns its ref.
 
     With ``glob=True``, ``var_id`` is a pattern (``*`` matches any run of characters) and the
-    callback receives the concrete name of each matching variable that changes.
+    callback receives the concrete name of each matching variable that changes. With
+    ``coalesce=True``, latest value wins: notifications that come faster than the observer is
+    delivered collapse into the newest (``old_value`` the last value it was given).
     """
     _check_var_id(var_id)
     name = registry.name_of(callback)
@@ -60,7 +63,9 @@ def add_observer(
                 f"{var_id!r} already has OBSERVERS_MAX_PER_VARIABLE={conf.max_per_variable()} observers; "
                 "observe a glob or raise the cap"
             )
-        observer = Observer.objects.create(var_id=var_id, is_glob=glob, callback=name, owner_id=owner_id)
+        observer = Observer.objects.create(
+            var_id=var_id, is_glob=glob, coalesce=coalesce, callback=name, owner_id=owner_id
+        )
         counters.increment({"observers_added": 1})
         transaction.on_commit(
             lambda: events.observer_added.send(

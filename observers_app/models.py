@@ -68,6 +68,9 @@ class Observer(models.Model):
     last_error = models.TextField(blank=True)
     last_failed_at = models.DateTimeField(null=True, blank=True)
     quarantined_at = models.DateTimeField(null=True, blank=True)
+    coalesce = models.BooleanField(
+        default=False, help_text="Latest value wins: intermediate notifications may collapse into the newest."
+    )
     owner = models.ForeignKey(
         Owner, null=True, blank=True, on_delete=models.CASCADE, related_name="observers"
     )
@@ -146,6 +149,20 @@ class VariableState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.var_id} @ {self.seq}"
+
+
+class Latest(models.Model):
+    """A variable's mailbox for its coalescing observers: the newest notification not yet delivered."""
+
+    var_id = models.CharField(max_length=VAR_ID_MAX_LENGTH, primary_key=True)
+    pending = models.JSONField(null=True, blank=True, help_text="The newest notification waiting.")
+    collapsed = models.IntegerField(default=0, help_text="Notifications collapsed into the pending one.")
+    delivered_value = models.JSONField(null=True, blank=True, help_text="The last new value delivered.")
+    has_delivered = models.BooleanField(default=False)
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is delivering until then.")
+
+    def __str__(self) -> str:
+        return f"latest of {self.var_id}"
 
 
 class StatBucket(models.Model):

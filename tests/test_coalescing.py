@@ -1,0 +1,40 @@
+"""Latest value wins: coalescing observers get fewer, newer values; ordered ones get every value."""
+
+import itertools
+
+import pytest
+
+from observers_app import manager
+from tests.conftest import wait_for
+from tests.factories import unique_var
+from tests.testapp.callbacks import record
+from tests.testapp.models import Received
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+
+
+def test_fast_notifications_collapse_for_a_coalescing_observer_and_not_for_an_ordered_one():
+    var = unique_var("ticker")
+    ordered = manager.add_observer(var, record)
+    latest = manager.add_observer(var, "tests.slow_record", coalesce=True)  # 50 ms a call
+    before = manager.get_stats()["notifications_coalesced"]
+
+    for n in range(40):
+        manager.notify_observers(var, n, n + 1)
+
+    wait_for(lambda: Received.objects.filter(var_id=var, observer_ref=ordered).count() == 40)
+    wait_for(
+        lambda: Received.objects.filter(var_id=var, observer_ref=latest, new_value=40).exists(), timeout=30
+    )
+    every = sorted(Received.objects.filter(observer_ref=ordered), key=lambda c: c.metadata["seq"])
+    assert [c.new_value for c in every] == list(range(1, 41))
+
+    coalesced = sorted(Received.objects.filter(observer_ref=latest), key=lambda c: c.metadata["seq"])
+    assert 1 <= len(coalesced) < 40
+    assert coalesced[-1].new_value == 40
+    for previous, current in itertools.pairwise(coalesced):
+        assert current.old_value == previous.new_value  # old value: the last one it was given
+        assert current.metadata["seq"] > previous.metadata["seq"]
+    collapsed = sum(c.metadata["coalesced"] for c in coalesced)
+    assert collapsed == 40 - len(coalesced)
+    wait_for(lambda: manager.get_stats()["notifications_coalesced"] == before + collapsed)
