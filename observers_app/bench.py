@@ -86,11 +86,11 @@ def time_calls(call: Callable[[int], object], *, calls: int, warmup: int) -> dic
     return percentiles_us(samples)
 
 
-def set_observers(var_id: str, count: int) -> None:
+def set_observers(var_id: str, count: int, *, callback: str = "observers.bench.stamp") -> None:
     with transaction.atomic():
         Observer.objects.for_variable(var_id).delete()
         Observer.objects.bulk_create(
-            [Observer(var_id=var_id, callback="observers.bench.stamp") for _ in range(count)], batch_size=2000
+            [Observer(var_id=var_id, callback=callback) for _ in range(count)], batch_size=2000
         )
 
 

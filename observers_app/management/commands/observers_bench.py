@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from observers_app import admin_bench, bench
+from observers_app import admin_bench, bench, scale_bench
 
 
 class Command(BaseCommand):
@@ -18,6 +18,9 @@ class Command(BaseCommand):
         parser.add_argument("--repeats", type=int, default=3, help="hub fan-out runs (median reported)")
         parser.add_argument("--json", type=Path, default=Path(".bench/observers_bench.json"))
         parser.add_argument(
+            "--scale", action="store_true", help="only run scale-out (1-3 workers) and the memory checks"
+        )
+        parser.add_argument(
             "--admin",
             type=int,
             metavar="ROWS",
@@ -26,6 +29,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["scale"]:
+            results = scale_bench.run(workdir=options["json"].parent, say=self.stdout.write)
+            path = options["json"].with_name("observers_scale_bench.json")
+            path.write_text(json.dumps(results, indent=2))
+            self.stdout.write(json.dumps(results, indent=2))
+            return
         if options["admin"]:
             results = admin_bench.run(rows=options["admin"], say=self.stdout.write)
             path = options["json"].with_name("observers_admin_bench.json")

@@ -1,0 +1,132 @@
+"""``manage.py observers_bench --scale``: several workers sharing one fan-out, and memory under load."""
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import manager
+from .bench import STAMPS_ENV, set_observers, wait_for_stamps
+from .registry import observer_callback
+from .soak import worker_rss_kib
+from .worker_process import purge_task_queue, running_worker
+
+REFS_ENV = "OBSERVERS_BENCH_REFS"
+_refs_fd: dict[int, int] = {}
+
+
+@observer_callback(name="observers.bench.record_ref")
+def record_ref(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Append the 16 bytes of the called observer's ref: who was called, and how often."""
+    pid = os.getpid()
+    if pid not in _refs_fd:
+        _refs_fd[pid] = os.open(os.environ[REFS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(_refs_fd[pid], uuid.UUID(metadata["observer_ref"]).bytes)
+
+
+def caller_rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def scale_out(workdir: Path, workers: int, observers: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """One notification to ``observers`` observers, delivered by ``workers`` worker processes."""
+    refs_path = workdir / f"refs-{workers}.bin"
+    refs_path.write_bytes(b"")
+    var_id = "bench:scaleout"
+    set_observers(var_id, observers, callback="observers.bench.record_ref")
+    purge_task_queue()
+    env = {REFS_ENV: str(refs_path)}
+    with contextlib.ExitStack() as stack:
+        for n in range(workers):
+            stack.enter_context(
+                running_worker(
+                    concurrency=2,
+                    include=("observers_app.scale_bench",),
+                    env=env,
+                    log_path=workdir / f"w{n}.log",
+                )
+            )
+        started = time.monotonic()
+        manager.notify_observers(var_id, 0, 1)
+        deadline = started + 120
+        while refs_path.stat().st_size < observers * 16 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        time.sleep(1)  # anything called twice would show up now
+    data = refs_path.read_bytes()
+    called = [data[i : i + 16] for i in range(0, len(data), 16)]
+    result: dict[str, Any] = {"workers": workers, "observers": observers, "calls": len(called)}
+    result["distinct"] = len(set(called))
+    result["seconds"] = round(elapsed, 3)
+    say(
+        f"{workers} worker processes: {result['calls']} calls, {result['distinct']} distinct, {elapsed:.3f} s"
+    )
+    return result
+
+
+def worker_memory(workdir: Path, callbacks: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Worker RSS after warm-up and after ``callbacks`` callbacks (1,000 observers a notification)."""
+    stamps = workdir / "memory-stamps.bin"
+    stamps.write_bytes(b"")
+    var_id = "bench:memory"
+    set_observers(var_id, 1000)
+    purge_task_queue()
+    samples = []
+    with running_worker(
+        concurrency=2,
+        include=("observers_app.bench",),
+        env={STAMPS_ENV: str(stamps)},
+        log_path=workdir / "wm.log",
+    ) as worker:
+        rounds = callbacks // 1000
+        for n in range(rounds):
+            manager.notify_observers(var_id, n, n + 1)
+            if (n + 1) % 100 == 0:
+                wait_for_stamps(stamps, (n + 1) * 1000, timeout=300)
+                samples.append(worker_rss_kib(worker.pid))
+                if len(samples) % 2 == 0:
+                    say(f"  {(n + 1) * 1000} callbacks: worker RSS {samples[-1] // 1024} MiB")
+    warm, end = samples[0], samples[-1]
+    return {
+        "callbacks": callbacks,
+        "rss_kib_after_100k": warm,
+        "rss_kib_end": end,
+        "growth_pct": round(100 * (end - warm) / warm, 2),
+    }
+
+
+def caller_memory(calls: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """The notifying process's RSS after warm-up and after ``calls`` notify_observers calls."""
+    var_id = "bench:caller-memory"
+    set_observers(var_id, 1)
+    samples = []
+    for n in range(calls):
+        manager.notify_observers(var_id, n, n + 1, {"n": n})
+        if (n + 1) % 100_000 == 0:
+            purge_task_queue()  # no worker here: keep the broker's queues small
+            samples.append(caller_rss_kib())
+            say(f"  {n + 1} notify calls: caller RSS {samples[-1] // 1024} MiB")
+    warm, end = samples[0], samples[-1]
+    return {
+        "calls": calls,
+        "rss_kib_after_100k": warm,
+        "rss_kib_end": end,
+        "growth_pct": round(100 * (end - warm) / warm, 2),
+    }
+
+
+def run(*, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"scale_out": [scale_out(workdir, n, 10_000, say) for n in (1, 2, 3)]}
+    say("worker memory across 1,000,000 callbacks")
+    results["worker_memory"] = worker_memory(workdir, 1_000_000, say)
+    say("caller memory across 1,000,000 notify calls")
+    results["caller_memory"] = caller_memory(1_000_000, say)
+    purge_task_queue()
+    return results
