@@ -10,7 +10,8 @@ from . import counters
 
 
 def _shed_queue() -> Queue:
-    return Queue(settings.OBSERVERS_SHED_QUEUE, durable=True)
+    quorum = {"x-queue-type": "quorum"} if settings.OBSERVERS_QUORUM_QUEUES else {}
+    return Queue(settings.OBSERVERS_SHED_QUEUE, durable=True, queue_arguments=quorum)
 
 
 def drain_shed(*, limit: int = 100_000) -> int:

@@ -104,6 +104,9 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="observ
 # Deliveries of fan-outs already started have a queue of their own, never shed. Changing these arguments
 # on an existing queue needs the queue deleted first (RabbitMQ refuses a redeclare with other arguments).
 OBSERVERS_QUEUE_MAX_LENGTH = env.int("OBSERVERS_QUEUE_MAX_LENGTH", default=100_000)
+# On a RabbitMQ cluster, replicate the hub's queues as quorum queues (drop-head and dead-lettering work).
+OBSERVERS_QUORUM_QUEUES = env.bool("OBSERVERS_QUORUM_QUEUES", default=False)
+_QUEUE_TYPE = {"x-queue-type": "quorum"} if OBSERVERS_QUORUM_QUEUES else {}
 OBSERVERS_SHED_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.shed"
 OBSERVERS_DELIVER_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.deliver"
 CELERY_TASK_QUEUES = (
@@ -116,9 +119,15 @@ CELERY_TASK_QUEUES = (
             "x-overflow": "drop-head",
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": OBSERVERS_SHED_QUEUE,
+            **_QUEUE_TYPE,
         },
     ),
-    Queue(OBSERVERS_DELIVER_QUEUE, Exchange(OBSERVERS_DELIVER_QUEUE), routing_key=OBSERVERS_DELIVER_QUEUE),
+    Queue(
+        OBSERVERS_DELIVER_QUEUE,
+        Exchange(OBSERVERS_DELIVER_QUEUE),
+        routing_key=OBSERVERS_DELIVER_QUEUE,
+        queue_arguments=_QUEUE_TYPE,
+    ),
 )
 CELERY_TASK_ROUTES = {"observers.deliver": {"queue": OBSERVERS_DELIVER_QUEUE}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
