@@ -20,6 +20,7 @@ def running_worker(
     include: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
+    hostname: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``celery -A project worker`` (prefork) until the block exits, then shut it down warmly."""
     log_path = log_path or Path(tempfile.mkstemp(prefix="observers-worker-", suffix=".log")[1])
@@ -40,7 +41,7 @@ def running_worker(
         "--loglevel",
         "INFO",
         "--hostname",
-        f"observers-{uuid.uuid4().hex[:8]}@%h",
+        hostname or f"observers-{uuid.uuid4().hex[:8]}@%h",
     ]
     if include:
         command += ["--include", ",".join(include)]

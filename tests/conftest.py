@@ -1,9 +1,11 @@
 """Fixtures: a real Celery worker process on the real broker, sharing the test database."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,13 +25,15 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
-    """One worker process (prefork, -c 2) for the whole session."""
+def worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
+    """One worker process (prefork, -c 2) for the whole session; yields its node name, for remote
+    control commands addressed to it alone."""
     purge_task_queue()
     with django_db_blocker.unblock():
         env = {"DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    with running_worker(concurrency=2, env=env):
-        yield
+    nodename = f"observers-test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+    with running_worker(concurrency=2, env=env, hostname=nodename):
+        yield nodename
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:

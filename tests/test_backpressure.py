@@ -14,21 +14,21 @@ from tests.testapp.models import Received
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.usefixtures("worker")
-def test_an_overflowing_dispatch_queue_sheds_the_oldest_and_counts_them():
+def test_an_overflowing_dispatch_queue_sheds_the_oldest_and_counts_them(worker: str):
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     limit = settings.OBSERVERS_QUEUE_MAX_LENGTH
     var = unique_var("flood")
     manager.add_observer(var, record)
     before = manager.get_stats()["notifications_shed"]
-    app.control.cancel_consumer(queue, reply=True, timeout=5)
+    replies = app.control.cancel_consumer(queue, reply=True, timeout=5, destination=[worker])
+    assert replies, f"worker {worker} did not answer"
     try:
         wait_for(lambda: manager.get_stats()["queue_backlog"] == 0)
         for n in range(limit + 50):
             manager.notify_observers(var, n, n + 1)  # returns at once, whatever the backlog
         wait_for(lambda: manager.get_stats()["queue_backlog"] == limit)
     finally:
-        app.control.add_consumer(queue, reply=True, timeout=5)
+        app.control.add_consumer(queue, reply=True, timeout=5, destination=[worker])
     assert backpressure.drain_shed() == 50
     assert manager.get_stats()["notifications_shed"] == before + 50
     wait_for(lambda: Received.objects.filter(var_id=var).count() == limit, timeout=60)
