@@ -5,6 +5,7 @@ import contextlib
 import itertools
 import os
 import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,9 +25,11 @@ CALLBACK = "observers.load.stamp"
 STAMP = struct.Struct("dd")  # (the caller's notified_at, the callback's time.time())
 VARIABLES = 1000
 OBSERVERS_PER_VARIABLE = 100
-RATES = (10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 120_000, 150_000)
+# Callbacks/s; finer at the low end, where a shared 2-core machine lands.
+RATES = tuple(int(k * 1000) for k in (2.5, 5, 7.5, 10, 12.5, 15, 20, 30, 40, 60, 80, 100, 120, 150))
 WARMUP_S = 3.0  # at the first rate, unreported: worker connections, caches
 DRAIN_S = 2.0  # after a phase, wait at most this long for its callbacks
+SETTLE_S = 60.0  # after the ramp, wait at most this long for its backlog, then purge what is left
 STEADY_FRACTION = 0.8
 # Bounded: p99 under P99_BOUND_S, and p50 of the last third at most GROWTH x that of the first third.
 # Below P50_FLOOR_S a doubling is noise on a shared machine, not a queue building up.
@@ -89,7 +92,8 @@ class Paced:
 
 def paced_notify(var_ids: Iterator[str], *, notifies_per_s: float, seconds: float) -> Paced:
     """Call notify_observers on a monotonic schedule, ``notifies_per_s`` for ``seconds``: sleep until
-    each call is due, never when behind (so a slow caller sends less rather than bursting later)."""
+    each call is due, never when behind (it catches up back to back); calls not sent by the end of
+    the phase are not sent, so "offered" is what was sent."""
     interval = 1.0 / notifies_per_s
     paced = Paced(started_at=time.time(), seconds=seconds)
     start = time.monotonic()
@@ -129,7 +133,7 @@ class Stamps:
         while self.count() < expected and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def read_new(self) -> tuple[array.array[float], array.array[float]]:
+    def read_new(self) -> tuple["array.array[float]", "array.array[float]"]:
         """The stamps written since the last read: (notified_at, called_at) as two arrays."""
         with self.path.open("rb") as f:
             f.seek(self.offset)
@@ -154,7 +158,7 @@ def percentile(ordered: list[float], missing: int, q: float) -> float | None:
 
 
 def window_latency(
-    notified: array.array[float], called: array.array[float], sent_at: list[float], lo: float, hi: float
+    notified: "array.array[float]", called: "array.array[float]", sent_at: list[float], lo: float, hi: float
 ) -> dict[str, Any]:
     """Notify-to-callback latency (ms) of the notifications sent in [lo, hi); None: not delivered."""
     ordered = sorted(c - n for n, c in zip(notified, called, strict=True) if lo <= n < hi)
@@ -189,7 +193,7 @@ def is_bounded(first: dict[str, Any], last: dict[str, Any], half: dict[str, Any]
 
 
 def analyse(
-    paced: Paced, notified: array.array[float], called: array.array[float], target: int
+    paced: Paced, notified: "array.array[float]", called: "array.array[float]", target: int
 ) -> dict[str, Any]:
     """One phase's figures; latency over its second half, growth from its first third to its last."""
     lo, span = paced.started_at, paced.seconds
@@ -216,45 +220,49 @@ def analyse(
     }
 
 
-# CPU use, to see where the time goes (the machine is shared: "machine" includes other people's work)
+# CPU use, to see where the time goes. The machine is shared: "machine" includes other people's work,
+# and "postgres" is the whole server (every database).
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _ticks(pid: int) -> int:
+def _stat(pid: int) -> list[str]:
     with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    return 0
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return []
 
 
-def _comm_pids(*names: str) -> list[int]:
-    pids = []
+def _tree_ticks(pid: int) -> int:
+    """CPU ticks of a process, its live children and the children it has reaped: a group whose
+    members come and go (PostgreSQL backends, pool processes) is still counted in full."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    return sum(sum(int(field) for field in stat[11:15]) for stat in map(_stat, pids) if stat)
+
+
+def _roots(name: str) -> list[int]:
+    """The processes called ``name`` whose parent is not: a server's main processes."""
+    pids: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() in names:
-                    pids.append(int(entry.name))
-    return pids
-
-
-def _tree(pid: int) -> list[int]:
-    with contextlib.suppress(OSError):
-        return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
-    return [pid]
+                if (entry / "comm").read_text().strip() == name and (stat := _stat(int(entry.name))):
+                    pids[int(entry.name)] = int(stat[1])
+    return [pid for pid, parent in pids.items() if parent not in pids]
 
 
 def cpu_snapshot(worker_pids: list[int]) -> dict[str, Any]:
-    groups = {
-        "workers": [p for pid in worker_pids for p in _tree(pid)],
-        "notifier": [os.getpid()],
-        "postgres": _comm_pids("postgres"),
-        "rabbitmq": _comm_pids("beam.smp"),
-    }
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    own = _stat(os.getpid())
     return {
         "at": time.monotonic(),
-        "groups": {name: {pid: _ticks(pid) for pid in pids} for name, pids in groups.items()},
+        "groups": {
+            "workers": sum(map(_tree_ticks, worker_pids)),
+            "postgres": sum(map(_tree_ticks, _roots("postgres"))),
+            "rabbitmq": sum(map(_tree_ticks, _roots("beam.smp"))),
+            "notifier": int(own[11]) + int(own[12]),  # this process alone (utime + stime)
+        },
         "machine": (sum(fields) - fields[3] - fields[4], sum(fields)),  # busy, total jiffies
     }
 
@@ -263,8 +271,8 @@ def cpu_cores(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]
     """Cores busy on average between two snapshots, per group and for the whole machine."""
     wall = after["at"] - before["at"]
     cores = {
-        name: round(sum(t - before["groups"][name].get(pid, 0) for pid, t in pids.items()) / _TICK / wall, 2)
-        for name, pids in after["groups"].items()
+        name: round((ticks - before["groups"][name]) / _TICK / wall, 2)
+        for name, ticks in after["groups"].items()
     }
     busy = after["machine"][0] - before["machine"][0]
     total = after["machine"][1] - before["machine"][1]
@@ -275,22 +283,61 @@ def cpu_cores(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]
 # The run
 
 
+def dispatch_backlog() -> int:
+    """Dispatch messages waiting in the broker (not yet taken by a worker)."""
+    with current_app.connection_for_write() as conn:
+        channel: Any = conn.default_channel
+        return int(channel.queue_declare(current_app.conf.task_default_queue, passive=True).message_count)
+
+
+def purge_queues() -> None:
+    """Empty the hub's queues while workers consume them (purge_task_queue deletes them: not then)."""
+    with current_app.connection_for_write() as conn:
+        for queue in current_app.amqp.queues.values():
+            queue(conn.default_channel).purge()
+
+
 @dataclass
 class Harness:
     var_ids: Iterator[str]
     stamps: Stamps
-    worker_pids: list[int]
+    workers: list[subprocess.Popen[bytes]]
     sent: int = 0
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [worker.pid for worker in self.workers]
+
+    def check_workers(self) -> None:
+        dead = [worker.args for worker in self.workers if worker.poll() is not None]
+        if dead:
+            raise RuntimeError(
+                f"a worker exited during the run (see its log under the JSON's folder): {dead}"
+            )
 
     def phase(self, target: int, seconds: float) -> dict[str, Any]:
         """Offer ``target`` callbacks/s for ``seconds``, drain briefly, and measure."""
         before = cpu_snapshot(self.worker_pids)
         paced = paced_notify(self.var_ids, notifies_per_s=target / OBSERVERS_PER_VARIABLE, seconds=seconds)
         cpu = cpu_cores(before, cpu_snapshot(self.worker_pids))
+        backlog = dispatch_backlog()
+        self.check_workers()
         self.sent += len(paced.sent_at)
         self.stamps.wait_for(self.sent * OBSERVERS_PER_VARIABLE, timeout=DRAIN_S)
         notified, called = self.stamps.read_new()
-        return {**analyse(paced, notified, called, target), "cpu_cores": cpu}
+        return {**analyse(paced, notified, called, target), "cpu_cores": cpu, "backlog_at_end": backlog}
+
+    def settle(self) -> dict[str, Any]:
+        """Let the workers finish every callback sent so far (the backlog of an overloaded step), or
+        purge the queues when that takes over SETTLE_S, so the next phase starts on empty queues."""
+        started = time.monotonic()
+        expected = self.sent * OBSERVERS_PER_VARIABLE
+        self.stamps.wait_for(expected, timeout=SETTLE_S)
+        left = max(0, expected - self.stamps.count())
+        if left:
+            purge_queues()
+            time.sleep(DRAIN_S)  # what the workers had already taken
+        return {"waited_s": round(time.monotonic() - started, 1), "callbacks_purged": left}
 
 
 def ramp(
@@ -317,10 +364,10 @@ def _summary(phase: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def running_workers(count: int, stamps: Path, workdir: Path) -> Iterator[list[int]]:
-    """``count`` separate worker processes, each prefork -c 2; yields their pids."""
+def running_workers(count: int, stamps: Path, workdir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` separate worker processes, each prefork -c 2."""
     with contextlib.ExitStack() as stack:
-        pids = [
+        yield [
             stack.enter_context(
                 running_worker(
                     concurrency=2,
@@ -328,10 +375,9 @@ def running_workers(count: int, stamps: Path, workdir: Path) -> Iterator[list[in
                     env={STAMPS_ENV: str(stamps)},
                     log_path=workdir / f"load-worker-{n}.log",
                 )
-            ).pid
+            )
             for n in range(count)
         ]
-        yield pids
 
 
 def run(
@@ -363,14 +409,15 @@ def run(
     var_ids = create_observers()
     try:
         say(f"starting {workers} worker(s), prefork -c 2 each")
-        with running_workers(workers, stamps_path, workdir) as pids:
-            harness = Harness(itertools.cycle(var_ids), Stamps(stamps_path), pids)
+        with running_workers(workers, stamps_path, workdir) as processes:
+            harness = Harness(itertools.cycle(var_ids), Stamps(stamps_path), processes)
             say(f"warm-up: {rates[0]} callbacks/s for {WARMUP_S} s")
             results["warmup"] = harness.phase(rates[0], WARMUP_S)
             results["ramp"] = ramp(harness, rates, step_s, say)
             bounded = [step["target_callbacks_per_s"] for step in results["ramp"] if step["bounded"]]
             results["max_sustained_callbacks_per_s"] = max(bounded) if bounded else None
             results["steady"] = None
+            results["settle"] = harness.settle()
             if bounded:
                 rate = int(max(bounded) * STEADY_FRACTION)
                 say(f"steady: {rate} callbacks/s for {steady_s} s")
