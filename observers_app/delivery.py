@@ -89,10 +89,22 @@ def call_observers(
                     deadline.disarm()
             except CallbackTimeout:
                 error = f"CallbackTimeout: ran longer than {time_limit} s"
-                logger.error("observer %s (%s) on %s: %s", ref, callback_name, var_id, error)
+                logger.error(
+                    "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
+                    ref,
+                    callback_name,
+                    var_id,
+                    error,
+                )
                 outcome.failed[ref] = error
             except Exception as exc:
-                logger.exception("observer %s (%s) on %s raised", ref, callback_name, var_id)
+                logger.exception(
+                    "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
+                    ref,
+                    callback_name,
+                    var_id,
+                    f"{type(exc).__name__}: {exc}",
+                )
                 outcome.failed[ref] = f"{type(exc).__name__}: {exc}"
             else:
                 if failures:

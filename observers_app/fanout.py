@@ -1,6 +1,7 @@
 """The worker's side of a notification: number it, page its observers, call them, record the outcome."""
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -12,6 +13,8 @@ from django.utils import timezone
 from . import coalescing as coalescing_module
 from . import conf, counters, delivery, events, publisher
 from .models import Observer, Removal, VariableState
+
+logger = logging.getLogger(__name__)
 
 DISPATCH_TASK = "observers.dispatch"
 DELIVER_TASK = "observers.deliver"
@@ -127,6 +130,15 @@ def _record_failures(failed: dict[uuid.UUID, str]) -> None:
 
 
 def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[uuid.UUID, str]) -> None:
+    for ref, callback, failures, _ in rows:
+        logger.warning(
+            "event=observer_quarantined observer=%s callback=%s var_id=%r failures=%d error=%r",
+            ref,
+            callback,
+            var_id,
+            failures + 1,
+            failed[ref],
+        )
     Removal.objects.bulk_create(
         Removal(
             observer_ref=ref,

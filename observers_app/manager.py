@@ -2,6 +2,7 @@
 
 import functools
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -28,6 +29,7 @@ from .models import VAR_ID_MAX_LENGTH, Observer, Owner, Removal, VariableState
 from .registry import Callback
 
 Reason = Removal.Reason
+logger = logging.getLogger(__name__)
 
 
 # Observers
@@ -169,6 +171,7 @@ def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
     Each batch is its own transaction and takes its rows with ``select_for_update(skip_locked=True)``,
     so concurrent sweeps share the work instead of colliding.
     """
+    started = time.perf_counter()
     batch_size = batch_size or conf.sweep_batch_size()
     removed: dict[str, int] = dict.fromkeys((Reason.OWNER_CLOSED, Reason.OWNER_DIED, Reason.SWEPT), 0)
     owners_removed = 0
@@ -187,6 +190,15 @@ def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
             owners_removed += _delete_owner_if_empty(owner_id)
         after = page[-1][0]
     counters.increment({"cleanup_runs": 1, "owners_removed": owners_removed})
+    logger.info(
+        "event=sweep removed=%d owner_died=%d swept=%d owner_closed=%d owners_removed=%d duration_ms=%.1f",
+        sum(removed.values()),
+        removed[Reason.OWNER_DIED],
+        removed[Reason.SWEPT],
+        removed[Reason.OWNER_CLOSED],
+        owners_removed,
+        (time.perf_counter() - started) * 1000,
+    )
     events.observers_swept.send(None, removed=sum(removed.values()), owners=owners_removed)
     return {**{f"removed_{reason}": n for reason, n in removed.items()}, "owners_removed": owners_removed}
 

@@ -1,5 +1,6 @@
 """The terminal: stats, inspect and sweep commands print what the hub holds."""
 
+import logging
 from datetime import timedelta
 from io import StringIO
 
@@ -45,3 +46,26 @@ def test_observers_sweep_prints_what_it_removed():
     assert "removed_swept" in output
     assert [line.split()[-1] for line in output.splitlines() if line.startswith("removed_swept")] == ["1"]
     assert not Owner.objects.exists()
+
+
+def test_sweeps_quarantines_and_callback_errors_write_structured_log_lines(caplog, settings):
+    from observers_app import fanout
+
+    caplog.set_level(logging.INFO, logger="observers_app")
+    manager.sweep_dead_observers()
+    failing = manager.add_observer("cmd:logs", explode)
+    Observer.objects.filter(id=failing).update(failures=settings.OBSERVERS_QUARANTINE_AFTER - 1)
+    notification = {
+        "var_id": "cmd:logs",
+        "old_value": 1,
+        "new_value": 2,
+        "metadata": None,
+        "notification_id": "n",
+        "seq": 1,
+        "notified_at": 0.0,
+    }
+    fanout.deliver(notification, after=None, upto=failing, globs=[])
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("event=sweep removed=0 ") for line in lines)
+    assert any(line.startswith(f"event=callback_failed observer={failing} ") for line in lines)
+    assert any(line.startswith(f"event=observer_quarantined observer={failing} ") for line in lines)
