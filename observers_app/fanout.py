@@ -35,13 +35,16 @@ def fan_out(
     size = conf.batch_size()
     globs = Observer.objects.globs_matching(var_id)
     reached = Observer.objects.live().matching(var_id, globs)
-    ordered = reached.filter(coalesce=False)
-    first_page = ordered.page_ids(after=None, limit=size)
-    coalescing = reached.filter(coalesce=True).exists()
-    if not first_page and not coalescing:
+    # The first page, read once: its ordered observers are called here, without a second read.
+    first_page = list(reached.order_by("id").values_list(*_ROW, "coalesce")[:size])
+    if not first_page:
         # A sender's cached "has observers" outlived the last live observer.
         counters.increment({"empty_dispatches": 1})
         return
+    ordered_rows = [row[:-1] for row in first_page if not row[-1]]
+    coalescing = any(row[-1] for row in first_page) or (
+        len(first_page) == size and reached.filter(coalesce=True).exists()
+    )
     notification = {
         "var_id": var_id,
         "old_value": old_value,
@@ -53,21 +56,22 @@ def fan_out(
     }
     fanout = len(first_page)
     if len(first_page) == size:
-        after = first_page[-1]
+        after = first_page[-1][0]
         notification_json = json.dumps(notification, separators=(",", ":"))
         globs_json = json.dumps(globs)
+        ordered = reached.filter(coalesce=False)
         while page := ordered.page_ids(after=after, limit=size):
             publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
             after, fanout = page[-1], fanout + len(page)
     events.notification_dispatched.send(
         None, var_id=var_id, notification_id=notification_id, seq=notification["seq"], fanout=fanout
     )
-    if first_page:
-        deliver(notification, after=None, upto=first_page[-1], globs=globs, dispatched=True)
-    else:
-        counters.increment({"notifications_dispatched": 1})
+    _call_and_record(notification, ordered_rows, dispatched=True)
     if coalescing:
         coalescing_module.offer(notification, globs)
+
+
+_ROW = ("id", "callback", "failures", "owner_id")
 
 
 def deliver(
@@ -86,8 +90,12 @@ def deliver(
         .matching(notification["var_id"], globs)
         .filter(coalesce=coalesce)
         .in_page(after=_as_uuid(after), upto=_as_uuid(upto))
-        .values_list("id", "callback", "failures", "owner_id")
+        .values_list(*_ROW)
     )
+    _call_and_record(notification, rows, dispatched=dispatched)
+
+
+def _call_and_record(notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool) -> None:
     outcome = delivery.call_observers(
         [(ref, callback, failures) for ref, callback, failures, _ in rows],
         notification,
@@ -109,7 +117,8 @@ def deliver(
                 "removed_quarantined": len(quarantined),
             }
         )
-    _send_delivery_events(notification, rows, outcome, quarantined)
+    if rows:
+        _send_delivery_events(notification, rows, outcome, quarantined)
 
 
 def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:

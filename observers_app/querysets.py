@@ -9,20 +9,32 @@ from django.apps import apps
 from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
-from django.utils import timezone
+from django.db.models.functions import Now
+
+
+@functools.lru_cache(maxsize=8)
+def _alive_condition(alias: str) -> Q:
+    """Owners not closed whose lease runs or whose process still holds its lock. Built once per
+    database (the clock is the database's), since the worker filters every page with it."""
+    held = apps.get_model("observers_app", "HeldLock").objects.using(alias).values("lock_key")
+    return Q(closed_at__isnull=True) & (Q(expires_at__gt=Now()) | Q(lock_key__in=held))
+
+
+@functools.lru_cache(maxsize=8)
+def _live_condition(alias: str) -> Q:
+    alive_owners = (
+        apps.get_model("observers_app", "Owner").objects.using(alias).filter(_alive_condition(alias))
+    )
+    return (Q(owner__isnull=True) | Q(owner__in=alive_owners.values("id"))) & Q(quarantined_at__isnull=True)
 
 
 class OwnerQuerySet(models.QuerySet):
-    def _alive_condition(self) -> Q:
-        held = apps.get_model("observers_app", "HeldLock").objects.using(self.db).values("lock_key")
-        return Q(closed_at__isnull=True) & (Q(expires_at__gt=timezone.now()) | Q(lock_key__in=held))
-
     def alive(self) -> "OwnerQuerySet":
         """Owners not closed whose lease runs or whose process still holds its lock."""
-        return self.filter(self._alive_condition())
+        return self.filter(_alive_condition(self.db))
 
     def dead(self) -> "OwnerQuerySet":
-        return self.exclude(self._alive_condition())
+        return self.exclude(_alive_condition(self.db))
 
 
 class ObserverQuerySet(models.QuerySet):
@@ -38,8 +50,7 @@ class ObserverQuerySet(models.QuerySet):
 
     def live(self) -> "ObserverQuerySet":
         """Observers that get called: not quarantined, durable or with a live owner."""
-        alive_owners = apps.get_model("observers_app", "Owner").objects.using(self.db).alive()
-        return self.filter(Q(owner__isnull=True) | Q(owner__in=alive_owners), quarantined_at__isnull=True)
+        return self.filter(_live_condition(self.db))
 
     def in_page(self, *, after: uuid.UUID | None, upto: uuid.UUID | None) -> "ObserverQuerySet":
         """Observers with ``after < id <= upto``; an open bound is None."""
