@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -112,6 +113,16 @@ def test_flower_sees_the_hubs_tasks():
                 return False
 
         wait_for(up, timeout=30)
+        # Flower answers HTTP before its event receiver is subscribed: wait until it sees a task.
+        warmup = unique_var("flower-warmup")
+        make_observers(warmup, 1)
+
+        def sees_tasks() -> bool:
+            manager.notify_observers(warmup, 0, time.time())
+            time.sleep(0.5)
+            return bool(get_json(f"{base}/api/tasks?limit=1"))
+
+        wait_for(sees_tasks, timeout=30)
         var = unique_var("flower")
         make_observers(var, 300)  # two pages: a dispatch and a deliver task
         notification_id = manager.notify_observers(var, 1, 2)
