@@ -9,8 +9,9 @@ DEFAULTS: dict[str, float | int | str] = {
     "OBSERVERS_CALLBACK_TIME_LIMIT": 10.0,
     # Largest JSON form of (var_id, old, new, metadata) that notify_observers accepts.
     "OBSERVERS_MAX_PAYLOAD_BYTES": 256 * 1024,
-    # Seconds a process may keep believing a variable has observers without asking the database.
-    "OBSERVERS_PRESENCE_TTL": 1.0,
+    # Seconds a process may keep believing a variable has observers without asking the database: a stale
+    # "yes" only costs a message the worker finds empty (after another process removed the last observer).
+    "OBSERVERS_PRESENCE_TTL": 30.0,
     # Failed calls in a row after which a durable observer is quarantined (not called).
     "OBSERVERS_QUARANTINE_AFTER": 5,
     # Rows the sweep and owner closes delete per transaction.
