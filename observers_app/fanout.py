@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 DISPATCH_TASK = "observers.dispatch"
 DELIVER_TASK = "observers.deliver"
+# What delivering needs of each observer row.
+_ROW = ("id", "callback", "failures", "owner_id")
 
 
 def fan_out(
@@ -69,9 +71,6 @@ def fan_out(
     _call_and_record(notification, ordered_rows, dispatched=True)
     if coalescing:
         coalescing_module.offer(notification, globs)
-
-
-_ROW = ("id", "callback", "failures", "owner_id")
 
 
 def deliver(
