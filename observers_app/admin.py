@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import BooleanField, Case, OuterRef, Q, QuerySet, Subquery, Value, When
@@ -175,19 +176,21 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
         notified = observer.variable_last_notified
         return notified if notified and notified >= observer.created_at else "-"
 
-    @admin.action(description="Remove selected observers")
+    @admin.action(description="Remove selected observers", permissions=["change"])
     def remove_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
         removed = sum(
             manager.remove_observer(var_id, ref) for ref, var_id in queryset.values_list("id", "var_id")
         )
         self.message_user(request, f"Removed {removed} observers.", messages.SUCCESS)
 
-    @admin.action(description="Re-enable selected quarantined observers")
+    @admin.action(description="Re-enable selected quarantined observers", permissions=["change"])
     def reenable_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
         enabled = sum(manager.reenable_observer(ref) for ref in queryset.values_list("id", flat=True))
         self.message_user(request, f"Re-enabled {enabled} observers.", messages.SUCCESS)
 
-    @admin.action(description="Send a test notification to the selected observers' variables")
+    @admin.action(
+        description="Send a test notification to the selected observers' variables", permissions=["change"]
+    )
     def send_test_notification(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
         var_ids = set(queryset.filter(is_glob=False).values_list("var_id", flat=True))
         for var_id in var_ids:
@@ -215,7 +218,13 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Observers are edited only through the actions (which go through the manager), never the form.
+        return obj is None and super().has_change_permission(request)
+
     def stats_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         context = {
             **self.admin_site.each_context(request),
             "title": "Observers hub: stats",
@@ -226,6 +235,8 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/observers_app/stats.html", context)
 
     def inspect_view(self, request: HttpRequest, var_id: str) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         context = {
             **self.admin_site.each_context(request),
             "title": f"Variable {var_id}",
@@ -320,6 +331,9 @@ class OwnerAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a cascade would drop its observers without recording why: close or sweep instead
 
 
 @admin.register(VariableState)

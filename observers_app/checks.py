@@ -30,11 +30,7 @@ def check_celery_serialization(**kwargs: Any) -> list[CheckMessage]:
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
-    limits = {
-        "OBSERVERS_BATCH_SIZE": conf.batch_size(),
-        "OBSERVERS_CALLBACK_TIME_LIMIT": conf.callback_time_limit(),
-        "OBSERVERS_MAX_PAYLOAD_BYTES": conf.max_payload_bytes(),
-    }
+    limits = {name: float(getattr(settings, name, default)) for name, default in conf.DEFAULTS.items()}
     return [
         Error(f"{name} must be positive, not {value}.", id="observers.E003")
         for name, value in limits.items()

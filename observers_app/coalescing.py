@@ -24,14 +24,17 @@ def offer(notification: dict[str, Any], globs: list[str]) -> None:
     var_id = notification["var_id"]
     with transaction.atomic():
         latest, _ = Latest.objects.select_for_update().get_or_create(var_id=var_id)
-        collapsed = 0
-        if latest.pending is not None:
-            collapsed = 1
-            if latest.pending["seq"] > notification["seq"]:  # this one is older than the one waiting
-                notification = latest.pending
-        latest.pending, latest.collapsed = notification, latest.collapsed + collapsed
+        waiting = latest.pending
+        if notification["seq"] <= latest.delivered_seq:
+            collapsed = 1  # older than what these observers already have: never deliver it after
+        elif waiting is not None and waiting["seq"] > notification["seq"]:
+            collapsed = 1  # older than the one waiting
+        else:
+            collapsed = 1 if waiting is not None else 0
+            latest.pending = notification
+        latest.collapsed += collapsed
         now = timezone.now()
-        delivering = latest.lease_until is None or latest.lease_until < now
+        delivering = latest.pending is not None and (latest.lease_until is None or latest.lease_until < now)
         if delivering:
             latest.lease_until = now + LEASE
         latest.save()

@@ -14,6 +14,8 @@ DEFAULTS: dict[str, float | int | str] = {
     "OBSERVERS_PRESENCE_TTL": 30.0,
     # Failed calls in a row after which a durable observer is quarantined (not called).
     "OBSERVERS_QUARANTINE_AFTER": 5,
+    # Days the sweep keeps removal records (the answer to "where did my observer go?").
+    "OBSERVERS_REMOVAL_RETENTION_DAYS": 7,
     # Rows the sweep and owner closes delete per transaction.
     "OBSERVERS_SWEEP_BATCH_SIZE": 1000,
     # Lease of a process owner where no PostgreSQL lock can keep it (SQLite): heartbeats every third of it.
@@ -62,3 +64,7 @@ def max_per_variable() -> int:
 
 def max_per_owner() -> int:
     return int(_get("OBSERVERS_MAX_PER_OWNER"))
+
+
+def removal_retention_days() -> float:
+    return float(_get("OBSERVERS_REMOVAL_RETENTION_DAYS"))

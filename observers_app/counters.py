@@ -69,6 +69,7 @@ def _upsert_add(
 ) -> None:
     """INSERT the rows, or add their ``column`` value to the existing row with the same keys."""
     names = [*keys, column, *extra]
+    rows = sorted(rows, key=lambda row: tuple(str(value) for value in row[: len(keys)]))  # one lock order
     quote = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
     params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]

@@ -100,10 +100,11 @@ def _call_and_record(notification: dict[str, Any], rows: list[tuple[Any, ...]], 
         notification,
         time_limit=conf.callback_time_limit(),
     )
-    quarantined = [row for row in rows if row[0] in outcome.failed and row[2] + 1 >= conf.quarantine_after()]
+    quarantined: list[tuple[Any, ...]] = []
     with transaction.atomic():
         if outcome.failed:
-            _record_failures(outcome.failed)
+            newly = _record_failures(outcome.failed)
+            quarantined = [row for row in rows if row[0] in newly]
         if quarantined:
             _record_quarantines(notification["var_id"], quarantined, outcome.failed)
         if outcome.recovered:
@@ -124,7 +125,9 @@ def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
     return uuid.UUID(str(value)) if value is not None else None
 
 
-def _record_failures(failed: dict[uuid.UUID, str]) -> None:
+def _record_failures(failed: dict[uuid.UUID, str]) -> set[uuid.UUID]:
+    """Count the failures; returns the observers this update quarantined (decided by the database,
+    from their failure counts as they are now, so concurrent deliveries cannot disagree)."""
     now = timezone.now()
     errors = [When(id=ref, then=Value(error)) for ref, error in failed.items()]
     Observer.objects.filter(id__in=list(failed)).update(
@@ -132,9 +135,11 @@ def _record_failures(failed: dict[uuid.UUID, str]) -> None:
         last_error=Case(*errors),
         last_failed_at=now,
         quarantined_at=Case(
-            When(failures__gte=conf.quarantine_after() - 1, then=Value(now)), default=F("quarantined_at")
+            When(failures__gte=conf.quarantine_after() - 1, quarantined_at__isnull=True, then=Value(now)),
+            default=F("quarantined_at"),
         ),
     )
+    return set(Observer.objects.filter(id__in=list(failed), quarantined_at=now).values_list("id", flat=True))
 
 
 def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[uuid.UUID, str]) -> None:

@@ -6,6 +6,7 @@ costs nothing while alive. On SQLite, which has no such lock, a thread renews a 
 """
 
 import atexit
+import logging
 import os
 import random
 import socket
@@ -17,13 +18,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown, worker_shutdown
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections
 
 from . import conf
 from .exceptions import ObserversError
 from .models import OWNER_LOCK_NAMESPACE, Owner
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def host_and_pid() -> tuple[str, int]:
@@ -72,9 +74,13 @@ class _Heartbeat(threading.Thread):
 
         try:
             while not self.stopped.wait(self.ttl_s / 3):
-                manager.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
+                try:
+                    manager.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
+                except DatabaseError:  # e.g. "database is locked": the next beat tries again
+                    logger.warning("event=owner_heartbeat_failed owner=%s", self.owner_id, exc_info=True)
+                    connections.close_all()
         except ObserversError:
-            return
+            logger.error("event=owner_lost owner=%s: its lease ended while the process lives", self.owner_id)
         finally:
             connections.close_all()
 

@@ -1,19 +1,28 @@
 """The hub's public API, and the code that writes observers, owners and removals."""
 
-import functools
 import json
 import logging
 import time
 import uuid
-from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import backpressure, conf, counters, delivery, events, fanout, liveness, presence, publisher, registry
+from . import (
+    backpressure,
+    conf,
+    counters,
+    delivery,
+    events,
+    fanout,
+    liveness,
+    presence,
+    publisher,
+    registry,
+    removals,
+)
 from .exceptions import (
     InvalidVariableId,
     NotSerializable,
@@ -27,6 +36,8 @@ from .fanout import DISPATCH_TASK
 from .liveness import OwnerHandle
 from .models import VAR_ID_MAX_LENGTH, Observer, Owner, Removal, VariableState
 from .registry import Callback
+from .removals import sweep as sweep  # the public API, implemented with the removals
+from .removals import sweep_dead_observers as sweep_dead_observers
 
 Reason = Removal.Reason
 logger = logging.getLogger(__name__)
@@ -82,7 +93,7 @@ def add_observer(
 def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
     """Remove one observer; False when ``var_id`` has no observer ``ref``."""
     _check_var_id(var_id)
-    removed = _remove_observers(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
+    removed = removals.remove_in_batches(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
     presence.forget(var_id)
     return bool(removed)
 
@@ -162,98 +173,7 @@ def heartbeat_owner(owner_id: uuid.UUID, *, ttl_s: float) -> None:
 def close_owner(owner_id: uuid.UUID) -> int:
     """Close an owner and remove its observers at once; returns how many were removed."""
     Owner.objects.filter(id=owner_id, closed_at__isnull=True).update(closed_at=timezone.now())
-    return _remove_observers(Observer.objects.filter(owner_id=owner_id), Reason.OWNER_CLOSED)
-
-
-def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
-    """Delete the observers of dead owners, then the owners, in bounded batches.
-
-    Each batch is its own transaction and takes its rows with ``select_for_update(skip_locked=True)``,
-    so concurrent sweeps share the work instead of colliding.
-    """
-    started = time.perf_counter()
-    batch_size = batch_size or conf.sweep_batch_size()
-    removed: dict[str, int] = dict.fromkeys((Reason.OWNER_CLOSED, Reason.OWNER_DIED, Reason.SWEPT), 0)
-    owners_removed = 0
-    after: uuid.UUID | None = None
-    while True:
-        dead = Owner.objects.dead().order_by("id")
-        if after is not None:
-            dead = dead.filter(id__gt=after)
-        page = list(dead.values_list("id", "kind", "closed_at")[:100])
-        if not page:
-            break
-        for owner_id, kind, closed_at in page:
-            reason = _death_reason(kind, closed_at)
-            owned = Observer.objects.filter(owner_id=owner_id)
-            removed[reason] += _remove_observers(owned, reason, batch_size=batch_size)
-            owners_removed += _delete_owner_if_empty(owner_id)
-        after = page[-1][0]
-    counters.increment({"cleanup_runs": 1, "owners_removed": owners_removed})
-    logger.info(
-        "event=sweep removed=%d owner_died=%d swept=%d owner_closed=%d owners_removed=%d duration_ms=%.1f",
-        sum(removed.values()),
-        removed[Reason.OWNER_DIED],
-        removed[Reason.SWEPT],
-        removed[Reason.OWNER_CLOSED],
-        owners_removed,
-        (time.perf_counter() - started) * 1000,
-    )
-    events.observers_swept.send(None, removed=sum(removed.values()), owners=owners_removed)
-    return {**{f"removed_{reason}": n for reason, n in removed.items()}, "owners_removed": owners_removed}
-
-
-def _death_reason(kind: str, closed_at: Any) -> str:
-    if closed_at is not None:
-        return Reason.OWNER_CLOSED
-    return Reason.OWNER_DIED if kind == Owner.Kind.PROCESS else Reason.SWEPT
-
-
-def _delete_owner_if_empty(owner_id: uuid.UUID) -> int:
-    with transaction.atomic():
-        locked = Owner.objects.select_for_update(skip_locked=True).filter(id=owner_id)
-        if not locked.exists() or Observer.objects.filter(owner_id=owner_id).exists():
-            return 0
-        deleted, _ = Owner.objects.filter(id=owner_id).delete()
-    return 1 if deleted else 0
-
-
-def _remove_observers(observers: QuerySet[Observer], reason: str, *, batch_size: int | None = None) -> int:
-    """Delete ``observers`` in batches, each its own transaction, recording why each went."""
-    batch_size = batch_size or conf.sweep_batch_size()
-    total = 0
-    while True:
-        with transaction.atomic():
-            rows = list(
-                observers.select_for_update(skip_locked=True)
-                .order_by("id")
-                .values_list("id", "var_id", "callback", "owner_id")[:batch_size]
-            )
-            if not rows:
-                return total
-            Removal.objects.bulk_create(
-                Removal(observer_ref=ref, var_id=var_id, callback=callback, owner_ref=owner_id, reason=reason)
-                for ref, var_id, callback, owner_id in rows
-            )
-            deleted, _ = Observer.objects.filter(id__in=[row[0] for row in rows]).delete()
-            counters.increment({"observers_removed": deleted, f"removed_{reason}": deleted})
-            counters.adjust_observer_counts(_count_by_variable(rows))
-            transaction.on_commit(functools.partial(_send_removed, rows, reason))
-        total += deleted
-        if len(rows) < batch_size:
-            return total
-
-
-def _count_by_variable(rows: list[tuple[Any, ...]]) -> dict[str, int]:
-    removed = Counter(var_id for _, var_id, _, _ in rows)
-    return {var_id: -n for var_id, n in removed.items()}
-
-
-def _send_removed(rows: list[tuple[Any, ...]], reason: str) -> None:
-    for ref, var_id, callback, owner_id in rows:
-        events.observer_removed.send(
-            None, ref=ref, var_id=var_id, callback=callback, owner=owner_id, reason=reason
-        )
+    return removals.remove_in_batches(Observer.objects.filter(owner_id=owner_id), Reason.OWNER_CLOSED)
 
 
 def _owner_id(owner: OwnerHandle | uuid.UUID | str | None) -> uuid.UUID | None:

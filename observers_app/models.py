@@ -158,6 +158,7 @@ class Latest(models.Model):
     pending = models.JSONField(null=True, blank=True, help_text="The newest notification waiting.")
     collapsed = models.IntegerField(default=0, help_text="Notifications collapsed into the pending one.")
     delivered_value = models.JSONField(null=True, blank=True, help_text="The last new value delivered.")
+    delivered_seq = models.BigIntegerField(default=0, help_text="The seq of the last notification delivered.")
     has_delivered = models.BooleanField(default=False)
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is delivering until then.")
 

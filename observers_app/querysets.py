@@ -1,7 +1,6 @@
 """Chainable reads of owners and observers, and glob matching of variable names."""
 
 import functools
-import re
 import uuid
 from typing import Any
 
@@ -111,11 +110,20 @@ def _prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) 
     return tuple(row)
 
 
-@functools.lru_cache(maxsize=4096)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
-
-
 def glob_matches(pattern: str, var_id: str) -> bool:
-    """``*`` matches any run of characters (``:`` included); every other character only itself."""
-    return _glob_regex(pattern).fullmatch(var_id) is not None
+    """``*`` matches any run of characters (``:`` and newlines included); every other character only
+    itself. Linear time: the first and last parts anchor the ends, the middle ones are found in order
+    (a regex would backtrack exponentially on patterns like ``a*a*a*a*b``)."""
+    parts = pattern.split("*")
+    if len(parts) == 1:
+        return pattern == var_id
+    first, *middle, last = parts
+    if len(var_id) < len(first) + len(last) or not var_id.startswith(first) or not var_id.endswith(last):
+        return False
+    position, end = len(first), len(var_id) - len(last)
+    for part in middle:
+        found = var_id.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True

@@ -89,7 +89,9 @@ def _values(instance: models.Model, fields: Iterable[models.Field]) -> dict[str,
 
 def _notify(spec: _Observed, pk: Any, field: models.Field, old: Any, new: Any, event: str) -> None:
     metadata = {"event": event, "model": spec.label, "pk": _json(pk), "field": field.name}
-    manager.notify_observers(f"{spec.label}:{pk}:{field.name}", old, new, metadata, ordered=True)
+    manager.notify_observers(
+        f"{spec.label}:{pk}:{field.name}", old, new, metadata, ordered=True
+    )  # see model_variable_id
 
 
 def _remember_loaded(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
@@ -160,7 +162,7 @@ class ObservedQuerySet(models.QuerySet):
         with transaction.atomic(using=self.db):
             while True:
                 page = self.order_by("pk") if after is None else self.order_by("pk").filter(pk__gt=after)
-                old_rows = list(page.select_for_update().values_list("pk", *attnames)[:_BATCH])
+                old_rows = list(page.select_for_update(of=("self",)).values_list("pk", *attnames)[:_BATCH])
                 if not old_rows:
                     return updated
                 pks = [row[0] for row in old_rows]

@@ -4,7 +4,7 @@ from typing import Any
 
 from celery import shared_task
 
-from . import backpressure, fanout, manager
+from . import fanout, manager
 
 
 @shared_task(name=fanout.DISPATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -35,4 +35,4 @@ def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: l
 
 @shared_task(name="observers.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
-    return {**manager.sweep_dead_observers(), "notifications_shed": backpressure.drain_shed()}
+    return manager.sweep()

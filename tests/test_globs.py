@@ -26,6 +26,11 @@ from tests.testapp.models import Received
         ("x.y", "xzy", False),
         ("[ab]", "a", False),
         ("*", "anything at all", True),
+        ("ab*ba", "aba", False),  # the ends may not overlap
+        ("ab*ba", "abba", True),
+        ("a*b*c", "acb", False),
+        ("x*", "x\ny", True),
+        ("*a*a*a*a*a*a*b", "a" * 120, False),
     ],
 )
 def test_glob_matching(pattern, name, matches):

@@ -8,12 +8,12 @@ from observers_app import manager
 
 
 class Command(BaseCommand):
-    help = "Delete the observers of dead owners, and the dead owners, in batches; print what went."
+    help = "Run the sweep now: dead owners and their observers, shed notifications, old records; print it."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--batch-size", type=int, default=None, help="rows per transaction")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        removed = manager.sweep_dead_observers(batch_size=options["batch_size"])
+        removed = manager.sweep(batch_size=options["batch_size"])
         for name, count in removed.items():
             self.stdout.write(f"{name:<24}{count:>10}")
