@@ -3,11 +3,23 @@
 from typing import Any
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from . import fanout, manager
 
+# A database that drops a connection or restarts: retried with backoff; anything else is not.
+DATABASE_HICCUPS = (OperationalError, InterfaceError)
 
-@shared_task(name=fanout.DISPATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+
+@shared_task(
+    name=fanout.DISPATCH_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=DATABASE_HICCUPS,
+    retry_backoff=True,
+    max_retries=5,
+)
 def dispatch(
     var_id: str,
     old_value: Any,
@@ -28,7 +40,9 @@ def dispatch(
     )
 
 
-@shared_task(name=fanout.DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    name=fanout.DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, **RETRY
+)
 def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
     fanout.deliver(notification, after=after, upto=upto, globs=globs)
 
