@@ -41,7 +41,13 @@ def dispatch(
 
 
 @shared_task(
-    name=fanout.DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, **RETRY
+    name=fanout.DELIVER_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=DATABASE_HICCUPS,
+    retry_backoff=True,
+    max_retries=5,
 )
 def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
     fanout.deliver(notification, after=after, upto=upto, globs=globs)
