@@ -98,8 +98,9 @@ def _route_for(task_name: str) -> _Route:
     return route
 
 
-def publish_task(task_name: str, args_json: str) -> str:
-    """Send one ``task_name`` message whose positional arguments are the JSON array ``args_json``.
+def publish_task(task_name: str, args_json: str, *, sent_event: bool = True) -> str:
+    """Send one ``task_name`` message whose positional arguments are the JSON array ``args_json``,
+    and its "task-sent" event when ``task_send_sent_event`` is on, unless ``sent_event`` is False.
 
     Returns the task id.
     """
@@ -119,7 +120,7 @@ def publish_task(task_name: str, args_json: str) -> str:
         retry=True,
         retry_policy=_RETRY_POLICY,
     )
-    if current_app.conf.task_send_sent_event:
+    if sent_event and current_app.conf.task_send_sent_event:
         _send_sent_event(producer, route, task_id, headers["argsrepr"])
     return task_id
 
