@@ -222,7 +222,8 @@ def notify_observers(
     notification_id = str(uuid.uuid4())
     args = [var_id, old_value, new_value, metadata, notification_id, time.time()]
     args_json = _serialize_dispatch_args(args)
-    if ordered:
+    if ordered and presence.has_observers(var_id):
+        # Numbered now, in the caller's transaction; a variable nobody observes costs no write.
         args_json = f"{args_json[:-1]},{fanout.next_seq(var_id)}]"
     if connection.in_atomic_block:
         transaction.on_commit(lambda: _publish_dispatch(var_id, args_json), robust=True)
