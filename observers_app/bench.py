@@ -19,16 +19,22 @@ from .tasks import dispatch
 from .worker_process import purge_task_queue, running_worker
 
 STAMPS_ENV = "OBSERVERS_BENCH_STAMPS"
-_stamp_fd: dict[int, int] = {}
+_append_fds: dict[tuple[int, str], int] = {}
+
+
+def append_record(env_name: str, record: bytes) -> None:
+    """Append ``record`` to the file named by ``env_name`` in one atomic write (O_APPEND), on a
+    descriptor opened once per process: how benchmark callbacks report to the benchmark."""
+    key = (os.getpid(), env_name)
+    if key not in _append_fds:
+        _append_fds[key] = os.open(os.environ[env_name], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(_append_fds[key], record)
 
 
 @observer_callback(name="observers.bench.stamp")
 def stamp(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
-    """Append the wall-clock time of the call to the stamps file: 8 bytes, one atomic write."""
-    pid = os.getpid()
-    if pid not in _stamp_fd:
-        _stamp_fd[pid] = os.open(os.environ[STAMPS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.write(_stamp_fd[pid], struct.pack("d", time.time()))
+    """Append the wall-clock time of the call to the stamps file: 8 bytes."""
+    append_record(STAMPS_ENV, struct.pack("d", time.time()))
 
 
 @shared_task(name="observers.bench.naive_deliver", ignore_result=True)

@@ -16,6 +16,7 @@ from celery import current_app
 from django.db import connection, transaction
 
 from . import manager
+from .bench import append_record
 from .models import Observer, VariableState
 from .registry import observer_callback
 from .worker_process import purge_task_queue, running_worker
@@ -36,16 +37,12 @@ STEADY_FRACTION = 0.8
 P99_BOUND_S = 1.0
 GROWTH = 2.0
 P50_FLOOR_S = 0.010
-_stamp_fd: dict[int, int] = {}
 
 
 @observer_callback(name=CALLBACK)
 def stamp(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
-    """Append (notified_at, now) to the stamps file: 16 bytes, one atomic write on an O_APPEND fd."""
-    pid = os.getpid()
-    if pid not in _stamp_fd:
-        _stamp_fd[pid] = os.open(os.environ[STAMPS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.write(_stamp_fd[pid], STAMP.pack(metadata["notified_at"], time.time()))
+    """Append (notified_at, now) to the stamps file: 16 bytes."""
+    append_record(STAMPS_ENV, STAMP.pack(metadata["notified_at"], time.time()))
 
 
 # Observers

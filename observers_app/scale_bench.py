@@ -1,7 +1,6 @@
 """``manage.py observers_bench --scale``: several workers sharing one fan-out, and memory under load."""
 
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -9,22 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from . import manager
-from .bench import STAMPS_ENV, set_observers, wait_for_stamps
+from .bench import STAMPS_ENV, append_record, set_observers, wait_for_stamps
 from .registry import observer_callback
 from .soak import worker_rss_kib
 from .worker_process import purge_task_queue, running_worker
 
 REFS_ENV = "OBSERVERS_BENCH_REFS"
-_refs_fd: dict[int, int] = {}
 
 
 @observer_callback(name="observers.bench.record_ref")
 def record_ref(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
     """Append the 16 bytes of the called observer's ref: who was called, and how often."""
-    pid = os.getpid()
-    if pid not in _refs_fd:
-        _refs_fd[pid] = os.open(os.environ[REFS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.write(_refs_fd[pid], uuid.UUID(metadata["observer_ref"]).bytes)
+    append_record(REFS_ENV, uuid.UUID(metadata["observer_ref"]).bytes)
 
 
 def caller_rss_kib() -> int:
