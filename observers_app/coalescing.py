@@ -51,7 +51,7 @@ def _deliver_waiting(var_id: str, globs: list[str]) -> None:
             fanout.deliver(notification, after=after, upto=page[-1], globs=globs, coalesce=True)
             after = page[-1]
         Latest.objects.filter(var_id=var_id).update(
-            delivered_value=notification["new_value"], has_delivered=True
+            delivered_value=notification["new_value"], delivered_seq=notification["seq"], has_delivered=True
         )
 
 

@@ -4,7 +4,8 @@ import itertools
 
 import pytest
 
-from observers_app import manager
+from observers_app import coalescing, manager
+from observers_app.models import Latest
 from tests.conftest import wait_for
 from tests.factories import unique_var
 from tests.testapp.callbacks import record
@@ -42,3 +43,30 @@ def test_fast_notifications_collapse_for_a_coalescing_observer_and_not_for_an_or
         assert current.metadata["seq"] > previous.metadata["seq"]
     assert sum(c.metadata["coalesced"] for c in coalesced) <= 40 - len(coalesced)
     wait_for(lambda: manager.get_stats()["notifications_coalesced"] == before + 40 - len(coalesced))
+
+
+def test_a_notification_older_than_the_last_delivered_is_never_delivered_after_it():
+    var = unique_var("late")
+    ref = manager.add_observer(var, record, coalesce=True)
+
+    def offer(seq: int, old: int, new: int) -> None:
+        coalescing.offer(
+            {
+                "var_id": var,
+                "old_value": old,
+                "new_value": new,
+                "metadata": None,
+                "notification_id": f"n{seq}",
+                "seq": seq,
+                "notified_at": 0.0,
+            },
+            [],
+        )
+
+    offer(6, 5, 6)  # delivered here: no worker holds the lease
+    offer(5, 4, 5)  # numbered earlier, arrived later: dropped, counted as collapsed
+    offer(7, 6, 7)
+    calls = sorted(Received.objects.filter(observer_ref=ref), key=lambda c: c.metadata["seq"])
+    assert [(c.metadata["seq"], c.old_value, c.new_value) for c in calls] == [(6, 5, 6), (7, 6, 7)]
+    assert calls[1].metadata["coalesced"] == 1
+    assert Latest.objects.get(var_id=var).delivered_seq == 7
