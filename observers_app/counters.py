@@ -60,7 +60,7 @@ def adjust_observer_counts(deltas: dict[str, int]) -> None:
 
 def count_one_more_observer(var_id: str) -> int:
     """Add one to a variable's observer count and return the new count (its row stays locked)."""
-    _upsert_add(VariableState._meta.db_table, ("var_id",), "observer_count", [(var_id, 1)])
+    adjust_observer_counts({var_id: 1})
     return int(VariableState.objects.filter(var_id=var_id).values_list("observer_count", flat=True).get())
 
 

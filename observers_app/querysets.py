@@ -103,8 +103,7 @@ def _prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) 
     import psycopg
 
     connection.ensure_connection()
-    with connection.wrap_database_errors:
-        cursor = psycopg.Cursor(connection.connection)
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         row = cursor.execute(sql, params, prepare=True).fetchone()
     assert row is not None
     return tuple(row)

@@ -58,7 +58,11 @@ def observed_models() -> dict[type[models.Model], tuple[str, ...]]:
 
 
 def model_variable_id(model: type[models.Model], pk: Any, field_name: str) -> str:
-    return f"{model._meta.label_lower}:{pk}:{field_name}"
+    return _variable_id(model._meta.label_lower, pk, field_name)
+
+
+def _variable_id(label: str, pk: Any, field_name: str) -> str:
+    return f"{label}:{pk}:{field_name}"
 
 
 def _json(value: Any) -> Any:
@@ -89,9 +93,7 @@ def _values(instance: models.Model, fields: Iterable[models.Field]) -> dict[str,
 
 def _notify(spec: _Observed, pk: Any, field: models.Field, old: Any, new: Any, event: str) -> None:
     metadata = {"event": event, "model": spec.label, "pk": _json(pk), "field": field.name}
-    manager.notify_observers(
-        f"{spec.label}:{pk}:{field.name}", old, new, metadata, ordered=True
-    )  # see model_variable_id
+    manager.notify_observers(_variable_id(spec.label, pk, field.name), old, new, metadata, ordered=True)
 
 
 def _remember_loaded(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:

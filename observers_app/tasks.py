@@ -1,5 +1,6 @@
 """Thin Celery tasks: fan one notification out, deliver one page of observers, sweep dead owners."""
 
+import functools
 from typing import Any
 
 from celery import shared_task
@@ -7,19 +8,20 @@ from django.db import InterfaceError, OperationalError
 
 from . import fanout, manager
 
-# A database that drops a connection or restarts: retried with backoff; anything else is not.
-DATABASE_HICCUPS = (OperationalError, InterfaceError)
-
-
-@shared_task(
-    name=fanout.DISPATCH_TASK,
+# The hub's message tasks: acked after they ran, redelivered if their process dies, and retried with
+# backoff when the database drops a connection or restarts (anything else is not retried).
+hub_task = functools.partial(
+    shared_task,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=DATABASE_HICCUPS,
+    autoretry_for=(OperationalError, InterfaceError),
     retry_backoff=True,
     max_retries=5,
 )
+
+
+@hub_task(name=fanout.DISPATCH_TASK)
 def dispatch(
     var_id: str,
     old_value: Any,
@@ -40,15 +42,7 @@ def dispatch(
     )
 
 
-@shared_task(
-    name=fanout.DELIVER_TASK,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    autoretry_for=DATABASE_HICCUPS,
-    retry_backoff=True,
-    max_retries=5,
-)
+@hub_task(name=fanout.DELIVER_TASK)
 def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
     fanout.deliver(notification, after=after, upto=upto, globs=globs)
 
