@@ -7,6 +7,7 @@ from django.db import connection
 from django.utils import timezone
 
 from .models import StatBucket, StatCounter, VariableState
+from .querysets import prepared_rows
 
 NAMES = (
     "notifications_dispatched",
@@ -38,24 +39,35 @@ def increment(counts: dict[str, int]) -> None:
     if not counts:
         return
     now = timezone.now()
-    _upsert_add(
-        StatCounter._meta.db_table,
-        ("name",),
-        "value",
-        [(name, n, now) for name, n in counts.items()],
-        "created_at",
-    )
+    statements = [
+        _upsert_add(
+            StatCounter._meta.db_table,
+            ("name",),
+            "value",
+            [(name, n, now) for name, n in counts.items()],
+            "created_at",
+        )
+    ]
     minute = now.replace(second=0, microsecond=0)
     bucketed = [(minute, name, n) for name, n in counts.items() if name in BUCKETED]
     if bucketed:
-        _upsert_add(StatBucket._meta.db_table, ("minute", "name"), "value", bucketed)
+        statements.append(_upsert_add(StatBucket._meta.db_table, ("minute", "name"), "value", bucketed))
+    if connection.vendor == "postgresql":
+        # One round trip: both upserts as data-modifying WITH queries of one statement.
+        ctes = ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(statements))
+        statements = [(f"WITH {ctes} SELECT 1", [p for _, params in statements for p in params])]
+    for sql, params in statements:
+        prepared_rows(connection, sql, params)
 
 
 def adjust_observer_counts(deltas: dict[str, int]) -> None:
     """Add to the per-variable observer counts behind the admin's variables overview."""
     deltas = {var_id: n for var_id, n in deltas.items() if n}
     if deltas:
-        _upsert_add(VariableState._meta.db_table, ("var_id",), "observer_count", list(deltas.items()))
+        sql, params = _upsert_add(
+            VariableState._meta.db_table, ("var_id",), "observer_count", list(deltas.items())
+        )
+        prepared_rows(connection, sql, params)
 
 
 def count_one_more_observer(var_id: str) -> int:
@@ -66,21 +78,21 @@ def count_one_more_observer(var_id: str) -> int:
 
 def _upsert_add(
     table: str, keys: tuple[str, ...], column: str, rows: list[tuple[Any, ...]], *extra: str
-) -> None:
-    """INSERT the rows, or add their ``column`` value to the existing row with the same keys."""
+) -> tuple[str, list[Any]]:
+    """The statement that INSERTs the rows, or adds their ``column`` value to the existing row with
+    the same keys."""
     names = [*keys, column, *extra]
     rows = sorted(rows, key=lambda row: tuple(str(value) for value in row[: len(keys)]))  # one lock order
     quote = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
     params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]
     placeholders = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(rows))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(table)} ({', '.join(map(quote, names))}) VALUES {placeholders} "  # noqa: S608
-            f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
-            f"{quote(column)} = {quote(table)}.{quote(column)} + excluded.{quote(column)}",
-            params,
-        )
+    return (
+        f"INSERT INTO {quote(table)} ({', '.join(map(quote, names))}) VALUES {placeholders} "  # noqa: S608
+        f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
+        f"{quote(column)} = {quote(table)}.{quote(column)} + excluded.{quote(column)}",
+        params,
+    )
 
 
 def read() -> tuple[dict[str, int], int]:

@@ -4,6 +4,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from django.db import connection, transaction
@@ -13,64 +14,78 @@ from django.utils import timezone
 from . import coalescing as coalescing_module
 from . import conf, counters, delivery, events, publisher
 from .models import Observer, Removal, VariableState
+from .querysets import DELIVERY_ROW, ObserverQuerySet, glob_matches, prepared_rows
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_TASK = "observers.dispatch"
 DELIVER_TASK = "observers.deliver"
-# What delivering needs of each observer row.
-_ROW = ("id", "callback", "failures", "owner_id")
 
 
-def fan_out(
-    *,
-    var_id: str,
-    old_value: Any,
-    new_value: Any,
-    metadata: dict[str, Any] | None,
-    notification_id: str,
-    notified_at: float,
-    seq: int | None,
-) -> None:
-    """Number the notification (unless its sender did), send a deliver task per further page of
-    observers, and deliver the first page here."""
+def fan_out(notifications: list[dict[str, Any]]) -> None:
+    """Fan out a batch of notifications (the dispatch messages one pool job took), in their order:
+    number each (unless its sender did), send a deliver task per further page of its observers,
+    and deliver its first page here. The reads and writes shared by the batch are made once: the
+    glob patterns, the sequence numbers, the counters."""
     size = conf.batch_size()
-    globs = Observer.objects.globs_matching(var_id)
-    reached = Observer.objects.live().matching(var_id, globs)
-    # The first page, read once: its ordered observers are called here, without a second read.
-    first_page = list(reached.order_by("id").values_list(*_ROW, "coalesce")[:size])
-    if not first_page:
-        # A sender's cached "has observers" outlived the last live observer.
-        counters.increment({"empty_dispatches": 1})
-        return
+    patterns = Observer.objects.glob_patterns()
+    counts: Counter[str] = Counter()
+    reached: list[tuple[dict[str, Any], list[str], list[tuple[Any, ...]]]] = []
+    for notification in notifications:
+        var_id = notification["var_id"]
+        globs = [pattern for pattern in patterns if glob_matches(pattern, var_id)]
+        # The first page, read once: its ordered observers are called here, without a second read.
+        # With no glob matching (the common case), a statement compiled once reads it.
+        if globs:
+            first_page = list(
+                _reached(var_id, globs).order_by("id").values_list(*DELIVERY_ROW, "coalesce")[:size]
+            )
+        else:
+            first_page = Observer.objects.first_delivery_page(var_id, limit=size)
+        if first_page:
+            reached.append((notification, globs, first_page))
+        else:
+            # A sender's cached "has observers" outlived the last live observer.
+            counts["empty_dispatches"] += 1
+    _number([notification for notification, _, _ in reached])
+    for notification, globs, first_page in reached:
+        counts.update(_fan_out_one(notification, globs, first_page, size=size))
+    counters.increment(counts)
+
+
+def _fan_out_one(
+    notification: dict[str, Any], globs: list[str], first_page: list[tuple[Any, ...]], *, size: int
+) -> dict[str, int]:
+    var_id = notification["var_id"]
     ordered_rows = [row[:-1] for row in first_page if not row[-1]]
+    full = len(first_page) == size
     coalescing = any(row[-1] for row in first_page) or (
-        len(first_page) == size and reached.filter(coalesce=True).exists()
+        full and _reached(var_id, globs).filter(coalesce=True).exists()
     )
-    notification = {
-        "var_id": var_id,
-        "old_value": old_value,
-        "new_value": new_value,
-        "metadata": metadata,
-        "notification_id": notification_id,
-        "seq": next_seq(var_id) if seq is None else _touch_state(var_id, seq),
-        "notified_at": notified_at,
-    }
     fanout = len(first_page)
-    if len(first_page) == size:
+    if full:
         after = first_page[-1][0]
         notification_json = json.dumps(notification, separators=(",", ":"))
         globs_json = json.dumps(globs)
-        ordered = reached.filter(coalesce=False)
+        ordered = _reached(var_id, globs).filter(coalesce=False)
         while page := ordered.page_ids(after=after, limit=size):
             publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
             after, fanout = page[-1], fanout + len(page)
     events.notification_dispatched.send(
-        None, var_id=var_id, notification_id=notification_id, seq=notification["seq"], fanout=fanout
+        None,
+        var_id=var_id,
+        notification_id=notification["notification_id"],
+        seq=notification["seq"],
+        fanout=fanout,
     )
-    _call_and_record(notification, ordered_rows, dispatched=True)
+    counts = _call_and_record(notification, ordered_rows, dispatched=True)
     if coalescing:
         coalescing_module.offer(notification, globs)
+    return counts
+
+
+def _reached(var_id: str, globs: list[str]) -> ObserverQuerySet:
+    return Observer.objects.live().matching(var_id, globs)
 
 
 def deliver(
@@ -85,16 +100,19 @@ def deliver(
     """Call the live observers of one page (the coalescing ones or the others), then record the
     outcome in one batch of writes (counting the notification too when ``dispatched``)."""
     rows = list(
-        Observer.objects.live()
-        .matching(notification["var_id"], globs)
+        _reached(notification["var_id"], globs)
         .filter(coalesce=coalesce)
         .in_page(after=_as_uuid(after), upto=_as_uuid(upto))
-        .values_list(*_ROW)
+        .values_list(*DELIVERY_ROW)
     )
-    _call_and_record(notification, rows, dispatched=dispatched)
+    counters.increment(_call_and_record(notification, rows, dispatched=dispatched))
 
 
-def _call_and_record(notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool) -> None:
+def _call_and_record(
+    notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool
+) -> dict[str, int]:
+    """Call the rows' observers and record failures, recoveries and quarantines; returns the
+    counters to add (the caller adds them, once per batch)."""
     outcome = delivery.call_observers(
         [(ref, callback, failures) for ref, callback, failures, _ in rows],
         notification,
@@ -109,16 +127,14 @@ def _call_and_record(notification: dict[str, Any], rows: list[tuple[Any, ...]], 
             _record_quarantines(notification["var_id"], quarantined, outcome.failed)
         if outcome.recovered:
             Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
-        counters.increment(
-            {
-                "notifications_dispatched": int(dispatched),
-                "notifications_sent": outcome.called,
-                "notifications_failed": len(outcome.failed),
-                "removed_quarantined": len(quarantined),
-            }
-        )
     if rows:
         _send_delivery_events(notification, rows, outcome, quarantined)
+    return {
+        "notifications_dispatched": int(dispatched),
+        "notifications_sent": outcome.called,
+        "notifications_failed": len(outcome.failed),
+        "removed_quarantined": len(quarantined),
+    }
 
 
 def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
@@ -171,22 +187,40 @@ def next_seq(var_id: str) -> int:
     Inside a transaction the variable's state row stays locked until commit, so numbers taken
     in transactions follow their commit order.
     """
+    return take_seqs({var_id: 1})[var_id]
+
+
+def take_seqs(counts: dict[str, int]) -> dict[str, int]:
+    """Advance each variable's sequence number by its count, in one statement (rows locked in name
+    order, so concurrent batches cannot deadlock); returns each one's new (highest) number."""
     table = connection.ops.quote_name(VariableState._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES (%s, 1, %s) "  # noqa: S608
-            f"ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + 1, "
-            "last_notified_at = excluded.last_notified_at RETURNING seq",
-            [var_id, now],
-        )
-        row = cursor.fetchone()
-    return int(row[0])
+    names = sorted(counts)
+    rows = prepared_rows(
+        connection,
+        f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES "  # noqa: S608
+        + ", ".join(["(%s, %s, %s)"] * len(names))
+        + f" ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + excluded.seq, "
+        "last_notified_at = excluded.last_notified_at RETURNING var_id, seq",
+        [value for name in names for value in (name, counts[name], now)],
+    )
+    return {name: int(seq) for name, seq in rows}
 
 
-def _touch_state(var_id: str, seq: int) -> int:
-    VariableState.objects.filter(var_id=var_id).update(last_notified_at=timezone.now())
-    return seq
+def _number(notifications: list[dict[str, Any]]) -> None:
+    """Give each notification its variable's next ``seq`` (numbers in batch order), or, for one its
+    sender numbered, mark its variable notified."""
+    unnumbered = Counter(n["var_id"] for n in notifications if n["seq"] is None)
+    numbered = {n["var_id"] for n in notifications if n["seq"] is not None}
+    if unnumbered:
+        last = take_seqs(unnumbered)
+        next_number = {var_id: last[var_id] - count + 1 for var_id, count in unnumbered.items()}
+        for notification in notifications:
+            if notification["seq"] is None:
+                notification["seq"] = next_number[notification["var_id"]]
+                next_number[notification["var_id"]] += 1
+    if numbered:
+        VariableState.objects.filter(var_id__in=numbered).update(last_notified_at=timezone.now())
 
 
 def _send_delivery_events(

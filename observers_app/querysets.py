@@ -10,6 +10,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.db.models.functions import Now
 
+# What delivering needs of each observer row.
+DELIVERY_ROW = ("id", "callback", "failures", "owner_id")
+
 
 @functools.lru_cache(maxsize=8)
 def _alive_condition(alias: str) -> Q:
@@ -66,8 +69,21 @@ class ObserverQuerySet(models.QuerySet):
 
     def globs_matching(self, var_id: str) -> list[str]:
         """The glob patterns observed anywhere that match ``var_id``."""
-        patterns = self.filter(is_glob=True).values_list("var_id", flat=True).distinct()
-        return [pattern for pattern in patterns if glob_matches(pattern, var_id)]
+        return [pattern for pattern in self.glob_patterns() if glob_matches(pattern, var_id)]
+
+    def glob_patterns(self) -> list[str]:
+        """Every glob pattern observed (a statement compiled once: every dispatch batch asks)."""
+        return [pattern for (pattern,) in _run_compiled(self, "globs")]
+
+    def first_delivery_page(self, var_id: str, *, limit: int) -> list[tuple[Any, ...]]:
+        """``(id, callback, failures, owner_id, coalesce)`` of the first ``limit`` live exact
+        observers of ``var_id`` in id order: the read every dispatch starts with, compiled once."""
+        return [
+            (_as_uuid(ref), callback, failures, _as_uuid(owner), bool(coalesce))
+            for ref, callback, failures, owner, coalesce in _run_compiled(
+                self, "first page", var_id=var_id, limit=limit
+            )
+        ]
 
     def any_for_variable(self, var_id: str) -> bool:
         """Whether a notification of ``var_id`` would reach an observer row, in one round trip.
@@ -99,14 +115,53 @@ class ObserverQuerySet(models.QuerySet):
 
 
 def _prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:
-    """One row from a statement PostgreSQL plans once per connection (psycopg server-side binding)."""
+    """One row from a statement PostgreSQL plans once per connection."""
+    rows = prepared_rows(connection, sql, params)
+    assert rows
+    return rows[0]
+
+
+def prepared_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql``: on PostgreSQL a statement planned once per connection (psycopg
+    server-side binding), elsewhere Django's cursor. Skips the ORM: for the hot paths only."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     import psycopg
 
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        row = cursor.execute(sql, params, prepare=True).fetchone()
-    assert row is not None
-    return tuple(row)
+        cursor.execute(sql, params, prepare=True)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+# Stands for the variable name in a query compiled once; no variable name holds a NUL.
+_PLACEHOLDER = "\x00observers-var-id\x00"
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(alias: str, what: str, limit: int) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and parameters of one of the dispatch's reads, compiled once per process."""
+    observers = apps.get_model("observers_app", "Observer").objects.using(alias)
+    if what == "globs":
+        query = observers.filter(is_glob=True).values_list("var_id", flat=True).distinct()
+    else:
+        query = observers.live().matching(_PLACEHOLDER, [])
+        query = query.order_by("id").values_list(*DELIVERY_ROW, "coalesce")[:limit]
+    return query.query.get_compiler(alias).as_sql()
+
+
+def _run_compiled(
+    queryset: models.QuerySet, what: str, *, var_id: str = "", limit: int = 0
+) -> list[tuple[Any, ...]]:
+    sql, params = _compiled(queryset.db, what, limit)
+    return prepared_rows(connections[queryset.db], sql, [var_id if p == _PLACEHOLDER else p for p in params])
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    """A UUID column as read raw: PostgreSQL gives a UUID, SQLite its 32 hex digits."""
+    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def glob_matches(pattern: str, var_id: str) -> bool:

@@ -1,12 +1,20 @@
-"""Thin Celery tasks: fan one notification out, deliver one page of observers, sweep dead owners."""
+"""Thin Celery tasks: fan a batch of notifications out, deliver one page of observers, sweep dead owners."""
 
 import functools
+import logging
+import time
 from typing import Any
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from . import fanout, manager
+from .batching import DONE, RETRY, BatchedTask
+
+logger = logging.getLogger(__name__)
+
+# Before a dispatch batch that met a database error is redelivered.
+DATABASE_RETRY_DELAY_S = 1.0
 
 # The hub's message tasks: acked after they ran, redelivered if their process dies, and retried with
 # backoff when the database drops a connection or restarts (anything else is not retried).
@@ -21,8 +29,23 @@ hub_task = functools.partial(
 )
 
 
-@hub_task(name=fanout.DISPATCH_TASK)
-def dispatch(
+@shared_task(base=BatchedTask, name=fanout.DISPATCH_TASK, acks_late=True, ignore_result=True)
+def dispatch(args_list: list[list[Any]]) -> str:
+    """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
+    notification_id, notified_at]`` and an optional ``seq``. When the database is unreachable the
+    batch waits a moment and asks to be redelivered whole (nothing is acknowledged unhandled)."""
+    close_old_connections()
+    try:
+        fanout.fan_out([_notification(*args) for args in args_list])
+    except (OperationalError, InterfaceError):
+        logger.warning("event=dispatch_retry messages=%d reason=database", len(args_list), exc_info=True)
+        close_old_connections()
+        time.sleep(DATABASE_RETRY_DELAY_S)
+        return RETRY
+    return DONE
+
+
+def _notification(
     var_id: str,
     old_value: Any,
     new_value: Any,
@@ -30,16 +53,16 @@ def dispatch(
     notification_id: str,
     notified_at: float,
     seq: int | None = None,
-) -> None:
-    fanout.fan_out(
-        var_id=var_id,
-        old_value=old_value,
-        new_value=new_value,
-        metadata=metadata,
-        notification_id=notification_id,
-        notified_at=notified_at,
-        seq=seq,
-    )
+) -> dict[str, Any]:
+    return {
+        "var_id": var_id,
+        "old_value": old_value,
+        "new_value": new_value,
+        "metadata": metadata,
+        "notification_id": notification_id,
+        "seq": seq,
+        "notified_at": notified_at,
+    }
 
 
 @hub_task(name=fanout.DELIVER_TASK)

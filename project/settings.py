@@ -135,6 +135,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup otherwise closes the database connection around every task: a new
 # PostgreSQL connection (~5-10 ms) per task. Reconnect every 1,000 tasks instead.
 CELERY_DB_REUSE_MAX = 1000
+# Unacknowledged messages a worker may hold, per pool process: dispatch messages wait in the worker
+# until their batch (up to 50, see observers_app/batching.py) has run, so it must hold several batches.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 100
 # Task and sent events, so Flower shows every dispatch and delivery task.
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
 CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=True)
