@@ -63,7 +63,8 @@ def create_observers() -> list[str]:
         )
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(Observer._meta.db_table)}")
+            # VACUUM too: a page of observers is an index-only scan once the visibility map is set.
+            cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(Observer._meta.db_table)}")
     return var_ids
 
 
