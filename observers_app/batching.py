@@ -4,8 +4,8 @@ Celery runs one pool job per message, ~0.5 ms of bookkeeping each (shared BASELI
 tasks/s on 2 cores), which caps a hub that sends one dispatch message per notification. A task
 whose base is ``BatchedTask`` gets a consumer strategy (Celery's ``Task.Strategy`` hook, as
 celery-batches does; that package pins celery<5.7 and acks a batch that raised) that buffers its
-messages and sends them to the pool together: when ``flush_every`` are waiting or ``flush_interval``
-seconds after the first. Messages are acknowledged when their batch returned; a batch that asks for
+messages and sends them to the pool together, as many as waited while every pool process was busy
+(at most ``batch_size``). Messages are acknowledged when their batch returned; a batch that asks for
 a retry (its database went away) or whose pool process died is put back on the queue whole. Each
 message still sends its own task-received and task-succeeded events, so Flower lists it.
 """
@@ -29,23 +29,15 @@ class BatchedTask(Task):
     when they are handled, or RETRY to have them all redelivered. If it raises, the batch is logged
     and acknowledged, as Celery does with a failed task (redelivering it would fail forever)."""
 
-    flush_every = 50
-    flush_interval = 0.01
+    # Largest batch: 50 notifications of 100 observers are ~25 ms of callbacks.
+    batch_size = 50
 
     # Celery instantiates Task.Strategy (a dotted name by default) with the task, app and consumer.
     def Strategy(self, task: "BatchedTask", app: Any, consumer: Any) -> Any:  # type: ignore[override]
         Req = create_request_cls(
             Request, task, consumer.pool, consumer.hostname, consumer.event_dispatcher, app=app
         )
-        buffer: list[Any] = []
-        flush_timer: list[Any] = []
-
-        def flush() -> None:
-            while flush_timer:
-                flush_timer.pop().cancel()
-            if buffer:
-                _send_to_pool(consumer.pool, task, buffer[:])
-                buffer.clear()
+        batcher = _Batcher(task, consumer.pool)
 
         def task_message_handler(
             message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any
@@ -73,16 +65,39 @@ class BatchedTask(Task):
             request.send_event(
                 "task-received", name=request.name, args=request.argsrepr, kwargs=request.kwargsrepr
             )
-            buffer.append(request)
-            if len(buffer) >= task.flush_every:
-                flush()
-            elif not flush_timer:
-                flush_timer.append(consumer.timer.call_after(task.flush_interval, flush))
+            batcher.add(request)
 
         return task_message_handler
 
 
-def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any]) -> None:
+class _Batcher:
+    """A batch goes to the pool as soon as a pool process is free for it; while every process is
+    busy, messages wait, so the next batch is bigger. No timer: an idle worker adds no latency, a
+    loaded one batches by itself."""
+
+    def __init__(self, task: BatchedTask, pool: Any) -> None:
+        self.task = task
+        self.pool = pool
+        self.waiting: list[Any] = []
+        self.running = 0
+
+    def add(self, request: Any) -> None:
+        self.waiting.append(request)
+        self.send_ready()
+
+    def send_ready(self) -> None:
+        while self.waiting and self.running < self.pool.num_processes:
+            size = self.task.batch_size
+            batch, self.waiting = self.waiting[:size], self.waiting[size:]
+            self.running += 1
+            _send_to_pool(self.pool, self.task, batch, on_finished=self.finished)
+
+    def finished(self) -> None:
+        self.running -= 1
+        self.send_ready()
+
+
+def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any], *, on_finished: Any) -> None:
     started = time.monotonic()
 
     def on_return(outcome: str) -> None:
@@ -97,6 +112,7 @@ def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any]) -> None:
                 request.send_event("task-succeeded", result=None, runtime=runtime)
             else:
                 request.send_event("task-failed", exception=outcome, traceback="")
+        on_finished()
 
     def on_error(exc_info: Any) -> None:
         # The pool process died (or the job could not run): redeliver, as reject_on_worker_lost does.
@@ -104,6 +120,7 @@ def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any]) -> None:
         for request in requests:
             request.reject(requeue=True)
             request.send_event("task-failed", exception=repr(exc_info), traceback="")
+        on_finished()
 
     pool.apply_async(
         run_batch_in_pool,

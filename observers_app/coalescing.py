@@ -19,8 +19,10 @@ from .models import Latest, Observer
 LEASE = timedelta(seconds=60)
 
 
-def offer(notification: dict[str, Any], globs: list[str]) -> None:
-    """Leave ``notification`` for the variable's coalescing observers; deliver if no worker is."""
+def offer(notification: dict[str, Any]) -> bool:
+    """Leave ``notification`` for the variable's coalescing observers. True when no worker was
+    delivering them: the caller now holds the lease and must call ``deliver_waiting`` (after the
+    rest of its batch is offered, so that its own notifications collapse too)."""
     var_id = notification["var_id"]
     with transaction.atomic():
         latest, _ = Latest.objects.select_for_update().get_or_create(var_id=var_id)
@@ -39,11 +41,11 @@ def offer(notification: dict[str, Any], globs: list[str]) -> None:
             latest.lease_until = now + LEASE
         latest.save()
         counters.increment({"notifications_coalesced": collapsed})
-    if delivering:
-        _deliver_waiting(var_id, globs)
+    return delivering
 
 
-def _deliver_waiting(var_id: str, globs: list[str]) -> None:
+def deliver_waiting(var_id: str, globs: list[str]) -> None:
+    """Deliver the newest waiting notification until none waits, then release the lease."""
     while (notification := _take_waiting(var_id)) is not None:
         coalescing = Observer.objects.live().matching(var_id, globs).filter(coalesce=True)
         after = None

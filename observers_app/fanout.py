@@ -48,14 +48,23 @@ def fan_out(notifications: list[dict[str, Any]]) -> None:
             # A sender's cached "has observers" outlived the last live observer.
             counts["empty_dispatches"] += 1
     _number([notification for notification, _, _ in reached])
+    leased: dict[str, list[str]] = {}
     for notification, globs, first_page in reached:
-        counts.update(_fan_out_one(notification, globs, first_page, size=size))
+        coalescing, one_counts = _fan_out_one(notification, globs, first_page, size=size)
+        counts.update(one_counts)
+        if coalescing and coalescing_module.offer(notification):
+            leased[notification["var_id"]] = globs
     counters.increment(counts)
+    # After the whole batch is offered: the batch's own notifications of a variable collapse too.
+    for var_id, globs in leased.items():
+        coalescing_module.deliver_waiting(var_id, globs)
 
 
 def _fan_out_one(
     notification: dict[str, Any], globs: list[str], first_page: list[tuple[Any, ...]], *, size: int
-) -> dict[str, int]:
+) -> tuple[bool, dict[str, int]]:
+    """Deliver one notification to its ordered observers; returns whether it has coalescing ones,
+    and the counters to add."""
     var_id = notification["var_id"]
     ordered_rows = [row[:-1] for row in first_page if not row[-1]]
     full = len(first_page) == size
@@ -78,10 +87,7 @@ def _fan_out_one(
         seq=notification["seq"],
         fanout=fanout,
     )
-    counts = _call_and_record(notification, ordered_rows, dispatched=True)
-    if coalescing:
-        coalescing_module.offer(notification, globs)
-    return counts
+    return coalescing, _call_and_record(notification, ordered_rows, dispatched=True)
 
 
 def _reached(var_id: str, globs: list[str]) -> ObserverQuerySet:

@@ -50,7 +50,7 @@ def test_a_notification_older_than_the_last_delivered_is_never_delivered_after_i
     ref = manager.add_observer(var, record, coalesce=True)
 
     def offer(seq: int, old: int, new: int) -> None:
-        coalescing.offer(
+        if coalescing.offer(
             {
                 "var_id": var,
                 "old_value": old,
@@ -59,9 +59,9 @@ def test_a_notification_older_than_the_last_delivered_is_never_delivered_after_i
                 "notification_id": f"n{seq}",
                 "seq": seq,
                 "notified_at": 0.0,
-            },
-            [],
-        )
+            }
+        ):
+            coalescing.deliver_waiting(var, [])
 
     offer(6, 5, 6)  # delivered here: no worker holds the lease
     offer(5, 4, 5)  # numbered earlier, arrived later: dropped, counted as collapsed
