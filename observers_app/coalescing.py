@@ -5,6 +5,10 @@ Each dispatch of a variable that has coalescing observers puts its notification 
 holds the row's lease and delivers: it takes the newest waiting notification, delivers it with
 ``old_value`` set to the value it delivered last, and loops until nothing waits. So when
 notifications come faster than these observers take them, they see fewer, newer values, in order.
+
+A notification stays in the row until it has been delivered (marked as taken meanwhile), and the
+lease is renewed per page of observers: if its holder dies, the sweep finds the lease run out and
+delivers what waits, so a value is delivered late (at most LEASE plus a sweep interval), never lost.
 """
 
 from datetime import timedelta
@@ -17,6 +21,8 @@ from . import conf, counters, fanout
 from .models import Latest, Observer
 
 LEASE = timedelta(seconds=60)
+# Marks the waiting notification a worker is delivering (it stays until delivered).
+TAKEN = "taken"
 
 
 def offer(notification: dict[str, Any]) -> bool:
@@ -32,13 +38,11 @@ def offer(notification: dict[str, Any]) -> bool:
         elif waiting is not None and waiting["seq"] > notification["seq"]:
             collapsed = 1  # older than the one waiting
         else:
-            collapsed = 1 if waiting is not None else 0
+            # Replacing one being delivered collapses nothing: that one is reaching its observers.
+            collapsed = 1 if waiting is not None and not waiting.get(TAKEN) else 0
             latest.pending = notification
         latest.collapsed += collapsed
-        now = timezone.now()
-        delivering = latest.pending is not None and (latest.lease_until is None or latest.lease_until < now)
-        if delivering:
-            latest.lease_until = now + LEASE
+        delivering = _lease_if_free(latest)
         latest.save()
         counters.increment({"notifications_coalesced": collapsed})
     return delivering
@@ -52,14 +56,38 @@ def deliver_waiting(var_id: str, globs: list[str]) -> None:
         while page := coalescing.page_ids(after=after, limit=conf.batch_size()):
             fanout.deliver(notification, after=after, upto=page[-1], globs=globs, coalesce=True)
             after = page[-1]
-        Latest.objects.filter(var_id=var_id).update(
-            delivered_value=notification["new_value"], delivered_seq=notification["seq"], has_delivered=True
-        )
+            Latest.objects.filter(var_id=var_id).update(lease_until=timezone.now() + LEASE)
+        _mark_delivered(var_id, notification)
+
+
+def resume_stalled() -> int:
+    """Deliver what waits in mailboxes whose lease ran out (its holder died); returns how many.
+    Run by the sweep."""
+    resumed = 0
+    stalled = Latest.objects.filter(pending__isnull=False, lease_until__lt=timezone.now())
+    for var_id in stalled.values_list("var_id", flat=True)[: conf.sweep_batch_size()]:
+        with transaction.atomic():
+            latest = Latest.objects.select_for_update(skip_locked=True).filter(var_id=var_id).first()
+            leased = latest is not None and _lease_if_free(latest)
+            if latest is not None and leased:
+                latest.save(update_fields=["lease_until"])
+        if leased:
+            deliver_waiting(var_id, Observer.objects.globs_matching(var_id))
+            resumed += 1
+    return resumed
+
+
+def _lease_if_free(latest: Latest) -> bool:
+    now = timezone.now()
+    free = latest.pending is not None and (latest.lease_until is None or latest.lease_until < now)
+    if free:
+        latest.lease_until = now + LEASE
+    return free
 
 
 def _take_waiting(var_id: str) -> dict[str, Any] | None:
-    """The newest waiting notification, its old value the one delivered last; None (and the lease
-    released) when nothing waits."""
+    """The newest waiting notification, its old value the one delivered last, marked taken (it
+    stays until delivered); None, and the lease released, when nothing waits."""
     with transaction.atomic():
         latest = Latest.objects.select_for_update().get(var_id=var_id)
         pending = latest.pending
@@ -68,7 +96,23 @@ def _take_waiting(var_id: str) -> dict[str, Any] | None:
             latest.save(update_fields=["lease_until"])
             return None
         old_value = latest.delivered_value if latest.has_delivered else pending["old_value"]
-        notification = {**pending, "old_value": old_value, "coalesced": latest.collapsed}
-        latest.pending, latest.collapsed, latest.lease_until = None, 0, timezone.now() + LEASE
+        if not pending.get(TAKEN):
+            pending["coalesced"], latest.collapsed = latest.collapsed, 0
+        latest.pending = {**pending, TAKEN: True}
+        latest.lease_until = timezone.now() + LEASE
         latest.save(update_fields=["pending", "collapsed", "lease_until"])
-    return notification
+    notification = {key: value for key, value in pending.items() if key != TAKEN}
+    return {**notification, "old_value": old_value}
+
+
+def _mark_delivered(var_id: str, notification: dict[str, Any]) -> None:
+    """Record what these observers now have; the waiting notification goes unless a newer one
+    replaced it meanwhile."""
+    with transaction.atomic():
+        latest = Latest.objects.select_for_update().get(var_id=var_id)
+        if latest.pending is not None and latest.pending["seq"] == notification["seq"]:
+            latest.pending = None
+        latest.delivered_value = notification["new_value"]
+        latest.delivered_seq = notification["seq"]
+        latest.has_delivered = True
+        latest.save(update_fields=["pending", "delivered_value", "delivered_seq", "has_delivered"])

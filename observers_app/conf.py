@@ -11,7 +11,7 @@ DEFAULTS: dict[str, float | int | str] = {
     "OBSERVERS_MAX_PAYLOAD_BYTES": 256 * 1024,
     # Seconds a process may keep believing a variable has observers without asking the database: a stale
     # "yes" only costs a message the worker finds empty (after another process removed the last observer).
-    "OBSERVERS_PRESENCE_TTL": 30.0,
+    "OBSERVERS_PRESENCE_TTL": 120.0,
     # Failed calls in a row after which a durable observer is quarantined (not called).
     "OBSERVERS_QUARANTINE_AFTER": 5,
     # Days the sweep keeps removal records (the answer to "where did my observer go?").

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet, Subquery
 from django.utils import timezone
 
-from . import backpressure, conf, counters, events
+from . import backpressure, coalescing, conf, counters, events
 from .models import Observer, Owner, Removal, StatBucket
 
 Reason = Removal.Reason
@@ -58,11 +58,13 @@ def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
 
 
 def sweep(*, batch_size: int | None = None) -> dict[str, int]:
-    """The periodic sweep: dead owners and their observers, the count of shed notifications, and
-    removal records and stat buckets past their retention."""
+    """The periodic sweep: dead owners and their observers, the count of shed notifications,
+    coalescing mailboxes whose delivering worker died, and removal records and stat buckets past
+    their retention."""
     return {
         **sweep_dead_observers(batch_size=batch_size),
         "notifications_shed": backpressure.drain_shed(),
+        "coalescing_resumed": coalescing.resume_stalled(),
         "records_pruned": _prune(batch_size or conf.sweep_batch_size()),
     }
 

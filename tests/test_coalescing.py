@@ -1,8 +1,10 @@
 """Latest value wins: coalescing observers get fewer, newer values; ordered ones get every value."""
 
 import itertools
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from observers_app import coalescing, manager
 from observers_app.models import Latest
@@ -70,3 +72,30 @@ def test_a_notification_older_than_the_last_delivered_is_never_delivered_after_i
     assert [(c.metadata["seq"], c.old_value, c.new_value) for c in calls] == [(6, 5, 6), (7, 6, 7)]
     assert calls[1].metadata["coalesced"] == 1
     assert Latest.objects.get(var_id=var).delivered_seq == 7
+
+
+def test_a_value_whose_delivering_worker_died_is_delivered_by_the_sweep():
+    var = unique_var("orphan")
+    ref = manager.add_observer(var, record, coalesce=True)
+    notification = {
+        "var_id": var,
+        "old_value": 1,
+        "new_value": 2,
+        "metadata": None,
+        "notification_id": "n1",
+        "seq": 1,
+        "notified_at": 0.0,
+    }
+    assert coalescing.offer(notification)  # this process now holds the lease...
+    assert coalescing._take_waiting(var) is not None  # ...took the value, and "died" before delivering it
+    Latest.objects.filter(var_id=var).update(
+        lease_until=timezone.now() - timedelta(seconds=1)
+    )  # lease ran out
+
+    assert manager.sweep()["coalescing_resumed"] == 1
+
+    [call] = Received.objects.filter(observer_ref=ref)
+    assert (call.old_value, call.new_value, call.metadata["seq"]) == (1, 2, 1)
+    latest = Latest.objects.get(var_id=var)
+    assert (latest.pending, latest.delivered_seq, latest.lease_until) == (None, 1, None)
+    assert manager.sweep()["coalescing_resumed"] == 0  # nothing waits any more
