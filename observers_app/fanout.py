@@ -25,12 +25,14 @@ DELIVER_TASK = "observers.deliver"
 def fan_out(notifications: list[dict[str, Any]]) -> None:
     """Fan out a batch of notifications (the dispatch messages one pool job took), in their order:
     number each (unless its sender did), send a deliver task per further page of its observers,
-    and deliver its first page here. The reads and writes shared by the batch are made once: the
-    glob patterns, the sequence numbers, the counters."""
+    and deliver its first page here. What the batch shares is read or written once: the glob
+    patterns, the sequence numbers, the counters. Each notification's observers are read just
+    before it is delivered, so one removed (or whose owner died) meanwhile is not called."""
     size = conf.batch_size()
     patterns = Observer.objects.glob_patterns()
+    _number(notifications)
     counts: Counter[str] = Counter()
-    reached: list[tuple[dict[str, Any], list[str], list[tuple[Any, ...]]]] = []
+    leased: dict[str, list[str]] = {}
     for notification in notifications:
         var_id = notification["var_id"]
         globs = [pattern for pattern in patterns if glob_matches(pattern, var_id)]
@@ -42,18 +44,14 @@ def fan_out(notifications: list[dict[str, Any]]) -> None:
             )
         else:
             first_page = Observer.objects.first_delivery_page(var_id, limit=size)
-        if first_page:
-            reached.append((notification, globs, first_page))
-        else:
+        if not first_page:
             # A sender's cached "has observers" outlived the last live observer.
             counts["empty_dispatches"] += 1
-    _number([notification for notification, _, _ in reached])
-    leased: dict[str, list[str]] = {}
-    for notification, globs, first_page in reached:
+            continue
         coalescing, one_counts = _fan_out_one(notification, globs, first_page, size=size)
         counts.update(one_counts)
         if coalescing and coalescing_module.offer(notification):
-            leased[notification["var_id"]] = globs
+            leased[var_id] = globs
     counters.increment(counts)
     # After the whole batch is offered: the batch's own notifications of a variable collapse too.
     for var_id, globs in leased.items():

@@ -21,8 +21,10 @@ def running_worker(
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
     hostname: str | None = None,
+    nice: int = 0,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``celery -A project worker`` (prefork) until the block exits, then shut it down warmly."""
+    """Run ``celery -A project worker`` (prefork) until the block exits, then shut it down warmly;
+    ``nice`` lowers its CPU priority (its pool processes inherit it)."""
     log_path = log_path or Path(tempfile.mkstemp(prefix="observers-worker-", suffix=".log")[1])
     command = [
         sys.executable,
@@ -45,6 +47,8 @@ def running_worker(
     ]
     if include:
         command += ["--include", ",".join(include)]
+    if nice:
+        command = ["nice", "-n", str(nice), *command]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT

@@ -36,6 +36,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--step-seconds", type=float, default=15.0, help="seconds per ramp step")
         parser.add_argument("--seconds", type=float, default=60.0, help="seconds of the steady run")
+        parser.add_argument(
+            "--worker-nice", type=int, default=0, help="run the workers at this CPU priority (nice), 0-19"
+        )
         parser.add_argument("--json", type=Path, default=Path(".bench/observers_load.json"))
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -46,6 +49,7 @@ class Command(BaseCommand):
             rates=options["rates"],
             step_s=options["step_seconds"],
             steady_s=options["seconds"],
+            worker_nice=options["worker_nice"],
             say=lambda text: self.stderr.write(f"... {text}"),
         )
         out.write_text(json.dumps(results, indent=2))
@@ -55,7 +59,8 @@ class Command(BaseCommand):
     def write_table(self, results: dict[str, Any]) -> None:
         self.stdout.write(
             f"\ndatabase {results['database']}, broker {results['broker']}, {results['workers']} worker(s) "
-            f"prefork -c 2, {results['variables']} variables x {results['observers_per_variable']} observers"
+            f"prefork -c 2 at nice {results['worker_nice']}, "
+            f"{results['variables']} variables x {results['observers_per_variable']} observers"
         )
         self.stdout.write(f"ramp, {results['step_seconds']:g} s steps; bounded: {results['bounded_rule']}")
         self.stdout.write(
