@@ -1,11 +1,15 @@
-"""``manage.py observers_bench --scale``: several workers sharing one fan-out, and memory under load."""
+"""``manage.py observers_bench --scale``: several workers sharing one fan-out (on one broker or a
+cluster), and memory under load."""
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 from . import manager
 from .bench import STAMPS_ENV, append_record, set_observers, wait_for_stamps
@@ -29,16 +33,22 @@ def caller_rss_kib() -> int:
     return 0
 
 
-def scale_out(workdir: Path, workers: int, observers: int, say: Callable[[str], None]) -> dict[str, Any]:
-    """One notification to ``observers`` observers, delivered by ``workers`` worker processes."""
+def scale_out(
+    workdir: Path, workers: int, observers: int, say: Callable[[str], None], *, spread_brokers: bool = False
+) -> dict[str, Any]:
+    """One notification to ``observers`` observers, delivered by ``workers`` worker processes. With
+    ``spread_brokers``, worker n connects first to the n-th of the nodes CELERY_BROKER_URL lists."""
     refs_path = workdir / f"refs-{workers}.bin"
     refs_path.write_bytes(b"")
     var_id = "bench:scaleout"
     set_observers(var_id, observers, callback="observers.bench.record_ref")
     purge_task_queue()
-    env = {REFS_ENV: str(refs_path)}
+    nodes = str(settings.CELERY_BROKER_URL).split(";")
     with contextlib.ExitStack() as stack:
         for n in range(workers):
+            env = {REFS_ENV: str(refs_path)}
+            if spread_brokers:
+                env["CELERY_BROKER_URL"] = ";".join(nodes[n % len(nodes) :] + nodes[: n % len(nodes)])
             stack.enter_context(
                 running_worker(
                     concurrency=2,
@@ -59,10 +69,17 @@ def scale_out(workdir: Path, workers: int, observers: int, say: Callable[[str], 
     result: dict[str, Any] = {"workers": workers, "observers": observers, "calls": len(called)}
     result["distinct"] = len(set(called))
     result["seconds"] = round(elapsed, 3)
+    result["brokers"] = [_connected_to(workdir / f"w{n}.log") for n in range(workers)]
     say(
         f"{workers} worker processes: {result['calls']} calls, {result['distinct']} distinct, {elapsed:.3f} s"
     )
     return result
+
+
+def _connected_to(log_path: Path) -> str:
+    """The broker node a worker's log says it connected to."""
+    found = re.search(r"Connected to (\S+)", log_path.read_text(errors="replace"))
+    return found.group(1) if found else "?"
 
 
 def worker_memory(workdir: Path, callbacks: int, say: Callable[[str], None]) -> dict[str, Any]:
@@ -116,9 +133,17 @@ def caller_memory(calls: int, say: Callable[[str], None]) -> dict[str, Any]:
     }
 
 
-def run(*, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def run(*, workdir: Path, say: Callable[[str], None], spread_brokers: bool = False) -> dict[str, Any]:
+    """Scale-out with 1-3 worker processes, then (unless ``spread_brokers``: a cluster run) memory."""
     workdir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"scale_out": [scale_out(workdir, n, 10_000, say) for n in (1, 2, 3)]}
+    results: dict[str, Any] = {
+        "broker": settings.CELERY_BROKER_URL.replace("guest:guest", "guest:**"),
+        "quorum_queues": settings.OBSERVERS_QUORUM_QUEUES,
+        "scale_out": [scale_out(workdir, n, 10_000, say, spread_brokers=spread_brokers) for n in (1, 2, 3)],
+    }
+    if spread_brokers:
+        purge_task_queue()
+        return results
     say("worker memory across 1,000,000 callbacks")
     results["worker_memory"] = worker_memory(workdir, 1_000_000, say)
     say("caller memory across 1,000,000 notify calls")

@@ -21,6 +21,12 @@ class Command(BaseCommand):
             "--scale", action="store_true", help="only run scale-out (1-3 workers) and the memory checks"
         )
         parser.add_argument(
+            "--spread-brokers",
+            action="store_true",
+            help="with --scale: only the scale-out, worker n connecting first to the n-th node that "
+            "CELERY_BROKER_URL lists (a cluster, ;-separated)",
+        )
+        parser.add_argument(
             "--admin",
             type=int,
             metavar="ROWS",
@@ -30,8 +36,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["scale"]:
-            results = scale_bench.run(workdir=options["json"].parent, say=self.stdout.write)
-            path = options["json"].with_name("observers_scale_bench.json")
+            spread = options["spread_brokers"]
+            results = scale_bench.run(
+                workdir=options["json"].parent, say=self.stdout.write, spread_brokers=spread
+            )
+            name = "observers_scale_cluster.json" if spread else "observers_scale_bench.json"
+            path = options["json"].with_name(name)
             path.write_text(json.dumps(results, indent=2))
             self.stdout.write(json.dumps(results, indent=2))
             return
