@@ -5,9 +5,10 @@ tasks/s on 2 cores), which caps a hub that sends one dispatch message per notifi
 whose base is ``BatchedTask`` gets a consumer strategy (Celery's ``Task.Strategy`` hook, as
 celery-batches does; that package pins celery<5.7 and acks a batch that raised) that buffers its
 messages and sends them to the pool together, as many as waited while every pool process was busy
-(at most ``batch_size``). Messages are acknowledged when their batch returned; a batch that asks for
-a retry (its database went away) or whose pool process died is put back on the queue whole. Each
-message still sends its own task-received and task-succeeded events, so Flower lists it.
+(at most ``batch_size``). Each message is acknowledged when its batch returned its outcome; one that
+asks for a retry (its database went away), or whose pool process died, goes back on the queue.
+Each message still sends its own task-received and task-succeeded (or -failed) events, so Flower
+lists it; a requeued one sends task-rejected (Request.reject does).
 """
 
 import logging
@@ -25,19 +26,28 @@ DONE, RETRY = "done", "retry"
 
 
 class BatchedTask(Task):
-    """The task's function takes the positional args of many messages, as a list, and returns DONE
-    when they are handled, or RETRY to have them all redelivered. If it raises, the batch is logged
-    and acknowledged, as Celery does with a failed task (redelivering it would fail forever)."""
+    """The task's function takes the positional args of many messages, as a list, and returns one
+    outcome per message: DONE; RETRY to have it redelivered; or an error text (it failed: logged and
+    acknowledged, as Celery does with a failed task, since redelivering it would fail forever). If
+    the function raises, every message of the batch failed so.
+
+    Not applied to these messages, which the hub's publisher never sets: ETA/countdown, expiry,
+    revocation, rate limits. Prefork and solo pools only (the batcher is not thread-safe)."""
 
     # Largest batch: 50 notifications of 100 observers are ~25 ms of callbacks.
     batch_size = 50
+    _batcher: "_Batcher | None" = None
 
     # Celery instantiates Task.Strategy (a dotted name by default) with the task, app and consumer.
     def Strategy(self, task: "BatchedTask", app: Any, consumer: Any) -> Any:  # type: ignore[override]
         Req = create_request_cls(
             Request, task, consumer.pool, consumer.hostname, consumer.event_dispatcher, app=app
         )
-        batcher = _Batcher(task, consumer.pool)
+        # A reconnect builds new strategies: the old batcher's waiting messages were on the lost
+        # channel (the broker redelivers them), so it must never send them.
+        if task._batcher is not None:
+            task._batcher.retire()
+        batcher = task._batcher = _Batcher(task, consumer.pool)
 
         def task_message_handler(
             message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any
@@ -80,13 +90,18 @@ class _Batcher:
         self.pool = pool
         self.waiting: list[Any] = []
         self.running = 0
+        self.retired = False
 
     def add(self, request: Any) -> None:
         self.waiting.append(request)
         self.send_ready()
 
+    def retire(self) -> None:
+        self.retired = True
+        self.waiting.clear()
+
     def send_ready(self) -> None:
-        while self.waiting and self.running < self.pool.num_processes:
+        while self.waiting and not self.retired and self.running < self.pool.num_processes:
             size = self.task.batch_size
             batch, self.waiting = self.waiting[:size], self.waiting[size:]
             self.running += 1
@@ -100,27 +115,29 @@ class _Batcher:
 def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any], *, on_finished: Any) -> None:
     started = time.monotonic()
 
-    def on_return(outcome: str) -> None:
+    def on_return(outcomes: list[str]) -> None:
         runtime = time.monotonic() - started
-        for request in requests:
-            if outcome == RETRY:
-                request.reject(requeue=True)
-                request.send_event("task-retried", exception="asked for a retry: redelivered")
-                continue
-            request.acknowledge()
-            if outcome == DONE:
-                request.send_event("task-succeeded", result=None, runtime=runtime)
-            else:
-                request.send_event("task-failed", exception=outcome, traceback="")
-        on_finished()
+        try:
+            for request, outcome in zip(requests, outcomes, strict=True):
+                if outcome == RETRY:
+                    request.reject(requeue=True)
+                    continue
+                request.acknowledge()
+                if outcome == DONE:
+                    request.send_event("task-succeeded", result=None, runtime=runtime)
+                else:
+                    request.send_event("task-failed", exception=outcome, traceback="")
+        finally:
+            on_finished()
 
     def on_error(exc_info: Any) -> None:
         # The pool process died (or the job could not run): redeliver, as reject_on_worker_lost does.
         logger.error("event=batch_lost task=%s messages=%d error=%r", task.name, len(requests), exc_info)
-        for request in requests:
-            request.reject(requeue=True)
-            request.send_event("task-failed", exception=repr(exc_info), traceback="")
-        on_finished()
+        try:
+            for request in requests:
+                request.reject(requeue=True)
+        finally:
+            on_finished()
 
     pool.apply_async(
         run_batch_in_pool,
@@ -130,10 +147,13 @@ def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any], *, on_finis
     )
 
 
-def run_batch_in_pool(task_name: str, args_list: list[list[Any]]) -> str:
+def run_batch_in_pool(task_name: str, args_list: list[list[Any]]) -> list[str]:
     """Runs in a pool process (module level, so the pool can name it)."""
     try:
-        return str(current_app.tasks[task_name].run(args_list))
+        outcomes = list(current_app.tasks[task_name].run(args_list))
+        if len(outcomes) != len(args_list):
+            raise ValueError(f"{len(outcomes)} outcomes for {len(args_list)} messages")
+        return outcomes
     except Exception as exc:
         logger.exception("event=batch_failed task=%s messages=%d", task_name, len(args_list))
-        return f"{type(exc).__name__}: {exc}"
+        return [f"{type(exc).__name__}: {exc}"] * len(args_list)

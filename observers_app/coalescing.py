@@ -7,28 +7,35 @@ holds the row's lease and delivers: it takes the newest waiting notification, de
 notifications come faster than these observers take them, they see fewer, newer values, in order.
 
 A notification stays in the row until it has been delivered (marked as taken meanwhile), and the
-lease is renewed per page of observers: if its holder dies, the sweep finds the lease run out and
-delivers what waits, so a value is delivered late (at most LEASE plus a sweep interval), never lost.
+lease (a token, checked at every step) is renewed per page of observers: if its holder dies, the
+sweep finds the lease run out and delivers what waits, so a value is delivered late (at most LEASE
+plus a sweep interval), never lost; a holder that finds its lease taken over stops.
 """
 
+import logging
+import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import conf, counters, fanout
 from .models import Latest, Observer
+
+logger = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
 # Marks the waiting notification a worker is delivering (it stays until delivered).
 TAKEN = "taken"
 
 
-def offer(notification: dict[str, Any]) -> bool:
-    """Leave ``notification`` for the variable's coalescing observers. True when no worker was
-    delivering them: the caller now holds the lease and must call ``deliver_waiting`` (after the
-    rest of its batch is offered, so that its own notifications collapse too)."""
+def offer(notification: dict[str, Any]) -> str | None:
+    """Leave ``notification`` for the variable's coalescing observers. When no worker was
+    delivering them, returns the lease token the caller now holds: it must call ``deliver_waiting``
+    with it (after the rest of its batch is offered, so that its own notifications collapse too),
+    or ``release`` it."""
     var_id = notification["var_id"]
     with transaction.atomic():
         latest, _ = Latest.objects.select_for_update().get_or_create(var_id=var_id)
@@ -42,58 +49,79 @@ def offer(notification: dict[str, Any]) -> bool:
             collapsed = 1 if waiting is not None and not waiting.get(TAKEN) else 0
             latest.pending = notification
         latest.collapsed += collapsed
-        delivering = _lease_if_free(latest)
+        token = _lease_if_free(latest)
         latest.save()
         counters.increment({"notifications_coalesced": collapsed})
-    return delivering
+    return token
 
 
-def deliver_waiting(var_id: str, globs: list[str]) -> None:
-    """Deliver the newest waiting notification until none waits, then release the lease."""
-    while (notification := _take_waiting(var_id)) is not None:
+def deliver_waiting(var_id: str, globs: list[str], token: str) -> None:
+    """Deliver the newest waiting notification until none waits, then release the lease; stops
+    early if the lease was lost (it ran out and another worker took over)."""
+    while (notification := _take_waiting(var_id, token)) is not None:
         coalescing = Observer.objects.live().matching(var_id, globs).filter(coalesce=True)
         after = None
         while page := coalescing.page_ids(after=after, limit=conf.batch_size()):
             fanout.deliver(notification, after=after, upto=page[-1], globs=globs, coalesce=True)
             after = page[-1]
-            Latest.objects.filter(var_id=var_id).update(lease_until=timezone.now() + LEASE)
-        _mark_delivered(var_id, notification)
+            if not _held(var_id, token).update(lease_until=timezone.now() + LEASE):
+                return
+        _mark_delivered(var_id, notification, token)
+
+
+def release(leases: dict[str, str]) -> None:
+    """Give up leases taken but not delivered (a batch that failed first), so the next offer or
+    the sweep delivers what waits without waiting for the lease to run out. Best effort: with the
+    database gone, the leases run out instead."""
+    try:
+        for var_id, token in leases.items():
+            _held(var_id, token).update(lease_until=None, lease_holder="")
+    except (OperationalError, InterfaceError):
+        logger.warning("event=coalescing_release_failed variables=%d", len(leases), exc_info=True)
 
 
 def resume_stalled() -> int:
     """Deliver what waits in mailboxes whose lease ran out (its holder died); returns how many.
     Run by the sweep."""
     resumed = 0
-    stalled = Latest.objects.filter(pending__isnull=False, lease_until__lt=timezone.now())
+    stalled = Latest.objects.filter(pending__isnull=False).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
+    )
     for var_id in stalled.values_list("var_id", flat=True)[: conf.sweep_batch_size()]:
         with transaction.atomic():
             latest = Latest.objects.select_for_update(skip_locked=True).filter(var_id=var_id).first()
-            leased = latest is not None and _lease_if_free(latest)
-            if latest is not None and leased:
-                latest.save(update_fields=["lease_until"])
-        if leased:
-            deliver_waiting(var_id, Observer.objects.globs_matching(var_id))
+            token = _lease_if_free(latest) if latest is not None else None
+            if latest is not None and token:
+                latest.save(update_fields=["lease_until", "lease_holder"])
+        if token:
+            deliver_waiting(var_id, Observer.objects.globs_matching(var_id), token)
             resumed += 1
     return resumed
 
 
-def _lease_if_free(latest: Latest) -> bool:
+def _lease_if_free(latest: Latest) -> str | None:
     now = timezone.now()
-    free = latest.pending is not None and (latest.lease_until is None or latest.lease_until < now)
-    if free:
-        latest.lease_until = now + LEASE
-    return free
+    if latest.pending is None or (latest.lease_until is not None and latest.lease_until >= now):
+        return None
+    latest.lease_until, latest.lease_holder = now + LEASE, uuid.uuid4().hex
+    return latest.lease_holder
 
 
-def _take_waiting(var_id: str) -> dict[str, Any] | None:
+def _held(var_id: str, token: str) -> "QuerySet[Latest]":
+    return Latest.objects.filter(var_id=var_id, lease_holder=token)
+
+
+def _take_waiting(var_id: str, token: str) -> dict[str, Any] | None:
     """The newest waiting notification, its old value the one delivered last, marked taken (it
-    stays until delivered); None, and the lease released, when nothing waits."""
+    stays until delivered); None when the lease was lost, or (the lease released) nothing waits."""
     with transaction.atomic():
         latest = Latest.objects.select_for_update().get(var_id=var_id)
+        if latest.lease_holder != token:
+            return None
         pending = latest.pending
         if pending is None:
-            latest.lease_until = None
-            latest.save(update_fields=["lease_until"])
+            latest.lease_until, latest.lease_holder = None, ""
+            latest.save(update_fields=["lease_until", "lease_holder"])
             return None
         old_value = latest.delivered_value if latest.has_delivered else pending["old_value"]
         if not pending.get(TAKEN):
@@ -105,11 +133,13 @@ def _take_waiting(var_id: str) -> dict[str, Any] | None:
     return {**notification, "old_value": old_value}
 
 
-def _mark_delivered(var_id: str, notification: dict[str, Any]) -> None:
-    """Record what these observers now have; the waiting notification goes unless a newer one
-    replaced it meanwhile."""
+def _mark_delivered(var_id: str, notification: dict[str, Any], token: str) -> None:
+    """Record what these observers now have (never going back to an older seq); the waiting
+    notification goes unless a newer one replaced it meanwhile. Not if the lease was lost."""
     with transaction.atomic():
         latest = Latest.objects.select_for_update().get(var_id=var_id)
+        if latest.lease_holder != token or notification["seq"] < latest.delivered_seq:
+            return
         if latest.pending is not None and latest.pending["seq"] == notification["seq"]:
             latest.pending = None
         latest.delivered_value = notification["new_value"]

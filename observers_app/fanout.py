@@ -5,9 +5,10 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
@@ -18,52 +19,70 @@ from .querysets import DELIVERY_ROW, ObserverQuerySet, glob_matches, prepared_ro
 
 logger = logging.getLogger(__name__)
 
+# Errors that stop a dispatch batch (redelivered), rather than fail one notification.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
 DISPATCH_TASK = "observers.dispatch"
 DELIVER_TASK = "observers.deliver"
 
 
-def fan_out(notifications: list[dict[str, Any]]) -> None:
-    """Fan out a batch of notifications (the dispatch messages one pool job took), in their order:
-    number each (unless its sender did), send a deliver task per further page of its observers,
-    and deliver its first page here. What the batch shares is read or written once: the glob
-    patterns, the sequence numbers, the counters. Each notification's observers are read just
-    before it is delivered, so one removed (or whose owner died) meanwhile is not called."""
+def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
+    """Fan out a batch of notifications (the dispatch messages one pool job took), in their order,
+    yielding for each None once it is delivered, or its error if it failed: number it (unless its
+    sender did), send a deliver task per further page of its observers, deliver its first page
+    here. Each one's observers are read just before it is delivered, so one removed (or whose owner
+    died) meanwhile is not called. The glob patterns are read once and the counters written once,
+    at the end. A database error is raised: what was yielded before it was delivered."""
     size = conf.batch_size()
     patterns = Observer.objects.glob_patterns()
-    _number(notifications)
     counts: Counter[str] = Counter()
-    leased: dict[str, list[str]] = {}
-    for notification in notifications:
-        var_id = notification["var_id"]
-        globs = [pattern for pattern in patterns if glob_matches(pattern, var_id)]
-        # The first page, read once: its ordered observers are called here, without a second read.
-        # With no glob matching (the common case), a statement compiled once reads it.
-        if globs:
-            first_page = list(
-                _reached(var_id, globs).order_by("id").values_list(*DELIVERY_ROW, "coalesce")[:size]
-            )
-        else:
-            first_page = Observer.objects.first_delivery_page(var_id, limit=size)
-        if not first_page:
-            # A sender's cached "has observers" outlived the last live observer.
-            counts["empty_dispatches"] += 1
-            continue
-        coalescing, one_counts = _fan_out_one(notification, globs, first_page, size=size)
-        counts.update(one_counts)
-        if coalescing and coalescing_module.offer(notification):
-            leased[var_id] = globs
-    counters.increment(counts)
-    # After the whole batch is offered: the batch's own notifications of a variable collapse too.
-    for var_id, globs in leased.items():
-        coalescing_module.deliver_waiting(var_id, globs)
+    leased: dict[str, str] = {}  # variable -> lease token, until its mailbox is delivered
+    try:
+        for notification in notifications:
+            try:
+                coalescing, one_counts = _fan_out_one(notification, patterns, size=size)
+            except DATABASE_ERRORS:
+                raise
+            except Exception as exc:
+                logger.exception("event=dispatch_failed var_id=%r", notification["var_id"])
+                yield f"{type(exc).__name__}: {exc}"
+                continue
+            counts.update(one_counts)
+            if coalescing and (token := coalescing_module.offer(notification)):
+                leased[notification["var_id"]] = token
+            yield None
+        counters.increment(counts)
+        # After the whole batch is offered: the batch's own notifications of a variable collapse too.
+        for var_id, token in list(leased.items()):
+            coalescing_module.deliver_waiting(var_id, [p for p in patterns if glob_matches(p, var_id)], token)
+            del leased[var_id]
+    finally:
+        if leased:
+            coalescing_module.release(leased)
 
 
 def _fan_out_one(
-    notification: dict[str, Any], globs: list[str], first_page: list[tuple[Any, ...]], *, size: int
+    notification: dict[str, Any], patterns: list[str], *, size: int
 ) -> tuple[bool, dict[str, int]]:
     """Deliver one notification to its ordered observers; returns whether it has coalescing ones,
     and the counters to add."""
     var_id = notification["var_id"]
+    globs = [pattern for pattern in patterns if glob_matches(pattern, var_id)]
+    # The first page, read once: its ordered observers are called here, without a second read.
+    # With no glob matching (the common case), a statement compiled once reads it.
+    if globs:
+        first_page = list(
+            _reached(var_id, globs).order_by("id").values_list(*DELIVERY_ROW, "coalesce")[:size]
+        )
+    else:
+        first_page = Observer.objects.first_delivery_page(var_id, limit=size)
+    if not first_page:
+        # A sender's cached "has observers" outlived the last live observer.
+        return False, {"empty_dispatches": 1}
+    if notification["seq"] is None:
+        notification["seq"] = next_seq(var_id)
+    else:
+        _touch_state(var_id)
     ordered_rows = [row[:-1] for row in first_page if not row[-1]]
     full = len(first_page) == size
     coalescing = any(row[-1] for row in first_page) or (
@@ -186,45 +205,29 @@ def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[u
 
 
 def next_seq(var_id: str) -> int:
-    """Advance and return the variable's sequence number in one round trip.
+    """Advance and return the variable's sequence number in one round trip (one row, one
+    statement: no lock is held across rows, so nothing can deadlock on it).
 
     Inside a transaction the variable's state row stays locked until commit, so numbers taken
     in transactions follow their commit order.
     """
-    return take_seqs({var_id: 1})[var_id]
-
-
-def take_seqs(counts: dict[str, int]) -> dict[str, int]:
-    """Advance each variable's sequence number by its count, in one statement (rows locked in name
-    order, so concurrent batches cannot deadlock); returns each one's new (highest) number."""
     table = connection.ops.quote_name(VariableState._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    names = sorted(counts)
-    rows = prepared_rows(
+    [(seq,)] = prepared_rows(
         connection,
-        f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES "  # noqa: S608
-        + ", ".join(["(%s, %s, %s)"] * len(names))
-        + f" ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + excluded.seq, "
-        "last_notified_at = excluded.last_notified_at RETURNING var_id, seq",
-        [value for name in names for value in (name, counts[name], now)],
+        f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES (%s, 1, %s) "  # noqa: S608
+        f"ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + 1, "
+        "last_notified_at = excluded.last_notified_at RETURNING seq",
+        [var_id, now],
     )
-    return {name: int(seq) for name, seq in rows}
+    return int(seq)
 
 
-def _number(notifications: list[dict[str, Any]]) -> None:
-    """Give each notification its variable's next ``seq`` (numbers in batch order), or, for one its
-    sender numbered, mark its variable notified."""
-    unnumbered = Counter(n["var_id"] for n in notifications if n["seq"] is None)
-    numbered = {n["var_id"] for n in notifications if n["seq"] is not None}
-    if unnumbered:
-        last = take_seqs(unnumbered)
-        next_number = {var_id: last[var_id] - count + 1 for var_id, count in unnumbered.items()}
-        for notification in notifications:
-            if notification["seq"] is None:
-                notification["seq"] = next_number[notification["var_id"]]
-                next_number[notification["var_id"]] += 1
-    if numbered:
-        VariableState.objects.filter(var_id__in=numbered).update(last_notified_at=timezone.now())
+def _touch_state(var_id: str) -> None:
+    """Mark a variable notified (its sender numbered the notification)."""
+    table = connection.ops.quote_name(VariableState._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    prepared_rows(connection, f"UPDATE {table} SET last_notified_at = %s WHERE var_id = %s", [now, var_id])  # noqa: S608
 
 
 def _send_delivery_events(

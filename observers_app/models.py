@@ -167,6 +167,9 @@ class Latest(models.Model):
     delivered_seq = models.BigIntegerField(default=0, help_text="The seq of the last notification delivered.")
     has_delivered = models.BooleanField(default=False)
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is delivering until then.")
+    lease_holder = models.CharField(
+        max_length=32, blank=True, help_text="The delivering worker's lease token."
+    )
 
     def __str__(self) -> str:
         return f"latest of {self.var_id}"

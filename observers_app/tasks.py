@@ -30,19 +30,22 @@ hub_task = functools.partial(
 
 
 @shared_task(base=BatchedTask, name=fanout.DISPATCH_TASK, acks_late=True, ignore_result=True)
-def dispatch(args_list: list[list[Any]]) -> str:
+def dispatch(args_list: list[list[Any]]) -> list[str]:
     """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
-    notification_id, notified_at]`` and an optional ``seq``. When the database is unreachable the
-    batch waits a moment and asks to be redelivered whole (nothing is acknowledged unhandled)."""
+    notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. When the
+    database goes away, the messages not yet delivered wait a moment and are redelivered."""
     close_old_connections()
+    outcomes: list[str] = []
     try:
-        fanout.fan_out([_notification(*args) for args in args_list])
-    except (OperationalError, InterfaceError):
-        logger.warning("event=dispatch_retry messages=%d reason=database", len(args_list), exc_info=True)
+        for error in fanout.fan_out([_notification(*args) for args in args_list]):
+            outcomes.append(error or DONE)
+    except fanout.DATABASE_ERRORS:
+        logger.warning(
+            "event=dispatch_retry messages=%d reason=database", len(args_list) - len(outcomes), exc_info=True
+        )
         close_old_connections()
         time.sleep(DATABASE_RETRY_DELAY_S)
-        return RETRY
-    return DONE
+    return outcomes + [RETRY] * (len(args_list) - len(outcomes))
 
 
 def _notification(

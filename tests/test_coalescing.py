@@ -2,6 +2,7 @@
 
 import itertools
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -52,7 +53,7 @@ def test_a_notification_older_than_the_last_delivered_is_never_delivered_after_i
     ref = manager.add_observer(var, record, coalesce=True)
 
     def offer(seq: int, old: int, new: int) -> None:
-        if coalescing.offer(
+        if token := coalescing.offer(
             {
                 "var_id": var,
                 "old_value": old,
@@ -63,7 +64,7 @@ def test_a_notification_older_than_the_last_delivered_is_never_delivered_after_i
                 "notified_at": 0.0,
             }
         ):
-            coalescing.deliver_waiting(var, [])
+            coalescing.deliver_waiting(var, [], token)
 
     offer(6, 5, 6)  # delivered here: no worker holds the lease
     offer(5, 4, 5)  # numbered earlier, arrived later: dropped, counted as collapsed
@@ -86,8 +87,9 @@ def test_a_value_whose_delivering_worker_died_is_delivered_by_the_sweep():
         "seq": 1,
         "notified_at": 0.0,
     }
-    assert coalescing.offer(notification)  # this process now holds the lease...
-    assert coalescing._take_waiting(var) is not None  # ...took the value, and "died" before delivering it
+    token = coalescing.offer(notification)  # this process now holds the lease...
+    assert token
+    assert coalescing._take_waiting(var, token) is not None  # ...took the value, "died" before delivering it
     Latest.objects.filter(var_id=var).update(
         lease_until=timezone.now() - timedelta(seconds=1)
     )  # lease ran out
@@ -99,3 +101,37 @@ def test_a_value_whose_delivering_worker_died_is_delivered_by_the_sweep():
     latest = Latest.objects.get(var_id=var)
     assert (latest.pending, latest.delivered_seq, latest.lease_until) == (None, 1, None)
     assert manager.sweep()["coalescing_resumed"] == 0  # nothing waits any more
+
+
+def test_a_worker_whose_lease_was_taken_over_stops_and_records_nothing():
+    var = unique_var("takeover")
+    ref = manager.add_observer(var, record, coalesce=True)
+
+    def notification(seq: int) -> dict[str, Any]:
+        return {
+            "var_id": var,
+            "old_value": seq - 1,
+            "new_value": seq,
+            "metadata": None,
+            "notification_id": f"n{seq}",
+            "seq": seq,
+            "notified_at": 0.0,
+        }
+
+    slow_token = coalescing.offer(notification(1))
+    assert slow_token
+    taken = coalescing._take_waiting(var, slow_token)  # a slow worker takes seq 1...
+    assert taken is not None
+    Latest.objects.filter(var_id=var).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert manager.sweep()["coalescing_resumed"] == 1  # ...its lease runs out: the sweep delivers seq 1
+    token = coalescing.offer(notification(2))
+    assert token
+    coalescing.deliver_waiting(var, [], token)  # and another worker seq 2
+
+    coalescing._mark_delivered(var, taken, slow_token)  # the slow worker finishing late changes nothing
+    assert coalescing._take_waiting(var, slow_token) is None
+
+    latest = Latest.objects.get(var_id=var)
+    assert (latest.delivered_seq, latest.delivered_value) == (2, 2)
+    calls = sorted(Received.objects.filter(observer_ref=ref), key=lambda c: c.metadata["seq"])
+    assert [(c.old_value, c.new_value) for c in calls] == [(0, 1), (1, 2)]
