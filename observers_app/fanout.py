@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 # Errors that stop a dispatch batch (redelivered), rather than fail one notification.
 DATABASE_ERRORS = (OperationalError, InterfaceError)
+# How long a batch's numbering waits for a row lock before numbering row by row (see _number).
+LOCK_WAIT = "50ms"
+LOCK_NOT_AVAILABLE = "55P03"
 
 DISPATCH_TASK = "observers.dispatch"
 DELIVER_TASK = "observers.deliver"
@@ -35,6 +38,7 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
     at the end. A database error is raised: what was yielded before it was delivered."""
     size = conf.batch_size()
     patterns = Observer.objects.glob_patterns()
+    _number(notifications)
     counts: Counter[str] = Counter()
     leased: dict[str, str] = {}  # variable -> lease token, until its mailbox is delivered
     try:
@@ -79,10 +83,6 @@ def _fan_out_one(
     if not first_page:
         # A sender's cached "has observers" outlived the last live observer.
         return False, {"empty_dispatches": 1}
-    if notification["seq"] is None:
-        notification["seq"] = next_seq(var_id)
-    else:
-        _touch_state(var_id)
     ordered_rows = [row[:-1] for row in first_page if not row[-1]]
     full = len(first_page) == size
     coalescing = any(row[-1] for row in first_page) or (
@@ -205,29 +205,58 @@ def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[u
 
 
 def next_seq(var_id: str) -> int:
-    """Advance and return the variable's sequence number in one round trip (one row, one
-    statement: no lock is held across rows, so nothing can deadlock on it).
+    """Advance and return the variable's sequence number in one round trip.
 
     Inside a transaction the variable's state row stays locked until commit, so numbers taken
     in transactions follow their commit order.
     """
+    return _advance_seqs({var_id: 1})[var_id]
+
+
+def _number(notifications: list[dict[str, Any]]) -> None:
+    """Number the notifications their senders did not: each gets its variable's next ``seq``, in
+    batch order, the batch's numbers taken in one statement (one commit, not one per notification).
+
+    That statement locks several rows, while a caller numbering with ``ordered=True`` may hold one
+    of them in its own transaction: so on PostgreSQL it waits at most LOCK_WAIT for a lock, and
+    falls back to one row per statement. It never holds a row while waiting long enough for the
+    deadlock detector to pick the caller's transaction as the victim."""
+    unnumbered = Counter(n["var_id"] for n in notifications if n["seq"] is None)
+    if not unnumbered:
+        return
+    if connection.vendor != "postgresql" or len(unnumbered) == 1:
+        last = _advance_seqs(unnumbered)
+    else:
+        try:
+            with transaction.atomic():
+                prepared_rows(connection, "SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+                last = _advance_seqs(unnumbered)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            last = {var_id: _advance_seqs({var_id: count})[var_id] for var_id, count in unnumbered.items()}
+    following = {var_id: last[var_id] - count + 1 for var_id, count in unnumbered.items()}
+    for notification in notifications:
+        if notification["seq"] is None:
+            notification["seq"] = following[notification["var_id"]]
+            following[notification["var_id"]] += 1
+
+
+def _advance_seqs(counts: dict[str, int]) -> dict[str, int]:
+    """Advance each variable's sequence number by its count in one statement (rows in name order);
+    returns each one's new (highest) number."""
     table = connection.ops.quote_name(VariableState._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    [(seq,)] = prepared_rows(
+    names = sorted(counts)
+    rows = prepared_rows(
         connection,
-        f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES (%s, 1, %s) "  # noqa: S608
-        f"ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + 1, "
-        "last_notified_at = excluded.last_notified_at RETURNING seq",
-        [var_id, now],
+        f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES "  # noqa: S608
+        + ", ".join(["(%s, %s, %s)"] * len(names))
+        + f" ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + excluded.seq, "
+        "last_notified_at = excluded.last_notified_at RETURNING var_id, seq",
+        [value for name in names for value in (name, counts[name], now)],
     )
-    return int(seq)
-
-
-def _touch_state(var_id: str) -> None:
-    """Mark a variable notified (its sender numbered the notification)."""
-    table = connection.ops.quote_name(VariableState._meta.db_table)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    prepared_rows(connection, f"UPDATE {table} SET last_notified_at = %s WHERE var_id = %s", [now, var_id])  # noqa: S608
+    return {name: int(seq) for name, seq in rows}
 
 
 def _send_delivery_events(

@@ -1,13 +1,17 @@
-"""The dispatch batch: one outcome per message, and one message's failure is its own."""
+"""The dispatch batch: one outcome per message, one message's failure is its own, and numbering a
+batch never deadlocks a caller."""
 
+import threading
 import time
 import uuid
 from typing import Any
 
 import pytest
+from django.db import connection, connections, transaction
 
-from observers_app import events, manager, tasks
+from observers_app import events, fanout, manager, tasks
 from observers_app.batching import DONE
+from observers_app.models import VariableState
 from tests.factories import unique_var
 from tests.testapp.callbacks import record
 from tests.testapp.models import Received
@@ -38,3 +42,39 @@ def test_a_batch_reports_each_message_and_one_failure_does_not_stop_the_others()
     delivered = Received.objects.filter(var_id=good).order_by("id")
     assert [(c.new_value, c.metadata["seq"]) for c in delivered] == [(1, 1), (2, 2)]
     assert not Received.objects.filter(var_id=bad).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL")
+def test_numbering_a_batch_never_deadlocks_a_caller_numbering_in_its_transaction():
+    first, second = sorted([unique_var("a"), unique_var("b")])
+    holding_second, batch_started = threading.Event(), threading.Event()
+    caller_errors: list[BaseException] = []
+
+    def caller() -> None:  # an ordered=True caller that numbers `second`, then `first`, in one transaction
+        try:
+            with transaction.atomic():
+                fanout.next_seq(second)
+                holding_second.set()
+                batch_started.wait(5)
+                time.sleep(0.3)  # the batch now holds `first` (row order) and waits for `second`
+                fanout.next_seq(first)
+        except BaseException as exc:
+            caller_errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert holding_second.wait(5)
+    batch = [{"var_id": var, "seq": None} for var in (first, second, first)]
+    batch_started.set()
+    fanout._number(batch)
+    thread.join(10)
+
+    assert caller_errors == []  # without the lock wait limit one of the two is a deadlock victim
+    # The caller took `second` 1, and `first` before or after the batch's two numbers of it.
+    assert [n["seq"] for n in batch] in ([1, 2, 2], [2, 2, 3])
+    assert sorted(VariableState.objects.filter(var_id__in=[first, second]).values_list("seq", flat=True)) == [
+        2,
+        3,
+    ]
