@@ -236,9 +236,10 @@ def _publish_dispatch(var_id: str, args_json: str) -> None:
     started = time.perf_counter()
     published = presence.has_observers(var_id)
     if published:
-        # One broker message per call, so no "task-sent" event here: the worker's task events show
-        # every dispatch in Flower, and the deliver tasks it sends carry their sent events.
-        publisher.publish_task(DISPATCH_TASK, args_json, sent_event=False)
+        # Published by this process's publishing thread: the caller never waits on the broker. One
+        # broker message per call, so no "task-sent" event: the worker's task events show every
+        # dispatch in Flower, and the deliver tasks it sends carry their sent events.
+        publisher.send_soon(DISPATCH_TASK, args_json)
     events.notification_published.send(
         None, var_id=var_id, published=published, duration_s=time.perf_counter() - started
     )

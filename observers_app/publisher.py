@@ -4,9 +4,17 @@ Celery's ``apply_async`` spends ~250 us building each message (shared BASELINES)
 tasks take one JSON array of plain arguments, so the message is protocol 2 built from a
 few constants and the arguments the caller already serialized, published on a warm
 per-thread producer. Workers see an ordinary Celery task.
+
+``send_soon`` is the caller's path: the message waits in the process's outbox and one thread per
+process publishes it, in order, so the caller never writes to the broker socket itself (a write
+measured at p99 1.7 ms on this loaded 2-core VM, against ~50 us for the caller's own work).
 """
 
+import atexit
+import collections
+import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -71,10 +79,12 @@ _origin = anon_nodename()
 
 
 def _reset_after_fork() -> None:
-    # A forked child must never share the parent's broker socket.
-    global _state, _origin
+    # A forked child must never share the parent's broker socket, nor its outbox (its thread is not
+    # running in the child).
+    global _state, _origin, _outbox
     _state = _ThreadState()
     _origin = anon_nodename()
+    _outbox = _Outbox()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -152,3 +162,127 @@ def _send_sent_event(producer: Producer, route: _Route, task_id: str, argsrepr: 
         retry=True,
         retry_policy=_RETRY_POLICY,
     )
+
+
+logger = logging.getLogger(__name__)
+# Messages an outbox holds while the broker is unreachable; past it the oldest are dropped (logged
+# and counted as shed, like the broker's own bound).
+OUTBOX_MAX = 100_000
+# Seconds between attempts while the broker is unreachable, and the wait for the outbox at exit.
+RETRY_S = 1.0
+EXIT_FLUSH_S = 10.0
+
+
+class _Outbox:
+    """Messages on their way to the broker, and the thread that publishes them in order."""
+
+    def __init__(self) -> None:
+        self.messages: collections.deque[tuple[str, str]] = collections.deque()
+        self.condition = threading.Condition()
+        self.sending = 0
+        self.dropped = 0
+        self.thread: threading.Thread | None = None
+
+    def put(self, task_name: str, args_json: str) -> None:
+        with self.condition:
+            if len(self.messages) >= OUTBOX_MAX:
+                self.messages.popleft()
+                self.dropped += 1
+            self.messages.append((task_name, args_json))
+            if self.thread is None:
+                # Celery's current app is per thread: the caller's goes with the thread.
+                app = cast(Any, current_app)._get_current_object()  # the proxy's target (untyped)
+                self.thread = threading.Thread(
+                    target=self._send_forever, args=(app,), name="observers-publisher", daemon=True
+                )
+                self.thread.start()
+            self.condition.notify()
+
+    def _send_forever(self, app: Any) -> None:
+        app.set_current()
+        while True:
+            with self.condition:
+                while not self.messages:
+                    self.condition.wait()
+                batch = list(self.messages)
+                self.messages.clear()
+                self.sending = len(batch)
+                dropped, self.dropped = self.dropped, 0
+            if dropped:
+                _count_dropped(dropped)
+            sent = self._send(batch)
+            with self.condition:
+                # What could not be sent goes back in front, in order, and is tried again.
+                self.messages.extendleft(reversed(batch[sent:]))
+                self.sending = 0
+                self.condition.notify_all()
+            if sent < len(batch):
+                time.sleep(RETRY_S)
+
+    def _send(self, batch: list[tuple[str, str]]) -> int:
+        for sent, (task_name, args_json) in enumerate(batch):
+            try:
+                publish_task(task_name, args_json, sent_event=False)
+            except Exception:
+                logger.exception("event=publish_failed waiting=%d retry_in_s=%s", len(batch) - sent, RETRY_S)
+                _drop_connection()
+                return sent
+        return len(batch)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every message put so far is published; False if ``timeout`` ran out first."""
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while self.messages or self.sending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.condition.wait(remaining)
+        return True
+
+
+def _drop_connection() -> None:
+    """Forget this thread's broker connection after a failed publish: the next one reconnects."""
+    connection = _state.connection
+    _state.connection = _state.producer = _state.event_exchange = None
+    _state.routes = {}
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.release()
+
+
+def _count_dropped(dropped: int) -> None:
+    """Never silent: the messages the full outbox dropped are logged and counted as shed."""
+    from django.db import connection
+
+    from . import counters
+
+    logger.error("event=outbox_full dropped=%d max=%d", dropped, OUTBOX_MAX)
+    try:
+        counters.increment({"notifications_shed": dropped})
+    except Exception:
+        logger.exception("event=outbox_dropped_not_counted dropped=%d", dropped)
+    finally:
+        connection.close()
+
+
+_outbox = _Outbox()
+
+
+def send_soon(task_name: str, args_json: str) -> None:
+    """Leave a ``task_name`` message for this process's publishing thread and return at once. It is
+    published in order after the ones left before it; while the broker is unreachable it waits (up
+    to OUTBOX_MAX messages). A message still waiting when the process is killed is lost; at a normal
+    exit the outbox is flushed (up to EXIT_FLUSH_S)."""
+    _outbox.put(task_name, args_json)
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Wait until every message this process left with ``send_soon`` is published."""
+    return _outbox.flush(timeout)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if not _outbox.flush(EXIT_FLUSH_S):
+        logger.error("event=outbox_not_flushed waiting=%d", len(_outbox.messages))
