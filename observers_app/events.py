@@ -6,7 +6,7 @@ Every signal is sent with ``sender=None`` and these keyword arguments:
 - ``observer_removed``: ``ref``, ``var_id``, ``callback``, ``owner``, ``reason`` (``removed``,
   ``owner_closed``, ``owner_died``, ``swept``, ``quarantined``), after commit.
 - ``notification_published``: ``var_id``, ``published`` (False when no observer was found),
-  ``duration_s`` (the caller's existence check and publish), in the notifying process.
+  ``duration_s`` (the caller's existence check and hand-off to the outbox), in the notifying process.
 - ``notification_dispatched``: ``var_id``, ``notification_id``, ``seq``, ``fanout`` (observers reached),
   in the worker, once the fan-out is sent.
 - ``callbacks_delivered``: ``var_id``, ``ok``, ``failed``, ``latency_s`` (from notify to the end of

@@ -211,10 +211,11 @@ def notify_observers(
 ) -> str | None:
     """Fan a change of ``var_id`` out to its observers; returns the notification id, or None.
 
-    Returns at once: the caller publishes at most one message, and none when the value did not
-    change or the variable has no observer. Inside ``transaction.atomic()`` that happens on
-    commit, never on rollback. ``ordered=True`` numbers the notification (``seq``) now, in the
-    caller's transaction, so that numbers follow commit order; it costs the caller one write.
+    Returns at once: it leaves at most one message for this process's publishing thread (none
+    when the value did not change or the variable has no observer) and never waits on the broker.
+    Inside ``transaction.atomic()`` that happens on commit, never on rollback. ``ordered=True``
+    numbers the notification (``seq``) now, in the caller's transaction, so that numbers follow
+    commit order; it costs the caller one write.
     """
     _check_var_id(var_id)
     if old_value == new_value:

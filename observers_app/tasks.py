@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_process_shutdown
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from . import fanout, manager
+from . import fanout, manager, publisher
 from .batching import DONE, RETRY, BatchedTask
 
 logger = logging.getLogger(__name__)
@@ -76,3 +77,9 @@ def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: l
 @shared_task(name="observers.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
     return manager.sweep()
+
+
+@worker_process_shutdown.connect
+def flush_outbox(**kwargs: Any) -> None:
+    """A pool process exits without running atexit hooks: publish what its callbacks notified."""
+    publisher.flush(publisher.EXIT_FLUSH_S)
