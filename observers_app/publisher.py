@@ -179,24 +179,30 @@ class _Outbox:
     def __init__(self) -> None:
         self.messages: collections.deque[tuple[str, str]] = collections.deque()
         self.condition = threading.Condition()
-        self.sending = 0
+        self.sending = 0  # messages the thread took and has not finished with
         self.dropped = 0
         self.thread: threading.Thread | None = None
 
     def put(self, task_name: str, args_json: str) -> None:
         with self.condition:
-            if len(self.messages) >= OUTBOX_MAX:
-                self.messages.popleft()
-                self.dropped += 1
             self.messages.append((task_name, args_json))
-            if self.thread is None:
+            self._trim()
+            if self.thread is None or not self.thread.is_alive():
                 # Celery's current app is per thread: the caller's goes with the thread.
                 app = cast(Any, current_app)._get_current_object()  # the proxy's target (untyped)
-                self.thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._send_forever, args=(app,), name="observers-publisher", daemon=True
                 )
-                self.thread.start()
-            self.condition.notify()
+                thread.start()
+                self.thread = thread
+            self.condition.notify_all()
+
+    def _trim(self) -> None:
+        """Drop the oldest waiting beyond OUTBOX_MAX, counting every message held, the batch being
+        sent included (the caller holds the lock)."""
+        while len(self.messages) + self.sending > OUTBOX_MAX:
+            self.messages.popleft()
+            self.dropped += 1
 
     def _send_forever(self, app: Any) -> None:
         app.set_current()
@@ -208,18 +214,25 @@ class _Outbox:
                 self.messages.clear()
                 self.sending = len(batch)
                 dropped, self.dropped = self.dropped, 0
-            if dropped:
-                _count_dropped(dropped)
-            sent = self._send(batch)
-            with self.condition:
-                # What could not be sent goes back in front, in order, and is tried again.
-                self.messages.extendleft(reversed(batch[sent:]))
-                self.sending = 0
-                self.condition.notify_all()
+            sent = 0
+            try:
+                if dropped:
+                    _count_dropped(dropped)
+                sent = self._send(batch)
+            except BaseException:
+                logger.exception("event=publisher_error waiting=%d", len(batch))
+            finally:
+                with self.condition:
+                    # What could not be sent goes back in front, in order, and is tried again.
+                    self.messages.extendleft(reversed(batch[sent:]))
+                    self.sending = 0
+                    self._trim()
+                    self.condition.notify_all()
             if sent < len(batch):
                 time.sleep(RETRY_S)
 
     def _send(self, batch: list[tuple[str, str]]) -> int:
+        """Publish the batch in order; returns how many were published before one failed."""
         for sent, (task_name, args_json) in enumerate(batch):
             try:
                 publish_task(task_name, args_json, sent_event=False)
@@ -248,7 +261,7 @@ def _drop_connection() -> None:
     _state.routes = {}
     if connection is not None:
         with contextlib.suppress(Exception):
-            connection.release()
+            connection.collect()  # closes the socket without a Close handshake a dead broker never answers
 
 
 def _count_dropped(dropped: int) -> None:
@@ -272,8 +285,9 @@ _outbox = _Outbox()
 def send_soon(task_name: str, args_json: str) -> None:
     """Leave a ``task_name`` message for this process's publishing thread and return at once. It is
     published in order after the ones left before it; while the broker is unreachable it waits (up
-    to OUTBOX_MAX messages). A message still waiting when the process is killed is lost; at a normal
-    exit the outbox is flushed (up to EXIT_FLUSH_S)."""
+    to OUTBOX_MAX messages, retried after each failed attempt: kombu's own retries, then RETRY_S), so
+    a message may reach the broker twice (at-least-once, like delivery). A message still waiting when
+    the process is killed is lost; at a normal exit the outbox is flushed (up to EXIT_FLUSH_S)."""
     _outbox.put(task_name, args_json)
 
 
@@ -285,4 +299,6 @@ def flush(timeout: float = 10.0) -> bool:
 @atexit.register
 def _flush_at_exit() -> None:
     if not _outbox.flush(EXIT_FLUSH_S):
-        logger.error("event=outbox_not_flushed waiting=%d", len(_outbox.messages))
+        with _outbox.condition:
+            waiting = len(_outbox.messages) + _outbox.sending
+        logger.error("event=outbox_not_flushed waiting=%d", waiting)

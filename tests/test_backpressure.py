@@ -3,7 +3,7 @@
 import pytest
 from django.conf import settings
 
-from observers_app import backpressure, manager
+from observers_app import backpressure, manager, publisher
 from observers_app.exceptions import TooManyObservers
 from project.celery import app
 from tests.conftest import wait_for
@@ -26,6 +26,7 @@ def test_an_overflowing_dispatch_queue_sheds_the_oldest_and_counts_them(worker: 
         wait_for(lambda: manager.get_stats()["queue_backlog"] == 0)
         for n in range(limit + 50):
             manager.notify_observers(var, n, n + 1)  # returns at once, whatever the backlog
+        assert publisher.flush()
         wait_for(lambda: manager.get_stats()["queue_backlog"] == limit)
     finally:
         app.control.add_consumer(queue, reply=True, timeout=5, destination=[worker])

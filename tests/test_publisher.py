@@ -1,6 +1,7 @@
 """The caller's outbox: published in order by its own thread, kept while the broker fails, bounded."""
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -8,12 +9,21 @@ import pytest
 from observers_app import manager, publisher
 
 
-def test_the_outbox_publishes_in_order_and_keeps_what_failed_until_the_broker_takes_it(monkeypatch):
+def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_the_outbox_publishes_in_order_and_keeps_what_failed_ahead_of_what_came_since(monkeypatch):
     published: list[str] = []
-    failures = iter([False, True, True, False, False, False])
+    failing, more_put = threading.Event(), threading.Event()
 
     def flaky_publish(task_name: str, args_json: str, **kwargs: Any) -> str:
-        if next(failures, False):
+        if args_json == "[1]" and not failing.is_set():
+            failing.set()
+            more_put.wait(5)  # [3] and [4] arrive while [1] fails
             raise ConnectionError("broker unreachable")
         published.append(args_json)
         return "id"
@@ -21,15 +31,38 @@ def test_the_outbox_publishes_in_order_and_keeps_what_failed_until_the_broker_ta
     monkeypatch.setattr(publisher, "publish_task", flaky_publish)
     monkeypatch.setattr(publisher, "RETRY_S", 0.01)
     outbox = publisher._Outbox()
-    for n in range(5):
+    for n in range(3):
         outbox.put("observers.test", f"[{n}]")
+    wait_until(failing.is_set)
+    for n in (3, 4):
+        outbox.put("observers.test", f"[{n}]")
+    more_put.set()
 
     assert outbox.flush(5)
     assert published == [f"[{n}]" for n in range(5)]
 
 
+def test_a_publisher_thread_that_died_is_started_again(monkeypatch):
+    published: list[str] = []
+    monkeypatch.setattr(
+        publisher, "publish_task", lambda task_name, args_json, **kwargs: published.append(args_json)
+    )
+    outbox = publisher._Outbox()
+    outbox.put("observers.test", "[0]")
+    assert outbox.flush(5)
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    outbox.thread = dead  # as if it had died
+
+    outbox.put("observers.test", "[1]")
+
+    assert outbox.flush(5)
+    assert published == ["[0]", "[1]"]
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_full_outbox_drops_the_oldest_and_counts_them_as_shed(monkeypatch):
+def test_a_full_outbox_drops_the_oldest_waiting_and_counts_them_as_shed(monkeypatch):
     release = threading.Event()
     published: list[str] = []
 
@@ -43,12 +76,12 @@ def test_a_full_outbox_drops_the_oldest_and_counts_them_as_shed(monkeypatch):
     before = manager.get_stats()["notifications_shed"]
     outbox = publisher._Outbox()
     outbox.put("observers.test", "[0]")
-    while not outbox.sending:  # the thread has taken [0] and is publishing it
-        threading.Event().wait(0.001)
+    wait_until(lambda: outbox.sending == 1)  # the thread took [0] and is publishing it
     for n in range(1, 6):
         outbox.put("observers.test", f"[{n}]")
+    assert len(outbox.messages) + outbox.sending == 3  # bounded, the message being sent included
     release.set()
 
     assert outbox.flush(5)
-    assert published == ["[0]", "[3]", "[4]", "[5]"]  # [1] and [2], the oldest waiting, were dropped
-    assert manager.get_stats()["notifications_shed"] == before + 2
+    assert published == ["[0]", "[4]", "[5]"]  # [1], [2] and [3], the oldest waiting, were dropped
+    wait_until(lambda: manager.get_stats()["notifications_shed"] == before + 3)
