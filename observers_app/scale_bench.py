@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import manager
+from . import manager, publisher
 from .bench import STAMPS_ENV, append_record, set_observers, wait_for_stamps
 from .registry import observer_callback
 from .soak import worker_rss_kib
@@ -121,6 +121,7 @@ def caller_memory(calls: int, say: Callable[[str], None]) -> dict[str, Any]:
     for n in range(calls):
         manager.notify_observers(var_id, n, n + 1, {"n": n})
         if (n + 1) % 100_000 == 0:
+            publisher.flush(120)  # what the caller holds, not its outbox while it drains
             purge_task_queue()  # no worker here: keep the broker's queues small
             samples.append(caller_rss_kib())
             say(f"  {n + 1} notify calls: caller RSS {samples[-1] // 1024} MiB")
