@@ -30,7 +30,8 @@ hub_task = functools.partial(
 )
 
 
-@shared_task(base=BatchedTask, name=fanout.DISPATCH_TASK, acks_late=True, ignore_result=True)
+# typing=False: a message carries one notification's args; the function gets a batch of them.
+@shared_task(base=BatchedTask, name=fanout.DISPATCH_TASK, acks_late=True, ignore_result=True, typing=False)
 def dispatch(args_list: list[list[Any]]) -> list[str]:
     """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
     notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. When the
