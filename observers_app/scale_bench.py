@@ -3,6 +3,8 @@ cluster), and memory under load."""
 
 import contextlib
 import re
+import struct
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -76,10 +78,75 @@ def scale_out(
     return result
 
 
-def _connected_to(log_path: Path) -> str:
-    """The broker node a worker's log says it connected to."""
-    found = re.search(r"Connected to (\S+)", log_path.read_text(errors="replace"))
-    return found.group(1) if found else "?"
+@observer_callback(name="observers.bench.record_ref_and_value")
+def record_ref_and_value(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Append the called observer's ref and the notification's new value: 20 bytes."""
+    append_record(REFS_ENV, uuid.UUID(metadata["observer_ref"]).bytes + struct.pack("i", new_value))
+
+
+def failover(workdir: Path, say: Callable[[str], None], *, node: str) -> dict[str, Any]:
+    """20 notifications to 10,000 observers, delivered by 3 workers on 3 cluster nodes; cluster node
+    ``node`` (where worker 0 and this process connect first) stops after the 6th. Counts the
+    (observer, notification) pairs called, and the duplicates."""
+    observers, notifications = 10_000, 20
+    refs_path = workdir / "refs-failover.bin"
+    refs_path.write_bytes(b"")
+    var_id = "bench:failover"
+    set_observers(var_id, observers, callback="observers.bench.record_ref_and_value")
+    purge_task_queue()
+    nodes = str(settings.CELERY_BROKER_URL).split(";")
+    cluster = ["bash", str(settings.BASE_DIR / "scripts" / "rabbitmq-local-cluster.sh")]
+    with contextlib.ExitStack() as stack:
+        for n in range(3):
+            env = {REFS_ENV: str(refs_path), "CELERY_BROKER_URL": ";".join(nodes[n:] + nodes[:n])}
+            stack.enter_context(
+                running_worker(
+                    concurrency=2,
+                    include=("observers_app.scale_bench",),
+                    env=env,
+                    log_path=workdir / f"failover-w{n}.log",
+                )
+            )
+        stack.callback(subprocess.run, [*cluster, "start-node", node], check=True, capture_output=True)
+        started = time.monotonic()
+        for n in range(notifications):
+            manager.notify_observers(var_id, n, n + 1)
+            if n == 5:
+                subprocess.run([*cluster, "stop-node", node], check=True, capture_output=True)
+                stopped_at = time.monotonic() - started
+                say(f"  stopped node {node} at {stopped_at:.2f} s")
+            time.sleep(0.05)
+        flushed = publisher.flush(60)
+        deadline = time.monotonic() + 180
+        while refs_path.stat().st_size < observers * notifications * 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        time.sleep(2)  # anything called twice would show up now
+    data = refs_path.read_bytes()
+    calls = [data[i : i + 20] for i in range(0, len(data), 20)]
+    result = {
+        "observers": observers,
+        "notifications": notifications,
+        "stopped_node": node,
+        "stopped_at_s": round(stopped_at, 2),
+        "outbox_flushed": flushed,
+        "calls": len(calls),
+        "distinct_pairs": len(set(calls)),
+        "duplicates": len(calls) - len(set(calls)),
+        "seconds": round(elapsed, 2),
+        "reconnected": [_connected_to(workdir / f"failover-w{n}.log", last=True) for n in range(3)],
+    }
+    say(
+        f"failover: {result['distinct_pairs']} of {observers * notifications} (observer, notification) "
+        f"pairs, {result['duplicates']} duplicates, {elapsed:.1f} s"
+    )
+    return result
+
+
+def _connected_to(log_path: Path, *, last: bool = False) -> str:
+    """The broker node a worker's log says it connected to (first, or ``last``)."""
+    found = re.findall(r"Connected to (\S+)", log_path.read_text(errors="replace"))
+    return (found[-1] if last else found[0]) if found else "?"
 
 
 def worker_memory(workdir: Path, callbacks: int, say: Callable[[str], None]) -> dict[str, Any]:
@@ -134,14 +201,19 @@ def caller_memory(calls: int, say: Callable[[str], None]) -> dict[str, Any]:
     }
 
 
-def run(*, workdir: Path, say: Callable[[str], None], spread_brokers: bool = False) -> dict[str, Any]:
-    """Scale-out with 1-3 worker processes, then (unless ``spread_brokers``: a cluster run) memory."""
+def run(
+    *, workdir: Path, say: Callable[[str], None], spread_brokers: bool = False, stop_node: str = ""
+) -> dict[str, Any]:
+    """Scale-out with 1-3 worker processes, then (unless ``spread_brokers``: a cluster run) memory;
+    with ``stop_node``, a cluster run that stops that node midway."""
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "broker": settings.CELERY_BROKER_URL.replace("guest:guest", "guest:**"),
         "quorum_queues": settings.OBSERVERS_QUORUM_QUEUES,
         "scale_out": [scale_out(workdir, n, 10_000, say, spread_brokers=spread_brokers) for n in (1, 2, 3)],
     }
+    if stop_node:
+        results["failover"] = failover(workdir, say, node=stop_node)
     if spread_brokers:
         purge_task_queue()
         return results

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A three-node RabbitMQ cluster on this host, separate from the broker on 5672: nodes rabbit-a/b/c
 # on AMQP ports 5701-5703, state under ${CLUSTER_DIR:-/tmp/observers-rabbitmq}. For the scale-out run
-# against quorum queues (README, "Scale-out"). Usage: rabbitmq-local-cluster.sh start|stop|status
+# against quorum queues (README, "Scale-out").
+# Usage: rabbitmq-local-cluster.sh start|stop|status|stop-node X|start-node X (X: a, b or c)
 set -euo pipefail
 DIR="${CLUSTER_DIR:-/tmp/observers-rabbitmq}"
 NODES=(a b c)
@@ -63,8 +64,14 @@ case "${1:-}" in
   status)
     ctl a cluster_status
     ;;
+  stop-node)  # the node's broker goes away (its Erlang VM stays, for start-node)
+    ctl "${2:?which node: a, b or c}" stop_app
+    ;;
+  start-node)
+    ctl "${2:?which node: a, b or c}" start_app
+    ;;
   *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|stop|status|stop-node X|start-node X" >&2
     exit 2
     ;;
 esac

@@ -27,6 +27,13 @@ class Command(BaseCommand):
             "CELERY_BROKER_URL lists (a cluster, ;-separated)",
         )
         parser.add_argument(
+            "--stop-node",
+            default="",
+            metavar="NODE",
+            help="with --scale --spread-brokers: also a run that stops this node (a, b or c) of "
+            "scripts/rabbitmq-local-cluster.sh midway",
+        )
+        parser.add_argument(
             "--admin",
             type=int,
             metavar="ROWS",
@@ -38,7 +45,10 @@ class Command(BaseCommand):
         if options["scale"]:
             spread = options["spread_brokers"]
             results = scale_bench.run(
-                workdir=options["json"].parent, say=self.stdout.write, spread_brokers=spread
+                workdir=options["json"].parent,
+                say=self.stdout.write,
+                spread_brokers=spread,
+                stop_node=options["stop_node"],
             )
             name = "observers_scale_cluster.json" if spread else "observers_scale_bench.json"
             path = options["json"].with_name(name)
