@@ -17,7 +17,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -76,7 +76,7 @@ def release(leases: dict[str, str]) -> None:
     try:
         for var_id, token in leases.items():
             _held(var_id, token).update(lease_until=None, lease_holder="")
-    except (OperationalError, InterfaceError):
+    except fanout.DATABASE_ERRORS:
         logger.warning("event=coalescing_release_failed variables=%d", len(leases), exc_info=True)
 
 

@@ -15,11 +15,12 @@ from django.utils import timezone
 from . import coalescing as coalescing_module
 from . import conf, counters, delivery, events, publisher
 from .models import Observer, Removal, VariableState
-from .querysets import DELIVERY_ROW, ObserverQuerySet, glob_matches, prepared_rows
+from .querysets import DELIVERY_ROW, ObserverQuerySet, as_uuid, glob_matches, prepared_rows
 
 logger = logging.getLogger(__name__)
 
-# Errors that stop a dispatch batch (redelivered), rather than fail one notification.
+# The database went away (a disconnect, a restart): retried or redelivered, never a notification's
+# own failure.
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 # How long a batch's numbering waits for a row lock before numbering row by row (see _number).
 LOCK_WAIT = "50ms"
@@ -125,7 +126,7 @@ def deliver(
     rows = list(
         _reached(notification["var_id"], globs)
         .filter(coalesce=coalesce)
-        .in_page(after=_as_uuid(after), upto=_as_uuid(upto))
+        .in_page(after=as_uuid(after), upto=as_uuid(upto))
         .values_list(*DELIVERY_ROW)
     )
     counters.increment(_call_and_record(notification, rows, dispatched=dispatched))
@@ -158,10 +159,6 @@ def _call_and_record(
         "notifications_failed": len(outcome.failed),
         "removed_quarantined": len(quarantined),
     }
-
-
-def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
-    return uuid.UUID(str(value)) if value is not None else None
 
 
 def _record_failures(failed: dict[uuid.UUID, str]) -> set[uuid.UUID]:

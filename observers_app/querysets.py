@@ -79,7 +79,7 @@ class ObserverQuerySet(models.QuerySet):
         """``(id, callback, failures, owner_id, coalesce)`` of the first ``limit`` live exact
         observers of ``var_id`` in id order: the read every dispatch starts with, compiled once."""
         return [
-            (_as_uuid(ref), callback, failures, _as_uuid(owner), bool(coalesce))
+            (as_uuid(ref), callback, failures, as_uuid(owner), bool(coalesce))
             for ref, callback, failures, owner, coalesce in _run_compiled(
                 self, "first page", var_id=var_id, limit=limit
             )
@@ -159,8 +159,9 @@ def _run_compiled(
     return prepared_rows(connections[queryset.db], sql, [var_id if p == _PLACEHOLDER else p for p in params])
 
 
-def _as_uuid(value: Any) -> uuid.UUID | None:
-    """A UUID column as read raw: PostgreSQL gives a UUID, SQLite its 32 hex digits."""
+def as_uuid(value: Any) -> uuid.UUID | None:
+    """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
+    (its string); None stays None."""
     return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_shutdown
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import close_old_connections
 
 from . import fanout, manager, publisher
 from .batching import DONE, RETRY, BatchedTask
@@ -24,7 +24,7 @@ hub_task = functools.partial(
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError),
+    autoretry_for=fanout.DATABASE_ERRORS,
     retry_backoff=True,
     max_retries=5,
 )
