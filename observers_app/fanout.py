@@ -15,7 +15,7 @@ from django.utils import timezone
 from . import coalescing as coalescing_module
 from . import conf, counters, delivery, events, publisher
 from .models import Observer, Removal, VariableState
-from .querysets import DELIVERY_ROW, ObserverQuerySet, as_uuid, glob_matches, prepared_rows
+from .querysets import DELIVERY_ROW, ObserverQuerySet, as_uuid, globs_among, prepared_rows
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
         counters.increment(counts)
         # After the whole batch is offered: the batch's own notifications of a variable collapse too.
         for var_id, token in list(leased.items()):
-            coalescing_module.deliver_waiting(var_id, [p for p in patterns if glob_matches(p, var_id)], token)
+            coalescing_module.deliver_waiting(var_id, globs_among(patterns, var_id), token)
             del leased[var_id]
     finally:
         if leased:
@@ -72,7 +72,7 @@ def _fan_out_one(
     """Deliver one notification to its ordered observers; returns whether it has coalescing ones,
     and the counters to add."""
     var_id = notification["var_id"]
-    globs = [pattern for pattern in patterns if glob_matches(pattern, var_id)]
+    globs = globs_among(patterns, var_id)
     # The first page, read once: its ordered observers are called here, without a second read.
     # With no glob matching (the common case), a statement compiled once reads it.
     if globs:

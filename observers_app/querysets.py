@@ -69,11 +69,11 @@ class ObserverQuerySet(models.QuerySet):
 
     def globs_matching(self, var_id: str) -> list[str]:
         """The glob patterns observed anywhere that match ``var_id``."""
-        return [pattern for pattern in self.glob_patterns() if glob_matches(pattern, var_id)]
+        return globs_among(self.glob_patterns(), var_id)
 
     def glob_patterns(self) -> list[str]:
         """Every glob pattern observed (a statement compiled once: every dispatch batch asks)."""
-        return [pattern for (pattern,) in _run_compiled(self, "globs")]
+        return [pattern for (pattern,) in _run_compiled(self, _globs_statement(self.db))]
 
     def first_delivery_page(self, var_id: str, *, limit: int) -> list[tuple[Any, ...]]:
         """``(id, callback, failures, owner_id, coalesce)`` of the first ``limit`` live exact
@@ -81,7 +81,7 @@ class ObserverQuerySet(models.QuerySet):
         return [
             (as_uuid(ref), callback, failures, as_uuid(owner), bool(coalesce))
             for ref, callback, failures, owner, coalesce in _run_compiled(
-                self, "first page", var_id=var_id, limit=limit
+                self, _first_page_statement(self.db, limit), var_id=var_id
             )
         ]
 
@@ -140,22 +140,30 @@ def prepared_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) 
 _PLACEHOLDER = "\x00observers-var-id\x00"
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled(alias: str, what: str, limit: int) -> tuple[str, tuple[Any, ...]]:
-    """The SQL and parameters of one of the dispatch's reads, compiled once per process."""
+# The dispatch's reads, compiled once per process and database: (SQL, parameters).
+
+
+@functools.lru_cache(maxsize=8)
+def _globs_statement(alias: str) -> tuple[str, tuple[Any, ...]]:
     observers = apps.get_model("observers_app", "Observer").objects.using(alias)
-    if what == "globs":
-        query = observers.filter(is_glob=True).values_list("var_id", flat=True).distinct()
-    else:
-        query = observers.live().matching(_PLACEHOLDER, [])
-        query = query.order_by("id").values_list(*DELIVERY_ROW, "coalesce")[:limit]
-    return query.query.get_compiler(alias).as_sql()
+    return _sql(observers.filter(is_glob=True).values_list("var_id", flat=True).distinct())
+
+
+@functools.lru_cache(maxsize=8)
+def _first_page_statement(alias: str, limit: int) -> tuple[str, tuple[Any, ...]]:
+    observers = apps.get_model("observers_app", "Observer").objects.using(alias)
+    page = observers.live().matching(_PLACEHOLDER, []).order_by("id")
+    return _sql(page.values_list(*DELIVERY_ROW, "coalesce")[:limit])
+
+
+def _sql(queryset: models.QuerySet) -> tuple[str, tuple[Any, ...]]:
+    return queryset.query.get_compiler(queryset.db).as_sql()
 
 
 def _run_compiled(
-    queryset: models.QuerySet, what: str, *, var_id: str = "", limit: int = 0
+    queryset: models.QuerySet, statement: tuple[str, tuple[Any, ...]], *, var_id: str = ""
 ) -> list[tuple[Any, ...]]:
-    sql, params = _compiled(queryset.db, what, limit)
+    sql, params = statement
     return prepared_rows(connections[queryset.db], sql, [var_id if p == _PLACEHOLDER else p for p in params])
 
 
@@ -163,6 +171,11 @@ def as_uuid(value: Any) -> uuid.UUID | None:
     """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
     (its string); None stays None."""
     return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def globs_among(patterns: list[str], var_id: str) -> list[str]:
+    """The patterns of ``patterns`` that match ``var_id``."""
+    return [pattern for pattern in patterns if glob_matches(pattern, var_id)]
 
 
 def glob_matches(pattern: str, var_id: str) -> bool:
