@@ -40,7 +40,7 @@ def increment(counts: dict[str, int]) -> None:
         return
     now = timezone.now()
     statements = [
-        _upsert_add(
+        upsert_add(
             StatCounter._meta.db_table,
             ("name",),
             "value",
@@ -51,7 +51,7 @@ def increment(counts: dict[str, int]) -> None:
     minute = now.replace(second=0, microsecond=0)
     bucketed = [(minute, name, n) for name, n in counts.items() if name in BUCKETED]
     if bucketed:
-        statements.append(_upsert_add(StatBucket._meta.db_table, ("minute", "name"), "value", bucketed))
+        statements.append(upsert_add(StatBucket._meta.db_table, ("minute", "name"), "value", bucketed))
     if connection.vendor == "postgresql":
         # One round trip: both upserts as data-modifying WITH queries of one statement.
         ctes = ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(statements))
@@ -64,7 +64,7 @@ def adjust_observer_counts(deltas: dict[str, int]) -> None:
     """Add to the per-variable observer counts behind the admin's variables overview."""
     deltas = {var_id: n for var_id, n in deltas.items() if n}
     if deltas:
-        sql, params = _upsert_add(
+        sql, params = upsert_add(
             VariableState._meta.db_table, ("var_id",), "observer_count", list(deltas.items())
         )
         prepared_rows(connection, sql, params)
@@ -76,21 +76,30 @@ def count_one_more_observer(var_id: str) -> int:
     return int(VariableState.objects.filter(var_id=var_id).values_list("observer_count", flat=True).get())
 
 
-def _upsert_add(
-    table: str, keys: tuple[str, ...], column: str, rows: list[tuple[Any, ...]], *extra: str
+def upsert_add(
+    table: str,
+    keys: tuple[str, ...],
+    column: str,
+    rows: list[tuple[Any, ...]],
+    *extra: str,
+    refreshed: tuple[str, ...] = (),
+    returning: tuple[str, ...] = (),
 ) -> tuple[str, list[Any]]:
-    """The statement that INSERTs the rows, or adds their ``column`` value to the existing row with
-    the same keys."""
+    """The statement that INSERTs the rows (``keys``, ``column``, then ``extra`` columns), or adds
+    their ``column`` value to the existing row with the same keys, also setting the ``refreshed``
+    extra columns to the new row's; it returns the ``returning`` columns of each row."""
     names = [*keys, column, *extra]
     rows = sorted(rows, key=lambda row: tuple(str(value) for value in row[: len(keys)]))  # one lock order
     quote = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
     params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]
     placeholders = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(rows))
+    updates = [f"{quote(column)} = {quote(table)}.{quote(column)} + excluded.{quote(column)}"]
+    updates += [f"{quote(name)} = excluded.{quote(name)}" for name in refreshed]
+    returned = f" RETURNING {', '.join(map(quote, returning))}" if returning else ""
     return (
         f"INSERT INTO {quote(table)} ({', '.join(map(quote, names))}) VALUES {placeholders} "  # noqa: S608
-        f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
-        f"{quote(column)} = {quote(table)}.{quote(column)} + excluded.{quote(column)}",
+        f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {', '.join(updates)}{returned}",
         params,
     )
 

@@ -242,18 +242,17 @@ def _number(notifications: list[dict[str, Any]]) -> None:
 def _advance_seqs(counts: dict[str, int]) -> dict[str, int]:
     """Advance each variable's sequence number by its count in one statement (rows in name order);
     returns each one's new (highest) number."""
-    table = connection.ops.quote_name(VariableState._meta.db_table)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    names = sorted(counts)
-    rows = prepared_rows(
-        connection,
-        f"INSERT INTO {table} (var_id, seq, last_notified_at) VALUES "  # noqa: S608
-        + ", ".join(["(%s, %s, %s)"] * len(names))
-        + f" ON CONFLICT (var_id) DO UPDATE SET seq = {table}.seq + excluded.seq, "
-        "last_notified_at = excluded.last_notified_at RETURNING var_id, seq",
-        [value for name in names for value in (name, counts[name], now)],
+    now = timezone.now()
+    sql, params = counters.upsert_add(
+        VariableState._meta.db_table,
+        ("var_id",),
+        "seq",
+        [(var_id, count, now) for var_id, count in counts.items()],
+        "last_notified_at",
+        refreshed=("last_notified_at",),
+        returning=("var_id", "seq"),
     )
-    return {name: int(seq) for name, seq in rows}
+    return {var_id: int(seq) for var_id, seq in prepared_rows(connection, sql, params)}
 
 
 def _send_delivery_events(
