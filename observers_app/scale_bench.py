@@ -45,29 +45,14 @@ def scale_out(
     var_id = "bench:scaleout"
     set_observers(var_id, observers, callback="observers.bench.record_ref")
     purge_task_queue()
-    nodes = str(settings.CELERY_BROKER_URL).split(";")
     with contextlib.ExitStack() as stack:
-        for n in range(workers):
-            env = {REFS_ENV: str(refs_path)}
-            if spread_brokers:
-                env["CELERY_BROKER_URL"] = ";".join(nodes[n % len(nodes) :] + nodes[: n % len(nodes)])
-            stack.enter_context(
-                running_worker(
-                    concurrency=2,
-                    include=("observers_app.scale_bench",),
-                    env=env,
-                    log_path=workdir / f"w{n}.log",
-                )
-            )
+        _start_workers(stack, workdir, workers, refs_path, spread=spread_brokers, log_name="w")
         started = time.monotonic()
         manager.notify_observers(var_id, 0, 1)
-        deadline = started + 120
-        while refs_path.stat().st_size < observers * 16 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for_records(refs_path, observers, size=16, timeout=120)
         elapsed = time.monotonic() - started
         time.sleep(1)  # anything called twice would show up now
-    data = refs_path.read_bytes()
-    called = [data[i : i + 16] for i in range(0, len(data), 16)]
+    called = _records(refs_path, size=16)
     result: dict[str, Any] = {"workers": workers, "observers": observers, "calls": len(called)}
     result["distinct"] = len(set(called))
     result["seconds"] = round(elapsed, 3)
@@ -94,19 +79,9 @@ def failover(workdir: Path, say: Callable[[str], None], *, node: str) -> dict[st
     var_id = "bench:failover"
     set_observers(var_id, observers, callback="observers.bench.record_ref_and_value")
     purge_task_queue()
-    nodes = str(settings.CELERY_BROKER_URL).split(";")
     cluster = ["bash", str(settings.BASE_DIR / "scripts" / "rabbitmq-local-cluster.sh")]
     with contextlib.ExitStack() as stack:
-        for n in range(3):
-            env = {REFS_ENV: str(refs_path), "CELERY_BROKER_URL": ";".join(nodes[n:] + nodes[:n])}
-            stack.enter_context(
-                running_worker(
-                    concurrency=2,
-                    include=("observers_app.scale_bench",),
-                    env=env,
-                    log_path=workdir / f"failover-w{n}.log",
-                )
-            )
+        _start_workers(stack, workdir, 3, refs_path, spread=True, log_name="failover-w")
         stack.callback(subprocess.run, [*cluster, "start-node", node], check=True, capture_output=True)
         started = time.monotonic()
         for n in range(notifications):
@@ -117,13 +92,10 @@ def failover(workdir: Path, say: Callable[[str], None], *, node: str) -> dict[st
                 say(f"  stopped node {node} at {stopped_at:.2f} s")
             time.sleep(0.05)
         flushed = publisher.flush(60)
-        deadline = time.monotonic() + 180
-        while refs_path.stat().st_size < observers * notifications * 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_records(refs_path, observers * notifications, size=20, timeout=180)
         elapsed = time.monotonic() - started
         time.sleep(2)  # anything called twice would show up now
-    data = refs_path.read_bytes()
-    calls = [data[i : i + 20] for i in range(0, len(data), 20)]
+    calls = _records(refs_path, size=20)
     result = {
         "observers": observers,
         "notifications": notifications,
@@ -141,6 +113,38 @@ def failover(workdir: Path, say: Callable[[str], None], *, node: str) -> dict[st
         f"pairs, {result['duplicates']} duplicates, {elapsed:.1f} s"
     )
     return result
+
+
+def _start_workers(
+    stack: contextlib.ExitStack, workdir: Path, count: int, refs_path: Path, *, spread: bool, log_name: str
+) -> None:
+    """``count`` worker processes (prefork -c 2) whose callbacks record to ``refs_path``; with
+    ``spread``, worker n connects first to the n-th of the nodes CELERY_BROKER_URL lists."""
+    nodes = str(settings.CELERY_BROKER_URL).split(";")
+    for n in range(count):
+        env = {REFS_ENV: str(refs_path)}
+        if spread:
+            first = n % len(nodes)
+            env["CELERY_BROKER_URL"] = ";".join(nodes[first:] + nodes[:first])
+        stack.enter_context(
+            running_worker(
+                concurrency=2,
+                include=("observers_app.scale_bench",),
+                env=env,
+                log_path=workdir / f"{log_name}{n}.log",
+            )
+        )
+
+
+def _wait_for_records(path: Path, count: int, *, size: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while path.stat().st_size < count * size and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _records(path: Path, *, size: int) -> list[bytes]:
+    data = path.read_bytes()
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def _connected_to(log_path: Path, *, last: bool = False) -> str:
@@ -171,13 +175,7 @@ def worker_memory(workdir: Path, callbacks: int, say: Callable[[str], None]) -> 
                 samples.append(worker_rss_kib(worker.pid))
                 if len(samples) % 2 == 0:
                     say(f"  {(n + 1) * 1000} callbacks: worker RSS {samples[-1] // 1024} MiB")
-    warm, end = samples[0], samples[-1]
-    return {
-        "callbacks": callbacks,
-        "rss_kib_after_100k": warm,
-        "rss_kib_end": end,
-        "growth_pct": round(100 * (end - warm) / warm, 2),
-    }
+    return {"callbacks": callbacks, **_growth(samples)}
 
 
 def caller_memory(calls: int, say: Callable[[str], None]) -> dict[str, Any]:
@@ -192,13 +190,13 @@ def caller_memory(calls: int, say: Callable[[str], None]) -> dict[str, Any]:
             purge_task_queue()  # no worker here: keep the broker's queues small
             samples.append(caller_rss_kib())
             say(f"  {n + 1} notify calls: caller RSS {samples[-1] // 1024} MiB")
+    return {"calls": calls, **_growth(samples)}
+
+
+def _growth(samples: list[int]) -> dict[str, Any]:
+    """RSS (KiB) at the first sample (after 100,000: the warm-up) and the last, and the growth."""
     warm, end = samples[0], samples[-1]
-    return {
-        "calls": calls,
-        "rss_kib_after_100k": warm,
-        "rss_kib_end": end,
-        "growth_pct": round(100 * (end - warm) / warm, 2),
-    }
+    return {"rss_kib_after_100k": warm, "rss_kib_end": end, "growth_pct": round(100 * (end - warm) / warm, 2)}
 
 
 def run(
