@@ -1,4 +1,6 @@
-"""App configuration: wires checks and discovers callback modules."""
+"""App configuration: connects the hub's hooks and installs its Celery wiring on the host's app."""
+
+from importlib.util import find_spec
 
 from django.apps import AppConfig
 
@@ -9,8 +11,17 @@ class ObserversConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, metrics, registry
+        from celery import current_app
+
+        from . import checks, liveness, publisher, registry, wiring
 
         checks.register()
-        metrics.connect()
+        liveness.connect()
+        publisher.connect()
+        if find_spec("prometheus_client"):  # the [prometheus] extra
+            from . import metrics
+
+            metrics.connect()
         registry.autodiscover()
+        # The host's Celery app: its package imports it (Celery's Django layout) before Django is set up.
+        wiring.install(current_app._get_current_object())  # type: ignore[attr-defined]

@@ -3,22 +3,15 @@
 from typing import Any
 
 from celery import current_app
-from django.conf import settings
-from kombu import Queue
 
-from . import counters
-
-
-def _shed_queue() -> Queue:
-    quorum = {"x-queue-type": "quorum"} if settings.OBSERVERS_QUORUM_QUEUES else {}
-    return Queue(settings.OBSERVERS_SHED_QUEUE, durable=True, queue_arguments=quorum)
+from . import counters, wiring
 
 
 def drain_shed(*, limit: int = 100_000) -> int:
     """Count and remove (at most ``limit``) notifications the full dispatch queue dropped."""
     shed = 0
     with current_app.connection_for_write() as connection:
-        queue = _shed_queue()(connection.default_channel)
+        queue = wiring.shed_queue()(connection.default_channel)
         queue.declare()
         while shed < limit and (message := queue.get(no_ack=False)) is not None:
             message.ack()
@@ -32,16 +25,20 @@ def dispatch_backlog() -> int:
     try:
         with current_app.connection_for_write() as connection:
             channel: Any = connection.default_channel
-            return int(channel.queue_declare(current_app.conf.task_default_queue, passive=True).message_count)
+            return int(channel.queue_declare(wiring.dispatch_queue().name, passive=True).message_count)
     except Exception:
         return -1
+
+
+def _hub_queues() -> tuple[Any, ...]:
+    return (*wiring.consumed_queues(), wiring.shed_queue())
 
 
 def declare_queues() -> None:
     """Declare the hub's queues (dispatch, deliver and shed) as configured."""
     with current_app.connection_for_write() as connection:
         channel = connection.default_channel
-        for queue in (*current_app.amqp.queues.values(), _shed_queue()):
+        for queue in _hub_queues():
             queue(channel).declare()
 
 
@@ -50,5 +47,5 @@ def delete_queues() -> None:
     queue arguments (RabbitMQ refuses to redeclare a queue with other arguments)."""
     with current_app.connection_for_write() as connection:
         channel = connection.default_channel
-        for queue in (*current_app.amqp.queues.values(), _shed_queue()):
+        for queue in _hub_queues():
             queue(channel).delete()

@@ -1,24 +1,31 @@
-"""System checks with stable ids: observers.E001 and up."""
+"""System checks with stable ids: where the host's configuration would defeat the hub."""
 
 from typing import Any
 
+from celery import Celery, current_app
+from celery import _state as celery_state
 from django.conf import settings
 from django.core.checks import CheckMessage, Error
 from django.core.checks import Warning as CheckWarning
 from django.core.checks import register as register_check
 
-from . import conf
+from . import conf, wiring
+
+
+def _celery_app() -> Celery:
+    return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
 def check_celery_serialization(**kwargs: Any) -> list[CheckMessage]:
+    celery_conf = _celery_app().conf
     errors: list[CheckMessage] = []
-    if getattr(settings, "CELERY_TASK_SERIALIZER", "json") != "json":
+    if celery_conf.task_serializer != "json":
         errors.append(
             Error(
                 "CELERY_TASK_SERIALIZER must be 'json'.", hint="The hub sends JSON only.", id="observers.E001"
             )
         )
-    if set(getattr(settings, "CELERY_ACCEPT_CONTENT", ["json"])) != {"json"}:
+    if set(celery_conf.accept_content) != {"json"}:
         errors.append(
             Error(
                 "CELERY_ACCEPT_CONTENT must be ['json'].",
@@ -30,12 +37,72 @@ def check_celery_serialization(**kwargs: Any) -> list[CheckMessage]:
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
-    limits = {name: float(getattr(settings, name, default)) for name, default in conf.DEFAULTS.items()}
+    limits = {
+        name: float(getattr(settings, name, default))
+        for name, default in conf.DEFAULTS.items()
+        if isinstance(default, int | float) and not isinstance(default, bool)
+    }
     return [
         Error(f"{name} must be positive, not {value}.", id="observers.E003")
         for name, value in limits.items()
         if value <= 0
     ]
+
+
+def check_celery_wiring(**kwargs: Any) -> list[CheckMessage]:
+    """The host's Celery configuration against the hub's own queues and tasks."""
+    app = _celery_app()
+    if app is getattr(celery_state, "default_app", None):  # Celery's fallback: the host made none
+        return [
+            CheckWarning(
+                "No Celery app is configured: no worker would deliver notifications and beat could not "
+                "run the hub's sweep.",
+                hint="Create one as in Celery's 'First steps with Django' (mysite/celery.py, imported "
+                "from mysite/__init__.py).",
+                id="observers.W003",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    hub_queues = {queue.name for queue in (*wiring.consumed_queues(), wiring.shed_queue())}
+    if app.conf.task_default_queue in hub_queues:
+        messages.append(
+            Error(
+                f"CELERY_TASK_DEFAULT_QUEUE is {app.conf.task_default_queue!r}, one of the hub's queues: "
+                "every task of the project would go to it (the dispatch queue is bounded and sheds).",
+                hint="Leave CELERY_TASK_DEFAULT_QUEUE to the project ('celery' by default), or rename the "
+                "hub's queues with OBSERVERS_QUEUE.",
+                id="observers.E004",
+            )
+        )
+    declared = {getattr(queue, "name", queue) for queue in app.conf.task_queues or ()}
+    if clash := sorted(declared & hub_queues):
+        messages.append(
+            Error(
+                f"CELERY_TASK_QUEUES declares {clash}, the hub's own queue names.",
+                hint="The hub declares its own queues: remove these, or rename its with OBSERVERS_QUEUE.",
+                id="observers.E005",
+            )
+        )
+    if app.conf.task_always_eager:
+        messages.append(
+            CheckWarning(
+                "CELERY_TASK_ALWAYS_EAGER is on: callbacks would run inside the caller, before commit, "
+                "hiding serialization and transaction bugs.",
+                hint="Run a real worker, in tests too.",
+                id="observers.W002",
+            )
+        )
+    if routed := sorted(name for name in wiring.TASKS if app.amqp.router.lookup_route(name)):
+        messages.append(
+            CheckWarning(
+                f"CELERY_TASK_ROUTES routes the hub's tasks {routed}: the hub sends them to its own queues, "
+                "so these routes are ignored.",
+                hint="Remove them; a dedicated hub worker consumes the hub's queues with "
+                f"-Q {','.join(queue.name for queue in wiring.consumed_queues())}.",
+                id="observers.W004",
+            )
+        )
+    return messages
 
 
 def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
@@ -57,4 +124,5 @@ def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
 def register() -> None:
     register_check(check_celery_serialization)
     register_check(check_settings)
+    register_check(check_celery_wiring)
     register_check(check_observed_managers)

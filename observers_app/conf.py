@@ -2,7 +2,16 @@
 
 from django.conf import settings
 
-DEFAULTS: dict[str, float | int | str] = {
+DEFAULTS: dict[str, bool | float | int | str] = {
+    # The hub's dispatch queue; its deliver and shed queues are "<name>.deliver" and "<name>.shed".
+    "OBSERVERS_QUEUE": "observers",
+    # Notifications the dispatch queue holds; past that the oldest are dropped into the shed queue,
+    # where the sweep counts them. Changing it on an existing queue needs the queue deleted first.
+    "OBSERVERS_QUEUE_MAX_LENGTH": 100_000,
+    # Replicated quorum queues, for a RabbitMQ cluster (drop-head and dead-lettering work on them).
+    "OBSERVERS_QUORUM_QUEUES": False,
+    # Seconds between beat's sweeps of dead owners, stalled coalescing and shed notifications.
+    "OBSERVERS_SWEEP_INTERVAL": 30.0,
     # Observers delivered per deliver task: a few hundred keeps a 10,000-observer fan-out at tens of messages.
     "OBSERVERS_BATCH_SIZE": 250,
     # Seconds one callback may run before CallbackTimeout is raised inside it.
@@ -26,8 +35,24 @@ DEFAULTS: dict[str, float | int | str] = {
 }
 
 
-def _get(name: str) -> float | int | str:
+def _get(name: str) -> bool | float | int | str:
     return getattr(settings, name, DEFAULTS[name])
+
+
+def queue_name() -> str:
+    return str(_get("OBSERVERS_QUEUE"))
+
+
+def queue_max_length() -> int:
+    return int(_get("OBSERVERS_QUEUE_MAX_LENGTH"))
+
+
+def quorum_queues() -> bool:
+    return bool(_get("OBSERVERS_QUORUM_QUEUES"))
+
+
+def sweep_interval() -> float:
+    return float(_get("OBSERVERS_SWEEP_INTERVAL"))
 
 
 def batch_size() -> int:

@@ -20,16 +20,12 @@ from typing import Any, TypeVar
 from celery.signals import worker_process_shutdown, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections
 
-from . import conf
+from . import conf, owners
 from .exceptions import ObserversError
 from .models import OWNER_LOCK_NAMESPACE, Owner
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
-
-
-def host_and_pid() -> tuple[str, int]:
-    return socket.gethostname(), os.getpid()
 
 
 class _AdvisoryLock:
@@ -70,12 +66,10 @@ class _Heartbeat(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from . import manager
-
         try:
             while not self.stopped.wait(self.ttl_s / 3):
                 try:
-                    manager.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
+                    owners.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
                 except DatabaseError:  # e.g. "database is locked": the next beat tries again
                     logger.warning("event=owner_heartbeat_failed owner=%s", self.owner_id, exc_info=True)
                     connections.close_all()
@@ -109,20 +103,16 @@ class OwnerHandle:
 
     def heartbeat(self) -> None:
         """Extend a lease by its TTL from now; raises OwnerDead/OwnerClosed if it already ended."""
-        from . import manager
-
         if self.ttl_s is None:
             return  # kept alive by its lock for as long as the process lives
-        manager.heartbeat_owner(self.id, ttl_s=self.ttl_s)
+        owners.heartbeat_owner(self.id, ttl_s=self.ttl_s)
 
     def close(self) -> None:
         """Close the owner: its observers are removed before this returns."""
-        from . import manager
-
         if self.closed:
             return
         self.closed = True
-        manager.close_owner(self.id)
+        owners.close_owner(self.id)
         if self.keepalive is not None:
             self.keepalive.stop()
 
@@ -151,12 +141,10 @@ def process_owner() -> OwnerHandle:
 
 
 def _open_process_owner() -> OwnerHandle:
-    from . import manager
-
     name = f"{os.path.basename(sys.argv[0]) or 'python'} pid {os.getpid()} on {socket.gethostname()}"
     if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         ttl_s = conf.process_ttl()
-        owner = manager.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s)
+        owner = owners.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s)
         heartbeat = _Heartbeat(owner.id, ttl_s)
         heartbeat.start()
         return OwnerHandle(owner.id, name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s, keepalive=heartbeat)
@@ -166,7 +154,7 @@ def _open_process_owner() -> OwnerHandle:
         if not lock.try_lock(key):
             continue
         try:
-            owner = manager.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=None, lock_key=key)
+            owner = owners.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=None, lock_key=key)
         except IntegrityError:  # a dead owner not yet swept still has this key
             lock.unlock(key)
             continue
@@ -213,7 +201,10 @@ def _forget_after_fork() -> None:
     _current = None
 
 
-atexit.register(close_process_owner)
-worker_process_shutdown.connect(close_process_owner, weak=False)
-worker_shutdown.connect(close_process_owner, weak=False)
-os.register_at_fork(after_in_child=_forget_after_fork)
+def connect() -> None:
+    """Close this process's owner at a clean exit (pool processes and workers skip atexit), and forget
+    it in a forked child (called once, from ``AppConfig.ready()``)."""
+    atexit.register(close_process_owner)
+    worker_process_shutdown.connect(close_process_owner, weak=False)
+    worker_shutdown.connect(close_process_owner, weak=False)
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -23,9 +23,12 @@ from typing import Any, cast
 
 from celery import current_app
 from celery.events.event import get_exchange
+from celery.signals import worker_process_shutdown
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu import Connection, Producer, Queue
+
+from . import wiring
 
 _EMBED = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 _RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
@@ -87,8 +90,6 @@ def _reset_after_fork() -> None:
     _outbox = _Outbox()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
-
 
 def _producer() -> Producer:
     if _state.producer is None:
@@ -101,8 +102,10 @@ def _producer() -> Producer:
 def _route_for(task_name: str) -> _Route:
     route = _state.routes.get(task_name)
     if route is None:
-        queue = current_app.amqp.router.route({}, task_name)["queue"]
-        queue.maybe_bind(_producer().channel)
+        queue = wiring.queue_for(task_name)
+        channel = _producer().channel
+        assert channel is not None  # a producer made from a connection has its default channel
+        queue.maybe_bind(channel)
         queue.declare()
         route = _state.routes[task_name] = _Route(task_name, queue)
     return route
@@ -296,7 +299,19 @@ def flush(timeout: float = 10.0) -> bool:
     return _outbox.flush(timeout)
 
 
-@atexit.register
+def connect() -> None:
+    """Flush the outbox at exit and when a pool process shuts down (it skips atexit hooks), and give
+    a forked child its own connection and outbox (called once, from ``AppConfig.ready()``)."""
+    os.register_at_fork(after_in_child=_reset_after_fork)
+    atexit.register(_flush_at_exit)
+    worker_process_shutdown.connect(_flush_in_pool_process, weak=False)
+
+
+def _flush_in_pool_process(**kwargs: Any) -> None:
+    """A pool process exits without running atexit hooks: publish what its callbacks notified."""
+    flush(EXIT_FLUSH_S)
+
+
 def _flush_at_exit() -> None:
     if not _outbox.flush(EXIT_FLUSH_S):
         with _outbox.condition:

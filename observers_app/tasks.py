@@ -6,11 +6,12 @@ import time
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_process_shutdown
 from django.db import close_old_connections
 
-from . import fanout, manager, publisher
+from . import delivery, manager, wiring
 from .batching import DONE, RETRY, BatchedTask
+from .db import DATABASE_ERRORS
+from .dispatch import fan_out
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +25,14 @@ hub_task = functools.partial(
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=fanout.DATABASE_ERRORS,
+    autoretry_for=DATABASE_ERRORS,
     retry_backoff=True,
     max_retries=5,
 )
 
 
 # typing=False: a message carries one notification's args; the function gets a batch of them.
-@shared_task(base=BatchedTask, name=fanout.DISPATCH_TASK, acks_late=True, ignore_result=True, typing=False)
+@shared_task(base=BatchedTask, name=wiring.DISPATCH_TASK, acks_late=True, ignore_result=True, typing=False)
 def dispatch(args_list: list[list[Any]]) -> list[str]:
     """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
     notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. When the
@@ -39,9 +40,9 @@ def dispatch(args_list: list[list[Any]]) -> list[str]:
     close_old_connections()
     outcomes: list[str] = []
     try:
-        for error in fanout.fan_out([_notification(*args) for args in args_list]):
+        for error in fan_out([_notification(*args) for args in args_list]):
             outcomes.append(error or DONE)
-    except fanout.DATABASE_ERRORS:
+    except DATABASE_ERRORS:
         logger.warning(
             "event=dispatch_retry messages=%d reason=database", len(args_list) - len(outcomes), exc_info=True
         )
@@ -70,17 +71,11 @@ def _notification(
     }
 
 
-@hub_task(name=fanout.DELIVER_TASK)
+@hub_task(name=wiring.DELIVER_TASK)
 def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
-    fanout.deliver(notification, after=after, upto=upto, globs=globs)
+    delivery.deliver(notification, after=after, upto=upto, globs=globs)
 
 
-@shared_task(name="observers.sweep", ignore_result=True)
+@shared_task(name=wiring.SWEEP_TASK, ignore_result=True)
 def sweep() -> dict[str, int]:
     return manager.sweep()
-
-
-@worker_process_shutdown.connect
-def flush_outbox(**kwargs: Any) -> None:
-    """A pool process exits without running atexit hooks: publish what its callbacks notified."""
-    publisher.flush(publisher.EXIT_FLUSH_S)

@@ -1,5 +1,80 @@
-"""The hub's Celery wiring: its task names, its own queues, the routes of its own tasks, its beat entry."""
+"""The hub's Celery wiring: its task names, its own queues, the routes of its own tasks, its beat entry.
+
+Installed on the host's Celery app from ``AppConfig.ready()``: the hub adds its queues to the app's
+known queues (so a plain ``celery -A mysite worker`` consumes them beside the host's) and its sweep to
+beat's schedule. It never touches the host's default queue, the host's routes or worker-wide settings:
+the hub's messages name their queue themselves.
+"""
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from . import conf
 
 DISPATCH_TASK = "observers.dispatch"
 DELIVER_TASK = "observers.deliver"
 SWEEP_TASK = "observers.sweep"
+TASKS = (DISPATCH_TASK, DELIVER_TASK, SWEEP_TASK)
+SWEEP_ENTRY = "observers-sweep"
+
+
+def _queue_type() -> dict[str, Any]:
+    return {"x-queue-type": "quorum"} if conf.quorum_queues() else {}
+
+
+def dispatch_queue() -> Queue:
+    """Notifications to fan out: bounded, the oldest dropped (newest wins) into the shed queue."""
+    name = conf.queue_name()
+    return Queue(
+        name,
+        Exchange(name),
+        routing_key=name,
+        queue_arguments={
+            "x-max-length": conf.queue_max_length(),
+            "x-overflow": "drop-head",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": shed_queue().name,
+            **_queue_type(),
+        },
+    )
+
+
+def deliver_queue() -> Queue:
+    """Pages of fan-outs already started, and the sweep: never shed."""
+    name = f"{conf.queue_name()}.deliver"
+    return Queue(name, Exchange(name), routing_key=name, queue_arguments=_queue_type())
+
+
+def shed_queue() -> Queue:
+    """What the full dispatch queue dropped, counted (and emptied) by the sweep; no worker consumes it."""
+    return Queue(f"{conf.queue_name()}.shed", durable=True, queue_arguments=_queue_type())
+
+
+def consumed_queues() -> tuple[Queue, Queue]:
+    """The queues hub workers consume (``-Q`` of a dedicated hub worker)."""
+    return dispatch_queue(), deliver_queue()
+
+
+def queue_for(task_name: str) -> Queue:
+    """The queue a hub task's messages go to."""
+    return dispatch_queue() if task_name == DISPATCH_TASK else deliver_queue()
+
+
+def install(app: Celery) -> None:
+    """Add the hub's queues to ``app``'s known queues and its sweep to beat's schedule (once; an
+    entry the host wrote under the same name is kept)."""
+    queues = app.amqp.queues
+    for queue in consumed_queues():
+        if queue.name not in queues:
+            # Among the queues a worker consumes when no -Q selects others (ready() runs before a
+            # worker reads its -Q/-X options).
+            queues.select_add(queue)
+    if SWEEP_ENTRY not in app.conf.beat_schedule:
+        app.add_periodic_task(
+            conf.sweep_interval(),
+            app.signature(SWEEP_TASK),
+            name=SWEEP_ENTRY,
+            queue=deliver_queue().name,
+        )

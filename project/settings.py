@@ -3,16 +3,25 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
-from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-# Unset, each process draws its own key: fine for the demo and tests, set it in any deployment.
-SECRET_KEY = env.str("SECRET_KEY", default="") or get_random_secret_key()
 DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        # A key drawn per process would sign sessions no other process accepts (gunicorn -w 2 logs
+        # staff out on every other request): refuse to start instead.
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set it in the environment (for instance to the output of "
+            "python -c 'from django.core.management.utils import get_random_secret_key as k; print(k())'), "
+            "or set DEBUG=true for local development."
+        )
+    SECRET_KEY = get_random_secret_key()  # development only: sessions last as long as the process
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 
 INSTALLED_APPS = [
@@ -98,52 +107,20 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="observers")
-# Backpressure: the dispatch queue holds at most OBSERVERS_QUEUE_MAX_LENGTH notifications; past that the
-# oldest are dropped (newest wins) into "<queue>.shed", where the sweep counts them (notifications_shed).
-# Deliveries of fan-outs already started have a queue of their own, never shed. Changing these arguments
-# on an existing queue needs the queue deleted first (RabbitMQ refuses a redeclare with other arguments).
-OBSERVERS_QUEUE_MAX_LENGTH = env.int("OBSERVERS_QUEUE_MAX_LENGTH", default=100_000)
-# On a RabbitMQ cluster, replicate the hub's queues as quorum queues (drop-head and dead-lettering work).
-OBSERVERS_QUORUM_QUEUES = env.bool("OBSERVERS_QUORUM_QUEUES", default=False)
-_QUEUE_TYPE = {"x-queue-type": "quorum"} if OBSERVERS_QUORUM_QUEUES else {}
-OBSERVERS_SHED_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.shed"
-OBSERVERS_DELIVER_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.deliver"
-CELERY_TASK_QUEUES = (
-    Queue(
-        CELERY_TASK_DEFAULT_QUEUE,
-        Exchange(CELERY_TASK_DEFAULT_QUEUE),
-        routing_key=CELERY_TASK_DEFAULT_QUEUE,
-        queue_arguments={
-            "x-max-length": OBSERVERS_QUEUE_MAX_LENGTH,
-            "x-overflow": "drop-head",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": OBSERVERS_SHED_QUEUE,
-            **_QUEUE_TYPE,
-        },
-    ),
-    Queue(
-        OBSERVERS_DELIVER_QUEUE,
-        Exchange(OBSERVERS_DELIVER_QUEUE),
-        routing_key=OBSERVERS_DELIVER_QUEUE,
-        queue_arguments=_QUEUE_TYPE,
-    ),
-)
-CELERY_TASK_ROUTES = {"observers.deliver": {"queue": OBSERVERS_DELIVER_QUEUE}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Celery's Django fixup otherwise closes the database connection around every task: a new
-# PostgreSQL connection (~5-10 ms) per task. Reconnect every 1,000 tasks instead.
-CELERY_DB_REUSE_MAX = 1000
-# Unacknowledged messages a worker may hold, per pool process: dispatch messages wait in the worker
-# until their batch (up to 50, see observers_app/batching.py) has run, so it must hold several batches.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 100
 # Task and sent events, so Flower shows every dispatch and delivery task.
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
 CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=True)
 
-# The beat sweep of dead owners and their observers (run beat: celery -A project beat).
+# The hub: "observers_app" in INSTALLED_APPS is all it needs. It brings its own queues, routes for its
+# own tasks and beat entry (the sweep); run the usual `celery -A project worker` and `celery -A project beat`.
+# Optional tuning, each with its default in observers_app/conf.py (docs/settings.md lists them all):
+OBSERVERS_QUEUE = env.str("OBSERVERS_QUEUE", default="observers")
+OBSERVERS_QUEUE_MAX_LENGTH = env.int("OBSERVERS_QUEUE_MAX_LENGTH", default=100_000)
+# On a RabbitMQ cluster: replicated quorum queues.
+OBSERVERS_QUORUM_QUEUES = env.bool("OBSERVERS_QUORUM_QUEUES", default=False)
 OBSERVERS_SWEEP_INTERVAL = env.float("OBSERVERS_SWEEP_INTERVAL", default=30.0)
-CELERY_BEAT_SCHEDULE = {
-    "observers-sweep": {"task": "observers.sweep", "schedule": OBSERVERS_SWEEP_INTERVAL},
-}
+# Worker-wide, for the dedicated hub worker (docs/install.md, "Production"): Celery's Django fixup
+# otherwise reconnects to the database around every task (~5-10 ms on PostgreSQL).
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)

@@ -1,11 +1,9 @@
-"""URL configuration."""
+"""URL configuration of the example project: the admin, and the hub's URLs under /observers/."""
 
 from django.contrib import admin
-from django.urls import path
-
-from observers_app.metrics import metrics_view
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("metrics", metrics_view, name="metrics"),
+    path("observers/", include("observers_app.urls")),
 ]

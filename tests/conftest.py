@@ -1,4 +1,4 @@
-"""Fixtures: a real Celery worker process on the real broker, sharing the test database."""
+"""Shared fixtures: a real Celery worker on the real broker, sharing the test database; integration marker."""
 
 import os
 import socket
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from observers_app.worker_process import purge_task_queue, running_worker
+from benchmarks.worker_process import purge_task_queue, running_worker
 
 
 def database_url() -> str:
@@ -59,3 +59,12 @@ def wait_ready(process: subprocess.Popen[str]) -> str:
     line = process.stdout.readline()
     assert line.startswith("ready"), f"owner process did not start: {line!r}"
     return line.split()[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need services as ``integration``: those that use the database or a worker
+    (``pytest -m "not integration"`` runs the unit tests of pure logic alone)."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("django_db") or uses & {"worker", "db", "transactional_db", "live_server"}:
+            item.add_marker(pytest.mark.integration)

@@ -1,11 +1,15 @@
 """Test settings: the project's, plus a test app whose callbacks record what they receive."""
 
 import os
+import secrets
 import tempfile
+
+# One key for the test process and the processes it starts (they inherit the environment).
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 
 # Queues of their own (read by project.settings), so a test run never consumes or leaves messages meant
 # for a running demo; a shorter dispatch queue, so the backpressure test can overflow it quickly.
-os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", "observers-test")
+os.environ.setdefault("OBSERVERS_QUEUE", "observers-test")
 os.environ.setdefault("OBSERVERS_QUEUE_MAX_LENGTH", "1000")
 
 # Before prometheus_client is imported: the test process and its worker share one metrics directory.

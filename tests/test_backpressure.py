@@ -1,9 +1,8 @@
 """Degrading under load: a bounded dispatch queue that sheds the oldest (counted), and caps."""
 
 import pytest
-from django.conf import settings
 
-from observers_app import backpressure, manager, publisher
+from observers_app import backpressure, conf, manager, publisher, wiring
 from observers_app.exceptions import TooManyObservers
 from project.celery import app
 from tests.conftest import wait_for
@@ -15,8 +14,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_an_overflowing_dispatch_queue_sheds_the_oldest_and_counts_them(worker: str):
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    limit = settings.OBSERVERS_QUEUE_MAX_LENGTH
+    queue = wiring.dispatch_queue().name
+    limit = conf.queue_max_length()
     var = unique_var("flood")
     manager.add_observer(var, record)
     before = manager.get_stats()["notifications_shed"]

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from django.test import Client
 
-from observers_app import events, manager
+from observers_app import events, manager, wiring
 from tests.conftest import database_url, wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import record
@@ -58,12 +58,12 @@ def metric(text: str, name: str) -> float:
 def test_metrics_endpoint_merges_the_worker_processes_samples():
     var = unique_var("metrics")
     make_observers(var, 3)
-    before = Client().get("/metrics").content.decode()
+    before = Client().get("/observers/metrics").content.decode()
     manager.notify_observers(var, 1, 2)
     wait_for(lambda: Received.objects.filter(var_id=var).count() == 3)
 
     def after() -> str:
-        return Client().get("/metrics").content.decode()
+        return Client().get("/observers/metrics").content.decode()
 
     wait_for(
         lambda: (
@@ -132,7 +132,7 @@ def test_flower_sees_the_hubs_tasks():
             tasks = get_json(f"{base}/api/tasks?limit=1000").values()
             return {t["name"] for t in tasks if notification_id in (t.get("args") or "")}
 
-        assert wait_for(lambda: {"observers.dispatch", "observers.deliver"} <= names(), timeout=20)
+        assert wait_for(lambda: {wiring.DISPATCH_TASK, wiring.DELIVER_TASK} <= names(), timeout=20)
     finally:
         flower.terminate()
         flower.wait(timeout=20)

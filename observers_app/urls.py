@@ -1,0 +1,11 @@
+"""The hub's URLs, for a host to include (the example project mounts them at ``/observers/``)."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "observers"
+
+urlpatterns = [
+    path("metrics", views.metrics, name="metrics"),
+]
