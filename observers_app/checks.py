@@ -3,7 +3,7 @@
 from typing import Any
 
 from celery import Celery, current_app
-from celery import _state as celery_state
+from celery.app import routes as celery_routes
 from django.conf import settings
 from django.core.checks import CheckMessage, Error
 from django.core.checks import Warning as CheckWarning
@@ -52,7 +52,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
 def check_celery_wiring(**kwargs: Any) -> list[CheckMessage]:
     """The host's Celery configuration against the hub's own queues and tasks."""
     app = _celery_app()
-    if app is getattr(celery_state, "default_app", None):  # Celery's fallback: the host made none
+    if not app.set_as_current:  # Celery's fallback app: the host made none current
         return [
             CheckWarning(
                 "No Celery app is configured: no worker would deliver notifications and beat could not "
@@ -92,7 +92,8 @@ def check_celery_wiring(**kwargs: Any) -> list[CheckMessage]:
                 id="observers.W002",
             )
         )
-    if routed := sorted(name for name in wiring.TASKS if app.amqp.router.lookup_route(name)):
+    router = celery_routes.Router(celery_routes.prepare(app.conf.task_routes), app=app)
+    if routed := sorted(name for name in wiring.TASKS if router.lookup_route(name)):
         messages.append(
             CheckWarning(
                 f"CELERY_TASK_ROUTES routes the hub's tasks {routed}: the hub sends them to its own queues, "

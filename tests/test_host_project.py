@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,10 @@ import pytest
 
 from tests.conftest import wait_for
 
+pytestmark = [pytest.mark.integration, pytest.mark.host_project]
+
 REPO = Path(__file__).resolve().parent.parent
+UNPACKAGED = (".git", ".venv", "build", "*.egg-info", "__pycache__", "*.sqlite3*", "docs", "screenshots")
 # The host's own additions beyond INSTALLED_APPS are for this test only: a queue name of its own (the
 # broker is shared with other runs) and a short sweep interval, so beat's sweep is seen within seconds.
 HOST_SETTINGS = """
@@ -82,7 +86,10 @@ def run(*args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None) 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", dist, REPO)
+    # Built from a copy: setuptools reuses a build/ directory, which could carry files since deleted.
+    source = tmp_path_factory.mktemp("source") / "repo"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*UNPACKAGED))
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", dist, source)
     (built,) = dist.glob("django_observers_hub-*.whl")
     return built
 

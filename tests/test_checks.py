@@ -1,0 +1,61 @@
+"""System checks: where the host's Celery configuration would defeat the hub."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery, current_app
+from kombu import Queue
+
+from observers_app import checks, wiring
+
+SETTINGS = ("task_default_queue", "task_queues", "task_always_eager", "task_routes", "accept_content")
+
+
+@pytest.fixture
+def celery_conf() -> Iterator[Any]:
+    """The host's Celery configuration, restored after the test."""
+    conf = current_app.conf
+    saved = {name: conf[name] for name in SETTINGS}
+    yield conf
+    conf.update(saved)
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return sorted(message.id for message in messages)
+
+
+def test_the_example_configuration_passes():
+    assert ids(checks.check_celery_wiring()) == []
+    assert ids(checks.check_celery_serialization()) == []
+
+
+def test_a_default_queue_that_is_the_hubs_is_an_error(celery_conf: Any):
+    celery_conf.task_default_queue = wiring.dispatch_queue().name
+    assert ids(checks.check_celery_wiring()) == ["observers.E004"]
+
+
+def test_declaring_the_hubs_queues_is_an_error(celery_conf: Any):
+    celery_conf.task_queues = (Queue("celery"), Queue(wiring.deliver_queue().name))
+    messages = checks.check_celery_wiring()
+    assert ids(messages) == ["observers.E005"]
+    assert wiring.deliver_queue().name in messages[0].msg
+
+
+def test_eager_mode_and_routes_for_the_hubs_tasks_are_warned(celery_conf: Any):
+    celery_conf.task_always_eager = True
+    celery_conf.task_routes = {"observers.*": {"queue": "elsewhere"}, "mysite.*": {"queue": "mine"}}
+    messages = checks.check_celery_wiring()
+    assert ids(messages) == ["observers.W002", "observers.W004"]
+    assert str(sorted(wiring.TASKS)) in messages[1].msg
+
+
+def test_pickle_is_an_error(celery_conf: Any):
+    celery_conf.accept_content = ["json", "pickle"]
+    assert ids(checks.check_celery_serialization()) == ["observers.E002"]
+
+
+def test_no_celery_app_is_warned(monkeypatch: pytest.MonkeyPatch):
+    fallback = Celery("default", fixups=[], set_as_current=False)  # what Celery falls back to
+    monkeypatch.setattr(checks, "_celery_app", lambda: fallback)
+    assert ids(checks.check_celery_wiring()) == ["observers.W003"]
