@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 
-from .models import Observer, Owner, VariableState
+from observers_app.models import Observer, Owner, VariableState
 
 PREFIX = "adminbench:"
 

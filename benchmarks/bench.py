@@ -12,11 +12,11 @@ from typing import Any
 from celery import current_app, shared_task
 from django.db import connection, transaction
 
-from . import manager, registry
-from .models import Observer
-from .registry import observer_callback
-from .tasks import dispatch
-from .worker_process import purge_task_queue, running_worker
+from benchmarks.worker_process import purge_task_queue, running_worker
+from observers_app import manager, registry
+from observers_app.models import Observer
+from observers_app.registry import observer_callback
+from observers_app.tasks import dispatch
 
 STAMPS_ENV = "OBSERVERS_BENCH_STAMPS"
 _append_fds: dict[tuple[int, str], int] = {}
@@ -190,7 +190,7 @@ def run(
     progress("starting one worker, prefork -c 2")
     with running_worker(
         concurrency=2,
-        include=("observers_app.bench",),
+        include=("benchmarks.bench",),
         env={STAMPS_ENV: str(stamps)},
         log_path=workdir / "worker.log",
     ):

@@ -10,9 +10,9 @@ from celery import current_app
 from django.db import connection
 from tqdm import tqdm
 
-from . import manager
-from .registry import observer_callback
-from .worker_process import running_worker
+from benchmarks.worker_process import running_worker
+from observers_app import manager
+from observers_app.registry import observer_callback
 
 VARIABLES = {"price:ACME": 40, "stock:WIDGET": 25, "weather:OSLO": 10}
 CHANGES_PER_VARIABLE = 20
@@ -50,7 +50,7 @@ def run(*, workdir: Path, say: Callable[[str], None]) -> dict[str, int]:
     try:
         with running_worker(
             concurrency=2,
-            include=("observers_app.demo",),
+            include=("benchmarks.demo",),
             env={"CELERY_BROKER_URL": broker_url},
             log_path=workdir / "worker.log",
         ):

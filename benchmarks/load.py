@@ -15,11 +15,11 @@ from typing import Any
 from celery import current_app
 from django.db import connection, transaction
 
-from . import manager
-from .bench import append_record
-from .models import Observer, VariableState
-from .registry import observer_callback
-from .worker_process import purge_task_queue, running_worker
+from benchmarks.bench import append_record
+from benchmarks.worker_process import purge_task_queue, running_worker
+from observers_app import manager
+from observers_app.models import Observer, VariableState
+from observers_app.registry import observer_callback
 
 STAMPS_ENV = "OBSERVERS_LOAD_STAMPS"
 CALLBACK = "observers.load.stamp"
@@ -374,7 +374,7 @@ def running_workers(
             stack.enter_context(
                 running_worker(
                     concurrency=2,
-                    include=("observers_app.load",),
+                    include=("benchmarks.load",),
                     env={STAMPS_ENV: str(stamps)},
                     log_path=workdir / f"load-worker-{n}.log",
                     nice=nice,

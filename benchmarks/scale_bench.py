@@ -13,11 +13,11 @@ from typing import Any
 
 from django.conf import settings
 
-from . import manager, publisher
-from .bench import STAMPS_ENV, append_record, set_observers, wait_for_stamps
-from .registry import observer_callback
-from .soak import worker_rss_kib
-from .worker_process import purge_task_queue, running_worker
+from benchmarks.bench import STAMPS_ENV, append_record, set_observers, wait_for_stamps
+from benchmarks.soak import worker_rss_kib
+from benchmarks.worker_process import purge_task_queue, running_worker
+from observers_app import manager, publisher
+from observers_app.registry import observer_callback
 
 REFS_ENV = "OBSERVERS_BENCH_REFS"
 
@@ -129,7 +129,7 @@ def _start_workers(
         stack.enter_context(
             running_worker(
                 concurrency=2,
-                include=("observers_app.scale_bench",),
+                include=("benchmarks.scale_bench",),
                 env=env,
                 log_path=workdir / f"{log_name}{n}.log",
             )
@@ -163,7 +163,7 @@ def worker_memory(workdir: Path, callbacks: int, say: Callable[[str], None]) -> 
     samples = []
     with running_worker(
         concurrency=2,
-        include=("observers_app.bench",),
+        include=("benchmarks.bench",),
         env={STAMPS_ENV: str(stamps)},
         log_path=workdir / "wm.log",
     ) as worker:

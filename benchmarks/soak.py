@@ -13,10 +13,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import manager
-from .demo import on_change
-from .models import Observer, Owner
-from .worker_process import purge_task_queue, running_worker
+from benchmarks.demo import on_change
+from benchmarks.worker_process import purge_task_queue, running_worker
+from observers_app import manager
+from observers_app.models import Observer, Owner
 
 LEASES_PER_CLIENT = 19  # plus the client's process owner: 20 owners per client
 OBSERVERS_PER_OWNER = 5
@@ -58,7 +58,7 @@ def run(*, clients: int, parallel: int, say: Callable[[str], None]) -> dict[str,
     purge_task_queue()
     started = timezone.now()
     results: dict[str, Any] = {"owners": clients * (LEASES_PER_CLIENT + 1), "killed": 0, "exited": 0}
-    with running_worker(concurrency=2, include=("observers_app.demo",)) as worker:
+    with running_worker(concurrency=2, include=("benchmarks.demo",)) as worker:
         rss: list[int] = []
         detections: list[float] = []
         for start in range(0, clients, parallel):

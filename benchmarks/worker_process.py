@@ -37,6 +37,10 @@ def running_worker(
         "prefork",
         "--concurrency",
         str(concurrency),
+        # The dedicated hub worker's tuning (docs/install.md): dispatch batches of up to 50 need
+        # several prefetched messages per pool process.
+        "--prefetch-multiplier",
+        "100",
         "--without-mingle",
         "--without-gossip",
         "--without-heartbeat",
@@ -88,7 +92,7 @@ def stop_worker(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> N
 def purge_task_queue() -> None:
     """Start the hub's queues afresh (deleted, then declared as configured), so a new worker starts
     on no stale messages and on the current queue arguments."""
-    from . import backpressure
+    from observers_app import backpressure
 
     backpressure.delete_queues()
     backpressure.declare_queues()

@@ -52,7 +52,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
 def check_celery_wiring(**kwargs: Any) -> list[CheckMessage]:
     """The host's Celery configuration against the hub's own queues and tasks."""
     app = _celery_app()
-    if not app.set_as_current:  # Celery's fallback app: the host made none current
+    if not getattr(app, "set_as_current", True):  # Celery's fallback app: the host made none current
         return [
             CheckWarning(
                 "No Celery app is configured: no worker would deliver notifications and beat could not "

@@ -32,6 +32,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "observers_app",
+    # This repository's development app (benchmarks, load and soak runs, the demo): not part of the wheel.
+    "benchmarks",
 ]
 
 MIDDLEWARE = [

@@ -1,5 +1,6 @@
 """A fresh `django-admin startproject` host gets the whole hub from the built wheel and INSTALLED_APPS."""
 
+import functools
 import json
 import os
 import shutil
@@ -8,11 +9,14 @@ import sys
 import textwrap
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from observers_app import wiring
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.host_project]
@@ -104,8 +108,16 @@ def test_the_wheel_holds_the_app_and_nothing_else(wheel: Path):
     assert not [name for name in names if "bench" in name or "soak" in name or "demo" in name]
 
 
+@dataclass
+class Host:
+    root: Path
+    queue: str
+    python: Callable[[str], dict[str, Any]]
+    start: Callable[..., subprocess.Popen[bytes]]
+
+
 @pytest.fixture(scope="module")
-def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     """A fresh virtual environment with the wheel installed, and a new project that adds the app."""
     root = tmp_path_factory.mktemp("host")
     venv = root / "venv"
@@ -150,7 +162,7 @@ def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         processes.append(process)
         return process
 
-    def host_python(code: str) -> dict[str, object]:
+    def host_python(code: str) -> dict[str, Any]:
         """Runs ``code`` in the host (Django set up) and returns the JSON it printed last."""
         script = (
             "import django, json, os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
@@ -162,7 +174,7 @@ def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         "worker", "--concurrency", "2", "--without-mingle", "--without-gossip", "-l", "INFO", log="worker.log"
     )
     try:
-        yield {"root": root, "queue": queue, "python": host_python, "start": start}
+        yield Host(root=root, queue=queue, python=host_python, start=start)
     finally:
         for process in processes:
             process.terminate()
@@ -181,10 +193,8 @@ def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         host_python(host_python_cleanup)
 
 
-def test_a_plain_worker_delivers_the_hubs_callbacks_and_runs_the_hosts_own_tasks(host: dict[str, object]):
-    host_python = host["python"]
-    root = host["root"]
-    assert callable(host_python) and isinstance(root, Path)
+def test_a_plain_worker_delivers_the_hubs_callbacks_and_runs_the_hosts_own_tasks(host: Host):
+    host_python, root = host.python, host.root
     var = f"price:{uuid.uuid4().hex[:8]}"
     done = root / "host-task-done"
     queues = host_python(f"""
@@ -199,7 +209,7 @@ def test_a_plain_worker_delivers_the_hubs_callbacks_and_runs_the_hosts_own_tasks
         touch.delay({str(done)!r})
         shape = {{}}
         with current_app.connection_for_write() as connection:
-            for name in ("celery", {host["queue"]!r}):
+            for name in ("celery", {host.queue!r}):
                 channel = connection.channel()
                 try:
                     # Redeclared without arguments: refused (406) only for a queue declared with some.
@@ -213,14 +223,11 @@ def test_a_plain_worker_delivers_the_hubs_callbacks_and_runs_the_hosts_own_tasks
     wait_for(lambda: records.exists() and json.loads(records.read_text().splitlines()[0]) == [var, 1, 2])
     wait_for(done.exists)
     assert queues["celery"] == "unbounded"  # the host's default queue is the host's, not the hub's
-    assert queues[host["queue"]] == "PreconditionFailed"  # the hub's dispatch queue is bounded
+    assert queues[host.queue] == "PreconditionFailed"  # the hub's dispatch queue is bounded
 
 
-def test_beat_sweeps_dead_owners_with_the_default_and_the_database_scheduler(host: dict[str, object]):
-    host_python = host["python"]
-    start = host["start"]
-    root = host["root"]
-    assert callable(host_python) and callable(start) and isinstance(root, Path)
+def test_beat_sweeps_dead_owners_with_the_default_and_the_database_scheduler(host: Host):
+    host_python, start, root = host.python, host.start, host.root
     for scheduler in ("celery.beat:PersistentScheduler", "django_celery_beat.schedulers:DatabaseScheduler"):
         owned = host_python("""
             from observers_app import manager
@@ -235,7 +242,7 @@ def test_beat_sweeps_dead_owners_with_the_default_and_the_database_scheduler(hos
                 from observers_app.models import Observer
                 print(json.dumps({{"gone": not Observer.objects.filter(id={owned["ref"]!r}).exists()}}))
             """
-            wait_for(lambda code=swept: host_python(code)["gone"], timeout=30)
+            wait_for(functools.partial(is_gone, host_python, swept), timeout=30)
         finally:
             beat.terminate()
             beat.wait(timeout=20)
@@ -244,12 +251,15 @@ def test_beat_sweeps_dead_owners_with_the_default_and_the_database_scheduler(hos
         task = PeriodicTask.objects.get(name="observers-sweep")
         print(json.dumps({"task": task.task, "every": task.interval.every, "queue": task.queue}))
     """)
-    assert entry == {"task": "observers.sweep", "every": 1, "queue": f"{host['queue']}.deliver"}
+    assert entry == {"task": wiring.SWEEP_TASK, "every": 1, "queue": f"{host.queue}.deliver"}
 
 
-def test_the_hubs_admin_pages_render_for_a_superuser(host: dict[str, object]):
-    host_python = host["python"]
-    assert callable(host_python)
+def is_gone(host_python: Callable[[str], dict[str, Any]], code: str) -> bool:
+    return bool(host_python(code)["gone"])
+
+
+def test_the_hubs_admin_pages_render_for_a_superuser(host: Host):
+    host_python = host.python
     statuses = host_python("""
         from django.contrib.auth import get_user_model
         from django.test import Client

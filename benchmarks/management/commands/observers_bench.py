@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from observers_app import admin_bench, bench, scale_bench
+from benchmarks import admin_bench, bench, scale_bench
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from observers_app import demo
+from benchmarks import demo
 
 
 class Command(BaseCommand):

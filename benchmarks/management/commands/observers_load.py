@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from observers_app import load
+from benchmarks import load
 
 
 def _rates(text: str) -> tuple[int, ...]:

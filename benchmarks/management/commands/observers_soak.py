@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from observers_app import soak
+from benchmarks import soak
 
 
 class Command(BaseCommand):
