@@ -21,7 +21,8 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import conf, counters, fanout
+from . import conf, counters, delivery
+from .db import DATABASE_ERRORS
 from .models import Latest, Observer
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def deliver_waiting(var_id: str, globs: list[str], token: str) -> None:
         coalescing = Observer.objects.live().matching(var_id, globs).filter(coalesce=True)
         after = None
         while page := coalescing.page_ids(after=after, limit=conf.batch_size()):
-            fanout.deliver(notification, after=after, upto=page[-1], globs=globs, coalesce=True)
+            delivery.deliver(notification, after=after, upto=page[-1], globs=globs, coalesce=True)
             after = page[-1]
             if not _held(var_id, token).update(lease_until=timezone.now() + LEASE):
                 return
@@ -76,7 +77,7 @@ def release(leases: dict[str, str]) -> None:
     try:
         for var_id, token in leases.items():
             _held(var_id, token).update(lease_until=None, lease_holder="")
-    except fanout.DATABASE_ERRORS:
+    except DATABASE_ERRORS:
         logger.warning("event=coalescing_release_failed variables=%d", len(leases), exc_info=True)
 
 

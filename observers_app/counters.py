@@ -1,13 +1,10 @@
 """The hub's global counters: rows shared by every process, added to in batches."""
 
-from datetime import datetime
-from typing import Any
-
 from django.db import connection
 from django.utils import timezone
 
+from .db import prepared_rows, upsert_add
 from .models import StatBucket, StatCounter, VariableState
-from .querysets import prepared_rows
 
 NAMES = (
     "notifications_dispatched",
@@ -74,34 +71,6 @@ def count_one_more_observer(var_id: str) -> int:
     """Add one to a variable's observer count and return the new count (its row stays locked)."""
     adjust_observer_counts({var_id: 1})
     return int(VariableState.objects.filter(var_id=var_id).values_list("observer_count", flat=True).get())
-
-
-def upsert_add(
-    table: str,
-    keys: tuple[str, ...],
-    column: str,
-    rows: list[tuple[Any, ...]],
-    *extra: str,
-    refreshed: tuple[str, ...] = (),
-    returning: tuple[str, ...] = (),
-) -> tuple[str, list[Any]]:
-    """The statement that INSERTs the rows (``keys``, ``column``, then ``extra`` columns), or adds
-    their ``column`` value to the existing row with the same keys, also setting the ``refreshed``
-    extra columns to the new row's; it returns the ``returning`` columns of each row."""
-    names = [*keys, column, *extra]
-    rows = sorted(rows, key=lambda row: tuple(str(value) for value in row[: len(keys)]))  # one lock order
-    quote = connection.ops.quote_name
-    adapt = connection.ops.adapt_datetimefield_value
-    params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(rows))
-    updates = [f"{quote(column)} = {quote(table)}.{quote(column)} + excluded.{quote(column)}"]
-    updates += [f"{quote(name)} = excluded.{quote(name)}" for name in refreshed]
-    returned = f" RETURNING {', '.join(map(quote, returning))}" if returning else ""
-    return (
-        f"INSERT INTO {quote(table)} ({', '.join(map(quote, names))}) VALUES {placeholders} "  # noqa: S608
-        f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {', '.join(updates)}{returned}",
-        params,
-    )
 
 
 def read() -> tuple[dict[str, int], int]:

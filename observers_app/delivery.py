@@ -1,129 +1,134 @@
-"""Calls a batch of observers' callbacks, each isolated from the others and bounded in time."""
+"""Page delivery: call the live observers of one page of a notification, then record the outcome."""
 
 import logging
-import math
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
-from . import registry
-from .exceptions import CallbackTimeout
+from django.db import transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from . import calls, conf, counters, events
+from .db import as_uuid
+from .models import Observer, Removal
+from .querysets import DELIVERY_ROW, ObserverQuerySet
 
 logger = logging.getLogger(__name__)
 
-# Keys the hub adds to every callback's metadata; a caller may not send them itself.
-HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "observer_ref", "notified_at", "coalesced"})
+
+def reached(var_id: str, globs: list[str]) -> ObserverQuerySet:
+    """The live observers a notification of ``var_id`` reaches (``globs``: the patterns matching it)."""
+    return Observer.objects.live().matching(var_id, globs)
 
 
-@dataclass
-class BatchOutcome:
-    called: int = 0
-    failed: dict[uuid.UUID, str] = field(default_factory=dict)
-    recovered: list[uuid.UUID] = field(default_factory=list)
-
-
-class _Deadline:
-    """Arms SIGALRM around each callback; only possible in a process's main thread.
-
-    Arming costs two system calls, a measurable share of a trivial callback, so a callback starting
-    within SLACK_S of the last arming runs under that one: each gets between ``seconds - SLACK_S``
-    and ``seconds``. An alarm between callbacks interrupts nothing (the next one re-arms)."""
-
-    SLACK_S = 0.001
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.enabled = seconds > 0 and threading.current_thread() is threading.main_thread()
-        self.armed_at = -math.inf
-        self.inside = False
-        if self.enabled:
-            self.previous = signal.signal(signal.SIGALRM, self._on_alarm)
-        elif seconds > 0:
-            logger.warning("callback time limit not enforced: not in the main thread")
-
-    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        self.armed_at = -math.inf
-        if self.inside:
-            raise CallbackTimeout
-
-    def arm(self) -> None:
-        if self.enabled:
-            now = time.monotonic()
-            if now - self.armed_at > self.SLACK_S:
-                signal.setitimer(signal.ITIMER_REAL, self.seconds)
-                self.armed_at = now
-        self.inside = True
-
-    def disarm(self) -> None:
-        self.inside = False
-
-    def restore(self) -> None:
-        if self.enabled:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
-
-
-def call_observers(
-    observers: Iterable[tuple[uuid.UUID, str, int]],
+def deliver(
     notification: dict[str, Any],
     *,
-    time_limit: float,
-) -> BatchOutcome:
-    """Call each ``(ref, callback name, failures so far)`` with the notification.
+    after: uuid.UUID | str | None,
+    upto: uuid.UUID | str,
+    globs: list[str],
+    dispatched: bool = False,
+    coalesce: bool = False,
+) -> None:
+    """Call the live observers of one page (the coalescing ones or the others), then record the
+    outcome in one batch of writes (counting the notification too when ``dispatched``)."""
+    rows = list(
+        reached(notification["var_id"], globs)
+        .filter(coalesce=coalesce)
+        .in_page(after=as_uuid(after), upto=as_uuid(upto))
+        .values_list(*DELIVERY_ROW)
+    )
+    counters.increment(call_and_record(notification, rows, dispatched=dispatched))
 
-    An exception or an overrun is logged with its traceback and recorded against that observer;
-    the rest of the batch is called regardless.
-    """
-    outcome = BatchOutcome()
-    var_id = notification["var_id"]
-    old_value, new_value = notification["old_value"], notification["new_value"]
-    hub_keys = {
-        "notification_id": notification["notification_id"],
-        "seq": notification["seq"],
-        "notified_at": notification["notified_at"],
+
+def call_and_record(
+    notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool
+) -> dict[str, int]:
+    """Call the rows' observers and record failures, recoveries and quarantines; returns the
+    counters to add (the caller adds them, once per batch)."""
+    outcome = calls.call_observers(
+        [(ref, callback, failures) for ref, callback, failures, _ in rows],
+        notification,
+        time_limit=conf.callback_time_limit(),
+    )
+    quarantined: list[tuple[Any, ...]] = []
+    with transaction.atomic():
+        if outcome.failed:
+            newly = _record_failures(outcome.failed)
+            quarantined = [row for row in rows if row[0] in newly]
+        if quarantined:
+            _record_quarantines(notification["var_id"], quarantined, outcome.failed)
+        if outcome.recovered:
+            Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
+    if rows:
+        _send_delivery_events(notification, rows, outcome, quarantined)
+    return {
+        "notifications_dispatched": int(dispatched),
+        "notifications_sent": outcome.called,
+        "notifications_failed": len(outcome.failed),
+        "removed_quarantined": len(quarantined),
     }
-    if "coalesced" in notification:
-        hub_keys["coalesced"] = notification["coalesced"]
-    metadata = notification["metadata"] or {}
-    deadline = _Deadline(time_limit)
-    try:
-        for ref, callback_name, failures in observers:
-            outcome.called += 1
-            try:
-                callback = registry.lookup(callback_name)
-                deadline.arm()
-                try:
-                    # Each callback gets its own metadata dict, so none can change what the next sees.
-                    callback(var_id, old_value, new_value, {**metadata, **hub_keys, "observer_ref": str(ref)})
-                finally:
-                    deadline.disarm()
-            except CallbackTimeout:
-                error = f"CallbackTimeout: ran longer than {time_limit} s"
-                logger.error(
-                    "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
-                    ref,
-                    callback_name,
-                    var_id,
-                    error,
-                )
-                outcome.failed[ref] = error
-            except Exception as exc:
-                logger.exception(
-                    "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
-                    ref,
-                    callback_name,
-                    var_id,
-                    f"{type(exc).__name__}: {exc}",
-                )
-                outcome.failed[ref] = f"{type(exc).__name__}: {exc}"
-            else:
-                if failures:
-                    outcome.recovered.append(ref)
-    finally:
-        deadline.restore()
-    return outcome
+
+
+def _record_failures(failed: dict[uuid.UUID, str]) -> set[uuid.UUID]:
+    """Count the failures; returns the observers this update quarantined (decided by the database,
+    from their failure counts as they are now, so concurrent deliveries cannot disagree)."""
+    now = timezone.now()
+    errors = [When(id=ref, then=Value(error)) for ref, error in failed.items()]
+    Observer.objects.filter(id__in=list(failed)).update(
+        failures=F("failures") + 1,
+        last_error=Case(*errors),
+        last_failed_at=now,
+        quarantined_at=Case(
+            When(failures__gte=conf.quarantine_after() - 1, quarantined_at__isnull=True, then=Value(now)),
+            default=F("quarantined_at"),
+        ),
+    )
+    return set(Observer.objects.filter(id__in=list(failed), quarantined_at=now).values_list("id", flat=True))
+
+
+def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[uuid.UUID, str]) -> None:
+    for ref, callback, failures, _ in rows:
+        logger.warning(
+            "event=observer_quarantined observer=%s callback=%s var_id=%r failures=%d error=%r",
+            ref,
+            callback,
+            var_id,
+            failures + 1,
+            failed[ref],
+        )
+    Removal.objects.bulk_create(
+        Removal(
+            observer_ref=ref,
+            var_id=var_id,
+            callback=callback,
+            owner_ref=owner_id,
+            reason=Removal.Reason.QUARANTINED,
+            detail=failed[ref],
+        )
+        for ref, callback, _, owner_id in rows
+    )
+
+
+def _send_delivery_events(
+    notification: dict[str, Any],
+    rows: list[tuple[Any, ...]],
+    outcome: calls.BatchOutcome,
+    quarantined: list[tuple[Any, ...]],
+) -> None:
+    var_id = notification["var_id"]
+    callbacks = {ref: callback for ref, callback, _, _ in rows}
+    for ref, error in outcome.failed.items():
+        events.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
+    for ref, callback, _, owner_id in quarantined:
+        events.observer_removed.send(
+            None, ref=ref, var_id=var_id, callback=callback, owner=owner_id, reason="quarantined"
+        )
+    events.callbacks_delivered.send(
+        None,
+        var_id=var_id,
+        ok=outcome.called - len(outcome.failed),
+        failed=len(outcome.failed),
+        latency_s=time.time() - notification["notified_at"],
+    )

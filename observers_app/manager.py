@@ -4,7 +4,6 @@ import json
 import logging
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -12,12 +11,13 @@ from django.utils import timezone
 
 from . import (
     backpressure,
+    calls,
     conf,
     counters,
-    delivery,
+    dispatch,
     events,
-    fanout,
     liveness,
+    owners,
     presence,
     publisher,
     registry,
@@ -26,18 +26,16 @@ from . import (
 from .exceptions import (
     InvalidVariableId,
     NotSerializable,
-    OwnerClosed,
-    OwnerDead,
     PayloadTooLarge,
     TooManyObservers,
     UnknownOwner,
 )
-from .fanout import DISPATCH_TASK
 from .liveness import OwnerHandle
 from .models import VAR_ID_MAX_LENGTH, Observer, Owner, Removal, VariableState
 from .registry import Callback
 from .removals import sweep as sweep  # the public API, implemented with the removals
 from .removals import sweep_dead_observers as sweep_dead_observers
+from .wiring import DISPATCH_TASK
 
 Reason = Removal.Reason
 logger = logging.getLogger(__name__)
@@ -66,7 +64,7 @@ def add_observer(
     owner_id = _owner_id(owner)
     with transaction.atomic():
         if owner_id is not None:
-            _lock_live_owner(owner_id)
+            owners.lock_live_owner(owner_id)
             if Observer.objects.filter(owner_id=owner_id).count() >= conf.max_per_owner():
                 raise TooManyObservers(
                     f"owner {owner_id} already has OBSERVERS_MAX_PER_OWNER={conf.max_per_owner()} observers"
@@ -146,34 +144,8 @@ def open_owner(name: str, *, ttl_s: float = 30.0) -> OwnerHandle:
     """A lease for something shorter-lived than a process; alive while heartbeated within ``ttl_s``."""
     if ttl_s <= 0:
         raise ValueError(f"ttl_s must be positive, not {ttl_s}")
-    owner = create_owner(name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
+    owner = owners.create_owner(name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
     return OwnerHandle(owner.id, name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
-
-
-def create_owner(*, name: str, kind: str, ttl_s: float | None, lock_key: int | None = None) -> Owner:
-    expires_at = timezone.now() + timedelta(seconds=ttl_s) if ttl_s else None
-    host, pid = liveness.host_and_pid()
-    return Owner.objects.create(
-        name=name, kind=kind, host=host, pid=pid, expires_at=expires_at, lock_key=lock_key
-    )
-
-
-def heartbeat_owner(owner_id: uuid.UUID, *, ttl_s: float) -> None:
-    """Extend a live owner's lease by ``ttl_s`` from now; a dead or closed one raises."""
-    now = timezone.now()
-    extended = Owner.objects.filter(id=owner_id, closed_at__isnull=True, expires_at__gt=now).update(
-        expires_at=now + timedelta(seconds=ttl_s)
-    )
-    if not extended:
-        with transaction.atomic():
-            _lock_live_owner(owner_id)  # raises the precise error
-        raise OwnerDead(f"owner {owner_id} cannot be extended")
-
-
-def close_owner(owner_id: uuid.UUID) -> int:
-    """Close an owner and remove its observers at once; returns how many were removed."""
-    Owner.objects.filter(id=owner_id, closed_at__isnull=True).update(closed_at=timezone.now())
-    return removals.remove_in_batches(Observer.objects.filter(owner_id=owner_id), Reason.OWNER_CLOSED)
 
 
 def _owner_id(owner: OwnerHandle | uuid.UUID | str | None) -> uuid.UUID | None:
@@ -185,17 +157,6 @@ def _owner_id(owner: OwnerHandle | uuid.UUID | str | None) -> uuid.UUID | None:
         return uuid.UUID(str(owner))
     except ValueError:
         raise UnknownOwner(f"owner must be an owner handle or an owner id, not {owner!r}") from None
-
-
-def _lock_live_owner(owner_id: uuid.UUID) -> None:
-    """Lock the owner row for this transaction, or say precisely why it cannot own observers."""
-    owner = Owner.objects.select_for_update().filter(id=owner_id).first()
-    if owner is None:
-        raise UnknownOwner(f"no owner {owner_id}; use manager.process_owner() or manager.open_owner()")
-    if owner.closed_at is not None:
-        raise OwnerClosed(f"owner {owner_id} ({owner.name}) was closed; open a new one")
-    if not Owner.objects.alive().filter(id=owner_id).exists():
-        raise OwnerDead(f"owner {owner_id} ({owner.name}) is dead (its lease expired or its process died)")
 
 
 # Notifying
@@ -225,7 +186,7 @@ def notify_observers(
     args_json = _serialize_dispatch_args(args)
     if ordered and presence.has_observers(var_id):
         # Numbered now, in the caller's transaction; a variable nobody observes costs no write.
-        args_json = f"{args_json[:-1]},{fanout.next_seq(var_id)}]"
+        args_json = f"{args_json[:-1]},{dispatch.next_seq(var_id)}]"
     if connection.in_atomic_block:
         transaction.on_commit(lambda: _publish_dispatch(var_id, args_json), robust=True)
     else:
@@ -250,7 +211,7 @@ def _serialize_dispatch_args(args: list[Any]) -> str:
     var_id, old_value, new_value, metadata = args[:4]
     if metadata is not None and not isinstance(metadata, dict):
         raise NotSerializable(f"metadata must be a dict or None, not {type(metadata).__name__}")
-    reserved = delivery.HUB_METADATA_KEYS.intersection(metadata or ())
+    reserved = calls.HUB_METADATA_KEYS.intersection(metadata or ())
     if reserved:
         raise ValueError(f"metadata keys {sorted(reserved)} are reserved for the hub; rename them")
     try:
@@ -278,7 +239,7 @@ def _serialization_error(old_value: Any, new_value: Any, metadata: Any, exc: Exc
 
 
 def get_stats() -> dict[str, int]:
-    """Global figures: counters shared by all processes plus live counts; see README for each key."""
+    """Global figures: counters shared by all processes plus live counts; see docs/how-it-works.md for each key."""
     stats, uptime_ms = counters.read()
     stats["active_observers"] = total_observers()
     stats["monitored_processes"] = Owner.objects.alive().count()

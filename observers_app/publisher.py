@@ -90,7 +90,6 @@ def _reset_after_fork() -> None:
     _outbox = _Outbox()
 
 
-
 def _producer() -> Producer:
     if _state.producer is None:
         connection = current_app.connection_for_write()

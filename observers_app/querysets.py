@@ -1,4 +1,4 @@
-"""Chainable reads of owners and observers, and glob matching of variable names."""
+"""Chainable reads of owners and observers, and the dispatch's reads compiled once."""
 
 import functools
 import uuid
@@ -6,9 +6,11 @@ from typing import Any
 
 from django.apps import apps
 from django.db import connections, models
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.db.models.functions import Now
+
+from .db import as_uuid, prepared_row, prepared_rows
+from .globs import glob_matches, globs_among
 
 # What delivering needs of each observer row.
 DELIVERY_ROW = ("id", "callback", "failures", "owner_id")
@@ -97,7 +99,7 @@ class ObserverQuerySet(models.QuerySet):
         connection = connections[self.db]
         table = connection.ops.quote_name(self.model._meta.db_table)
         if connection.vendor == "postgresql":
-            exact, globs = _prepared_row(
+            exact, globs = prepared_row(
                 connection,
                 f"SELECT EXISTS(SELECT 1 FROM {table} WHERE var_id = %s AND NOT is_glob), "  # noqa: S608
                 f"ARRAY(SELECT DISTINCT var_id FROM {table} WHERE is_glob)",
@@ -112,28 +114,6 @@ class ObserverQuerySet(models.QuerySet):
                 [var_id],
             )
             return any(not is_glob or glob_matches(name, var_id) for name, is_glob in cursor.fetchall())
-
-
-def _prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:
-    """One row from a statement PostgreSQL plans once per connection."""
-    rows = prepared_rows(connection, sql, params)
-    assert rows
-    return rows[0]
-
-
-def prepared_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """The rows of ``sql``: on PostgreSQL a statement planned once per connection (psycopg
-    server-side binding), elsewhere Django's cursor. Skips the ORM: for the hot paths only."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
-    import psycopg
-
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
 
 # Stands for the variable name in a query compiled once; no variable name holds a NUL.
@@ -165,33 +145,3 @@ def _run_compiled(
 ) -> list[tuple[Any, ...]]:
     sql, params = statement
     return prepared_rows(connections[queryset.db], sql, [var_id if p == _PLACEHOLDER else p for p in params])
-
-
-def as_uuid(value: Any) -> uuid.UUID | None:
-    """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
-    (its string); None stays None."""
-    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
-
-
-def globs_among(patterns: list[str], var_id: str) -> list[str]:
-    """The patterns of ``patterns`` that match ``var_id``."""
-    return [pattern for pattern in patterns if glob_matches(pattern, var_id)]
-
-
-def glob_matches(pattern: str, var_id: str) -> bool:
-    """``*`` matches any run of characters (``:`` and newlines included); every other character only
-    itself. Linear time: the first and last parts anchor the ends, the middle ones are found in order
-    (a regex would backtrack exponentially on patterns like ``a*a*a*a*b``)."""
-    parts = pattern.split("*")
-    if len(parts) == 1:
-        return pattern == var_id
-    first, *middle, last = parts
-    if len(var_id) < len(first) + len(last) or not var_id.startswith(first) or not var_id.endswith(last):
-        return False
-    position, end = len(first), len(var_id) - len(last)
-    for part in middle:
-        found = var_id.find(part, position, end)
-        if found < 0:
-            return False
-        position = found + len(part)
-    return True

@@ -49,7 +49,7 @@ def test_observers_sweep_prints_what_it_removed():
 
 
 def test_sweeps_quarantines_and_callback_errors_write_structured_log_lines(caplog, settings):
-    from observers_app import fanout
+    from observers_app import delivery
 
     caplog.set_level(logging.INFO, logger="observers_app")
     manager.sweep_dead_observers()
@@ -64,7 +64,7 @@ def test_sweeps_quarantines_and_callback_errors_write_structured_log_lines(caplo
         "seq": 1,
         "notified_at": 0.0,
     }
-    fanout.deliver(notification, after=None, upto=failing, globs=[])
+    delivery.deliver(notification, after=None, upto=failing, globs=[])
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("event=sweep removed=0 ") for line in lines)
     assert any(line.startswith(f"event=callback_failed observer={failing} ") for line in lines)

@@ -3,8 +3,8 @@
 import pytest
 
 from observers_app import manager
+from observers_app.globs import glob_matches
 from observers_app.models import Observer
-from observers_app.querysets import glob_matches
 from tests.conftest import wait_for
 from tests.factories import unique_var
 from tests.testapp.callbacks import record

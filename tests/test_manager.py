@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from observers_app import fanout, manager
+from observers_app import delivery, manager
 from observers_app.exceptions import InvalidVariableId, NotSerializable, PayloadTooLarge, UnknownCallback
 from observers_app.models import Observer, VariableState
 from tests.conftest import wait_for
@@ -229,7 +229,7 @@ def test_observer_removed_before_its_batch_runs_is_not_called():
         "seq": 1,
         "notified_at": 0.0,
     }
-    fanout.deliver(json.loads(json.dumps(notification)), after=None, upto=max(kept, removed), globs=[])
+    delivery.deliver(json.loads(json.dumps(notification)), after=None, upto=max(kept, removed), globs=[])
     assert [c.observer_ref for c in received(var)] == [kept]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections, transaction
 
-from observers_app import events, fanout, manager, tasks
+from observers_app import dispatch, events, manager, tasks
 from observers_app.batching import DONE
 from observers_app.models import VariableState
 from tests.factories import unique_var
@@ -53,11 +53,11 @@ def test_numbering_a_batch_never_deadlocks_a_caller_numbering_in_its_transaction
     def caller() -> None:  # an ordered=True caller that numbers `second`, then `first`, in one transaction
         try:
             with transaction.atomic():
-                fanout.next_seq(second)
+                dispatch.next_seq(second)
                 holding_second.set()
                 batch_started.wait(5)
                 time.sleep(0.3)  # the batch now holds `first` (row order) and waits for `second`
-                fanout.next_seq(first)
+                dispatch.next_seq(first)
         except BaseException as exc:
             caller_errors.append(exc)
         finally:
@@ -68,7 +68,7 @@ def test_numbering_a_batch_never_deadlocks_a_caller_numbering_in_its_transaction
     assert holding_second.wait(5)
     batch = [{"var_id": var, "seq": None} for var in (first, second, first)]
     batch_started.set()
-    fanout._number(batch)
+    dispatch._number(batch)
     thread.join(10)
 
     assert caller_errors == []  # without the lock wait limit one of the two is a deadlock victim

@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from observers_app.delivery import call_observers
+from observers_app.calls import call_observers
 from observers_app.registry import observer_callback
 
 calls: list[tuple[str, dict]] = []

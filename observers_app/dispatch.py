@@ -1,33 +1,27 @@
-"""The worker's side of a notification: number it, page its observers, call them, record the outcome."""
+"""Dispatch: number a batch of notifications, page each one's observers, deliver its first page here."""
 
 import json
 import logging
-import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Case, F, Value, When
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import coalescing as coalescing_module
 from . import conf, counters, delivery, events, publisher
-from .models import Observer, Removal, VariableState
-from .querysets import DELIVERY_ROW, ObserverQuerySet, as_uuid, globs_among, prepared_rows
+from .db import DATABASE_ERRORS, prepared_rows, upsert_add
+from .globs import globs_among
+from .models import Observer, VariableState
+from .querysets import DELIVERY_ROW
+from .wiring import DELIVER_TASK
 
 logger = logging.getLogger(__name__)
 
-# The database went away (a disconnect, a restart): retried or redelivered, never a notification's
-# own failure.
-DATABASE_ERRORS = (OperationalError, InterfaceError)
 # How long a batch's numbering waits for a row lock before numbering row by row (see _number).
 LOCK_WAIT = "50ms"
 LOCK_NOT_AVAILABLE = "55P03"
-
-DISPATCH_TASK = "observers.dispatch"
-DELIVER_TASK = "observers.deliver"
 
 
 def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
@@ -77,7 +71,7 @@ def _fan_out_one(
     # With no glob matching (the common case), a statement compiled once reads it.
     if globs:
         first_page = list(
-            _reached(var_id, globs).order_by("id").values_list(*DELIVERY_ROW, "coalesce")[:size]
+            delivery.reached(var_id, globs).order_by("id").values_list(*DELIVERY_ROW, "coalesce")[:size]
         )
     else:
         first_page = Observer.objects.first_delivery_page(var_id, limit=size)
@@ -87,14 +81,14 @@ def _fan_out_one(
     ordered_rows = [row[:-1] for row in first_page if not row[-1]]
     full = len(first_page) == size
     coalescing = any(row[-1] for row in first_page) or (
-        full and _reached(var_id, globs).filter(coalesce=True).exists()
+        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
     )
     fanout = len(first_page)
     if full:
         after = first_page[-1][0]
         notification_json = json.dumps(notification, separators=(",", ":"))
         globs_json = json.dumps(globs)
-        ordered = _reached(var_id, globs).filter(coalesce=False)
+        ordered = delivery.reached(var_id, globs).filter(coalesce=False)
         while page := ordered.page_ids(after=after, limit=size):
             publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
             after, fanout = page[-1], fanout + len(page)
@@ -105,100 +99,7 @@ def _fan_out_one(
         seq=notification["seq"],
         fanout=fanout,
     )
-    return coalescing, _call_and_record(notification, ordered_rows, dispatched=True)
-
-
-def _reached(var_id: str, globs: list[str]) -> ObserverQuerySet:
-    return Observer.objects.live().matching(var_id, globs)
-
-
-def deliver(
-    notification: dict[str, Any],
-    *,
-    after: uuid.UUID | str | None,
-    upto: uuid.UUID | str,
-    globs: list[str],
-    dispatched: bool = False,
-    coalesce: bool = False,
-) -> None:
-    """Call the live observers of one page (the coalescing ones or the others), then record the
-    outcome in one batch of writes (counting the notification too when ``dispatched``)."""
-    rows = list(
-        _reached(notification["var_id"], globs)
-        .filter(coalesce=coalesce)
-        .in_page(after=as_uuid(after), upto=as_uuid(upto))
-        .values_list(*DELIVERY_ROW)
-    )
-    counters.increment(_call_and_record(notification, rows, dispatched=dispatched))
-
-
-def _call_and_record(
-    notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool
-) -> dict[str, int]:
-    """Call the rows' observers and record failures, recoveries and quarantines; returns the
-    counters to add (the caller adds them, once per batch)."""
-    outcome = delivery.call_observers(
-        [(ref, callback, failures) for ref, callback, failures, _ in rows],
-        notification,
-        time_limit=conf.callback_time_limit(),
-    )
-    quarantined: list[tuple[Any, ...]] = []
-    with transaction.atomic():
-        if outcome.failed:
-            newly = _record_failures(outcome.failed)
-            quarantined = [row for row in rows if row[0] in newly]
-        if quarantined:
-            _record_quarantines(notification["var_id"], quarantined, outcome.failed)
-        if outcome.recovered:
-            Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
-    if rows:
-        _send_delivery_events(notification, rows, outcome, quarantined)
-    return {
-        "notifications_dispatched": int(dispatched),
-        "notifications_sent": outcome.called,
-        "notifications_failed": len(outcome.failed),
-        "removed_quarantined": len(quarantined),
-    }
-
-
-def _record_failures(failed: dict[uuid.UUID, str]) -> set[uuid.UUID]:
-    """Count the failures; returns the observers this update quarantined (decided by the database,
-    from their failure counts as they are now, so concurrent deliveries cannot disagree)."""
-    now = timezone.now()
-    errors = [When(id=ref, then=Value(error)) for ref, error in failed.items()]
-    Observer.objects.filter(id__in=list(failed)).update(
-        failures=F("failures") + 1,
-        last_error=Case(*errors),
-        last_failed_at=now,
-        quarantined_at=Case(
-            When(failures__gte=conf.quarantine_after() - 1, quarantined_at__isnull=True, then=Value(now)),
-            default=F("quarantined_at"),
-        ),
-    )
-    return set(Observer.objects.filter(id__in=list(failed), quarantined_at=now).values_list("id", flat=True))
-
-
-def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[uuid.UUID, str]) -> None:
-    for ref, callback, failures, _ in rows:
-        logger.warning(
-            "event=observer_quarantined observer=%s callback=%s var_id=%r failures=%d error=%r",
-            ref,
-            callback,
-            var_id,
-            failures + 1,
-            failed[ref],
-        )
-    Removal.objects.bulk_create(
-        Removal(
-            observer_ref=ref,
-            var_id=var_id,
-            callback=callback,
-            owner_ref=owner_id,
-            reason=Removal.Reason.QUARANTINED,
-            detail=failed[ref],
-        )
-        for ref, callback, _, owner_id in rows
-    )
+    return coalescing, delivery.call_and_record(notification, ordered_rows, dispatched=True)
 
 
 def next_seq(var_id: str) -> int:
@@ -243,7 +144,7 @@ def _advance_seqs(counts: dict[str, int]) -> dict[str, int]:
     """Advance each variable's sequence number by its count in one statement (rows in name order);
     returns each one's new (highest) number."""
     now = timezone.now()
-    sql, params = counters.upsert_add(
+    sql, params = upsert_add(
         VariableState._meta.db_table,
         ("var_id",),
         "seq",
@@ -253,26 +154,3 @@ def _advance_seqs(counts: dict[str, int]) -> dict[str, int]:
         returning=("var_id", "seq"),
     )
     return {var_id: int(seq) for var_id, seq in prepared_rows(connection, sql, params)}
-
-
-def _send_delivery_events(
-    notification: dict[str, Any],
-    rows: list[tuple[Any, ...]],
-    outcome: delivery.BatchOutcome,
-    quarantined: list[tuple[Any, ...]],
-) -> None:
-    var_id = notification["var_id"]
-    callbacks = {ref: callback for ref, callback, _, _ in rows}
-    for ref, error in outcome.failed.items():
-        events.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
-    for ref, callback, _, owner_id in quarantined:
-        events.observer_removed.send(
-            None, ref=ref, var_id=var_id, callback=callback, owner=owner_id, reason="quarantined"
-        )
-    events.callbacks_delivered.send(
-        None,
-        var_id=var_id,
-        ok=outcome.called - len(outcome.failed),
-        failed=len(outcome.failed),
-        latency_s=time.time() - notification["notified_at"],
-    )

@@ -1,0 +1,68 @@
+"""Database plumbing: statements planned once, additive upserts, raw UUIDs, and the errors that mean retry."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db import InterfaceError, OperationalError, connection
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+# The database went away (a disconnect, a restart): retried or redelivered, never a notification's
+# own failure.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:
+    """One row from a statement PostgreSQL plans once per connection."""
+    rows = prepared_rows(connection, sql, params)
+    assert rows
+    return rows[0]
+
+
+def prepared_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql``: on PostgreSQL a statement planned once per connection (psycopg
+    server-side binding), elsewhere Django's cursor. Skips the ORM: for the hot paths only."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+def upsert_add(
+    table: str,
+    keys: tuple[str, ...],
+    column: str,
+    rows: list[tuple[Any, ...]],
+    *extra: str,
+    refreshed: tuple[str, ...] = (),
+    returning: tuple[str, ...] = (),
+) -> tuple[str, list[Any]]:
+    """The statement that INSERTs the rows (``keys``, ``column``, then ``extra`` columns), or adds
+    their ``column`` value to the existing row with the same keys, also setting the ``refreshed``
+    extra columns to the new row's; it returns the ``returning`` columns of each row."""
+    names = [*keys, column, *extra]
+    rows = sorted(rows, key=lambda row: tuple(str(value) for value in row[: len(keys)]))  # one lock order
+    quote = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [adapt(value) if isinstance(value, datetime) else value for row in rows for value in row]
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(rows))
+    updates = [f"{quote(column)} = {quote(table)}.{quote(column)} + excluded.{quote(column)}"]
+    updates += [f"{quote(name)} = excluded.{quote(name)}" for name in refreshed]
+    returned = f" RETURNING {', '.join(map(quote, returning))}" if returning else ""
+    return (
+        f"INSERT INTO {quote(table)} ({', '.join(map(quote, names))}) VALUES {placeholders} "  # noqa: S608
+        f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {', '.join(updates)}{returned}",
+        params,
+    )
+
+
+def as_uuid(value: Any) -> uuid.UUID | None:
+    """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
+    (its string); None stays None."""
+    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
