@@ -10,7 +10,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import coalescing as coalescing_module
-from . import conf, counters, delivery, events, publisher, validation
+from . import conf, counters, delivery, events, payloads, publisher, validation
 from .db import DATABASE_ERRORS, prepared_rows, upsert_add
 from .globs import globs_among
 from .models import Observer, VariableState
@@ -85,13 +85,15 @@ def _fan_out_one(
     )
     fanout = len(first_page)
     if full:
-        after = first_page[-1][0]
-        notification_json = json.dumps(notification, separators=(",", ":"))
+        after, pages = first_page[-1][0], 0
+        # Stored once: each page's message carries its reference, not a copy of the values.
+        payload_id = payloads.store(notification)
         globs_json = json.dumps(globs)
         ordered = delivery.reached(var_id, globs).filter(coalesce=False)
         while page := ordered.page_ids(after=after, limit=size):
-            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
-            after, fanout = page[-1], fanout + len(page)
+            publisher.publish_task(DELIVER_TASK, f'["{payload_id}","{after}","{page[-1]}",{globs_json}]')
+            after, fanout, pages = page[-1], fanout + len(page), pages + 1
+        payloads.all_sent(payload_id, pages)
     events.notification_dispatched.send(
         None,
         var_id=var_id,

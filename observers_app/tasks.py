@@ -8,7 +8,7 @@ from typing import Any
 from celery import shared_task
 from django.db import close_old_connections
 
-from . import delivery, manager, validation, wiring
+from . import delivery, manager, payloads, validation, wiring
 from .batching import DONE, RETRY, BatchedTask
 from .db import DATABASE_ERRORS
 from .dispatch import fan_out
@@ -68,8 +68,13 @@ def _parse(args: Any) -> dict[str, Any] | str:
 
 
 @hub_task(name=wiring.DELIVER_TASK)
-def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
-    delivery.deliver(notification, after=after, upto=upto, globs=globs)
+def deliver(notification: str | dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
+    """One page of a fan-out: its message carries the stored notification's reference (or, sent by
+    an earlier version, the notification itself)."""
+    if isinstance(notification, str):
+        payloads.deliver_page(notification, after=after, upto=upto, globs=globs)
+    else:
+        delivery.deliver(notification, after=after, upto=upto, globs=globs)
 
 
 @shared_task(name=wiring.SWEEP_TASK, ignore_result=True)

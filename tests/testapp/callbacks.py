@@ -49,12 +49,17 @@ def explode_nul(var_id: str, old_value: Any, new_value: Any, metadata: dict[str,
 
 @observer_callback(name="tests.record_json")
 def record_json(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
-    """Records the values' exact JSON (a jsonb column would turn 1.0 into 1), and the metadata."""
+    """Records the values' and the metadata's exact JSON (a jsonb column would read 1e16 back as an
+    int), and the hub's keys to find them by."""
     Received.objects.create(
         observer_ref=metadata["observer_ref"],
         var_id=var_id,
         old_value=json.dumps(old_value, sort_keys=True),
         new_value=json.dumps(new_value, sort_keys=True),
-        metadata=metadata,
+        metadata={
+            "notification_id": metadata["notification_id"],
+            "version": metadata.get("version"),
+            "json": json.dumps(metadata, sort_keys=True),
+        },
         pid=os.getpid(),
     )
