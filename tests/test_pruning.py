@@ -48,8 +48,9 @@ def test_idle_coalescing_mailboxes_without_coalescing_observers_are_pruned():
     manager.add_observer(f"{globbed[:4]}*", record, glob=True, coalesce=True)
     Latest.objects.create(var_id=observed, delivered_seq=4, has_delivered=True)
     Latest.objects.create(var_id=globbed, delivered_seq=4, has_delivered=True)
-    Latest.objects.create(var_id=waiting, pending={"seq": 9})
-    Latest.objects.create(var_id=leased, lease_until=timezone.now() + timedelta(minutes=1), lease_holder="x")
+    in_a_minute = timezone.now() + timedelta(minutes=1)  # a live worker is delivering it
+    Latest.objects.create(var_id=waiting, pending={"seq": 9}, lease_until=in_a_minute, lease_holder="y")
+    Latest.objects.create(var_id=leased, lease_until=in_a_minute, lease_holder="x")
     for n in range(20):
         Latest.objects.create(var_id=f"{orphan}:{n}", delivered_seq=2, has_delivered=True)
 
