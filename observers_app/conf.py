@@ -1,8 +1,10 @@
 """The app's settings, each with its default; read them through these functions."""
 
+from typing import Any
+
 from django.conf import settings
 
-DEFAULTS: dict[str, bool | float | int | str] = {
+DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # The hub's dispatch queue; its deliver and shed queues are "<name>.deliver" and "<name>.shed".
     "OBSERVERS_QUEUE": "observers",
     # Notifications the dispatch queue holds; past that the oldest are dropped into the shed queue,
@@ -39,13 +41,17 @@ DEFAULTS: dict[str, bool | float | int | str] = {
     "OBSERVERS_SWEEP_BATCH_SIZE": 1000,
     # Lease of a process owner where no PostgreSQL lock can keep it (SQLite): heartbeats every third of it.
     "OBSERVERS_PROCESS_TTL": 3.0,
+    # Who may read /metrics: requests bearing "Authorization: Bearer <token>" (when one is set), or
+    # coming from one of these addresses.
+    "OBSERVERS_METRICS_TOKEN": "",
+    "OBSERVERS_METRICS_ALLOWED_IPS": ["127.0.0.1", "::1"],
     # Caps: add_observer raises TooManyObservers past these.
     "OBSERVERS_MAX_PER_VARIABLE": 100_000,
     "OBSERVERS_MAX_PER_OWNER": 10_000,
 }
 
 
-def _get(name: str) -> bool | float | int | str:
+def _get(name: str) -> Any:
     return getattr(settings, name, DEFAULTS[name])
 
 
@@ -123,3 +129,11 @@ def outbox_max_bytes() -> int:
 
 def payload_retention_days() -> float:
     return float(_get("OBSERVERS_PAYLOAD_RETENTION_DAYS"))
+
+
+def metrics_token() -> str:
+    return str(_get("OBSERVERS_METRICS_TOKEN"))
+
+
+def metrics_allowed_ips() -> list[str]:
+    return list(_get("OBSERVERS_METRICS_ALLOWED_IPS"))
