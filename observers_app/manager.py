@@ -180,7 +180,9 @@ def notify_observers(
     """Fan a change of ``var_id`` out to its observers; returns the notification id, or None.
 
     Returns at once: it leaves at most one message for this process's publishing thread (none
-    when the value did not change or the variable has no observer) and never waits on the broker.
+    when the value did not change, meaning its JSON did not: ``1 -> True`` is a change, or the
+    variable has no observer) and never waits on the broker. Values and metadata the hub would
+    alter or the database could not store are refused with a hub error (see ``validation``).
     Inside ``transaction.atomic()`` that happens on commit, never on rollback. ``ordered=True``
     numbers the notification (``seq``) now, in the caller's transaction, so that numbers follow
     commit order; it costs the caller one write.
