@@ -88,10 +88,14 @@ def _fan_out_one(
         after, pages = first_page[-1][0], 0
         # Stored once: each page's message carries its reference, not a copy of the values.
         payload_id = payloads.store(notification)
+        # The notification id too: Flower and the logs show which notification a page belongs to.
+        reference = json.dumps(
+            {"payload": str(payload_id), "notification_id": notification["notification_id"]}
+        )
         globs_json = json.dumps(globs)
         ordered = delivery.reached(var_id, globs).filter(coalesce=False)
         while page := ordered.page_ids(after=after, limit=size):
-            publisher.publish_task(DELIVER_TASK, f'["{payload_id}","{after}","{page[-1]}",{globs_json}]')
+            publisher.publish_task(DELIVER_TASK, f'[{reference},"{after}","{page[-1]}",{globs_json}]')
             after, fanout, pages = page[-1], fanout + len(page), pages + 1
         payloads.all_sent(payload_id, pages)
     events.notification_dispatched.send(

@@ -68,11 +68,11 @@ def _parse(args: Any) -> dict[str, Any] | str:
 
 
 @hub_task(name=wiring.DELIVER_TASK)
-def deliver(notification: str | dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
-    """One page of a fan-out: its message carries the stored notification's reference (or, sent by
-    an earlier version, the notification itself)."""
-    if isinstance(notification, str):
-        payloads.deliver_page(notification, after=after, upto=upto, globs=globs)
+def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
+    """One page of a fan-out: its message carries a reference to the stored notification
+    (``{"payload": id, "notification_id": ...}``), or, sent by an earlier version, the notification."""
+    if "payload" in notification:
+        payloads.deliver_page(notification["payload"], after=after, upto=upto, globs=globs)
     else:
         delivery.deliver(notification, after=after, upto=upto, globs=globs)
 

@@ -32,6 +32,8 @@ _ESCAPE = re.compile(
     r"\\(?:ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|u(0000|d[89a-f][0-9a-f]{2})|u[0-9a-f]{4}|.)"
 )
 _CONTAINERS = (dict, list, tuple)
+_STR = {str}
+_SCALARS = {str, int, float, bool, type(None)}
 
 
 def check_name(
@@ -107,7 +109,9 @@ def value_json(what: str, value: Any) -> str:
 
 def _check_shape(what: str, value: Any) -> None:
     """Refuse nesting deeper than MAX_DEPTH (iteratively: a recursive check would overflow on what
-    it refuses) and dict keys that are not strings (JSON turns ``1`` into ``"1"``, which can collide)."""
+    it refuses) and dict keys that are not strings (JSON turns ``1`` into ``"1"``, which can collide).
+    The types of a container's items are gathered in C (``set(map(type, ...))``): only containers
+    holding containers cost a Python loop over their items."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -116,17 +120,20 @@ def _check_shape(what: str, value: Any) -> None:
                 f"{what} is nested more than {MAX_DEPTH} levels deep; flatten it or send a reference to it"
             )
         if isinstance(item, dict):
-            for key in item:
-                if not isinstance(key, str):
-                    raise NotSerializable(
-                        f"{what} has the key {key!r:.40} of type {type(key).__name__}; JSON keys are "
-                        f"strings (it would arrive as {str(key)!r:.40}, and may collide with another key): "
-                        "use string keys"
-                    )
+            key_kinds = set(map(type, item))
+            if key_kinds != _STR and not all(issubclass(kind, str) for kind in key_kinds):
+                key = next(key for key in item if not isinstance(key, str))
+                raise NotSerializable(
+                    f"{what} has the key {key!r:.40} of type {type(key).__name__}; JSON keys are "
+                    f"strings (it would arrive as {str(key)!r:.40}, and may collide with another key): "
+                    "use string keys"
+                )
             children = item.values()
         else:
             children = item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
+        kinds = set(map(type, children))
+        if not kinds <= _SCALARS and any(issubclass(kind, _CONTAINERS) for kind in kinds):
+            stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
 
 
 def _check_storable(what: str, text: str) -> None:

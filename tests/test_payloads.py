@@ -39,11 +39,14 @@ def test_deliver_pages_carry_a_reference_of_bounded_size_not_the_value(monkeypat
         "observers_app.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
     )
 
-    list(dispatch.fan_out([notification(var)]))
+    sent_notification = notification(var)
+    list(dispatch.fan_out([sent_notification]))
 
     assert len(sent) == 3  # 1,000 observers: the first page here, three deliver pages
-    assert all(len(message) < 200 for message in sent), [len(message) for message in sent]
-    stored = Payload.objects.get(id=json.loads(sent[0])[0])
+    assert all(len(message) < 250 for message in sent), [len(message) for message in sent]
+    reference = json.loads(sent[0])[0]
+    assert reference["notification_id"] == sent_notification["notification_id"]
+    stored = Payload.objects.get(id=reference["payload"])
     assert json.loads(stored.notification)["new_value"] == BIG and stored.pages == 3
 
 
