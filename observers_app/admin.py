@@ -9,17 +9,19 @@ from functools import cached_property
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import BooleanField, Case, OuterRef, Q, QuerySet, Subquery, Value, When
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import counters, manager, registry
+from . import counters, manager, registry, validation
+from .exceptions import InvalidName
 from .models import Observer, Owner, StatBucket, VariableState
 
 COUNT_CAP = 10_000
@@ -44,9 +46,11 @@ class CappedCountPaginator(Paginator):
 
 
 def _inspect_link(var_id: str) -> str:
-    return format_html(
-        '<a href="{}">{}</a>', reverse("admin:observers_inspect", kwargs={"var_id": var_id}), var_id
-    )
+    try:
+        url = reverse("admin:observers_inspect", kwargs={"var_id": var_id})
+    except NoReverseMatch:  # a name stored before names were checked (a newline): shown, not linked
+        return format_html("{}", repr(var_id))
+    return format_html('<a href="{}">{}</a>', url, var_id)
 
 
 class AliveFilter(admin.SimpleListFilter):
@@ -100,6 +104,10 @@ class PrefixSearchMixin:
         term = search_term.strip()
         if not term:
             return queryset, False
+        try:
+            validation.check_name(term, what="search term")
+        except InvalidName:  # no name holds it (a NUL would even be refused by PostgreSQL)
+            return queryset.none(), False
         if term.endswith("*"):
             return queryset.filter(**{f"{self.search_column}__startswith": term[:-1]}), False
         return queryset.filter(**{self.search_column: term}), False
@@ -176,7 +184,7 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
         notified = observer.variable_last_notified
         return notified if notified and notified >= observer.created_at else "-"
 
-    @admin.action(description="Remove selected observers", permissions=["change"])
+    @admin.action(description="Remove selected observers", permissions=["remove"])
     def remove_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
         removed = sum(
             manager.remove_observer(var_id, ref) for ref, var_id in queryset.values_list("id", "var_id")
@@ -210,6 +218,10 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_remove_permission(self, request: HttpRequest) -> bool:
+        """Removing (through the manager, not the delete view) needs the model's delete permission."""
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('delete', self.opts)}")
+
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view
         return [
@@ -237,10 +249,14 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
     def inspect_view(self, request: HttpRequest, var_id: str) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
+        try:
+            inspect = manager.inspect_variable(var_id, limit=500)
+        except InvalidName as exc:  # no variable can have this name: nothing to show
+            raise Http404(str(exc)) from None
         context = {
             **self.admin_site.each_context(request),
             "title": f"Variable {var_id}",
-            "inspect": manager.inspect_variable(var_id, limit=500),
+            "inspect": inspect,
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/observers_app/inspect.html", context)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from . import registry
+from . import registry, validation
 from .exceptions import CallbackTimeout
 
 logger = logging.getLogger(__name__)
@@ -113,14 +113,16 @@ def call_observers(
                 )
                 outcome.failed[ref] = error
             except Exception as exc:
+                # Cleaned and bounded: the text is written to the observer's row.
+                error = validation.storable_text(f"{type(exc).__name__}: {exc}")
                 logger.exception(
                     "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
                     ref,
                     callback_name,
                     var_id,
-                    f"{type(exc).__name__}: {exc}",
+                    error,
                 )
-                outcome.failed[ref] = f"{type(exc).__name__}: {exc}"
+                outcome.failed[ref] = error
             else:
                 if failures:
                     outcome.recovered.append(ref)

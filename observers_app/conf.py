@@ -1,8 +1,10 @@
 """The app's settings, each with its default; read them through these functions."""
 
+from typing import Any
+
 from django.conf import settings
 
-DEFAULTS: dict[str, bool | float | int | str] = {
+DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # The hub's dispatch queue; its deliver and shed queues are "<name>.deliver" and "<name>.shed".
     "OBSERVERS_QUEUE": "observers",
     # Notifications the dispatch queue holds; past that the oldest are dropped into the shed queue,
@@ -18,24 +20,38 @@ DEFAULTS: dict[str, bool | float | int | str] = {
     "OBSERVERS_CALLBACK_TIME_LIMIT": 10.0,
     # Largest JSON form of (var_id, old, new, metadata) that notify_observers accepts.
     "OBSERVERS_MAX_PAYLOAD_BYTES": 256 * 1024,
+    # Bytes of messages a process's outbox holds while the broker is unreachable (beside its 100,000
+    # messages); past it the oldest are dropped and counted as shed.
+    "OBSERVERS_OUTBOX_MAX_BYTES": 64 * 1024 * 1024,
     # Seconds a process may keep believing a variable has observers without asking the database: a stale
     # "yes" only costs a message the worker finds empty (after another process removed the last observer).
     "OBSERVERS_PRESENCE_TTL": 120.0,
     # Failed calls in a row after which a durable observer is quarantined (not called).
     "OBSERVERS_QUARANTINE_AFTER": 5,
-    # Days the sweep keeps removal records (the answer to "where did my observer go?").
+    # Days the sweep keeps removal records (the answer to "where did my observer go?"), and the most it keeps.
     "OBSERVERS_REMOVAL_RETENTION_DAYS": 7,
+    "OBSERVERS_REMOVAL_MAX_ROWS": 100_000,
+    # Days the sweep keeps the state (seq) of a variable nobody observes since its last notification.
+    "OBSERVERS_STATE_RETENTION_DAYS": 1,
+    # Days the sweep keeps a deleted session variable's row (which holds its version).
+    "OBSERVERS_TOMBSTONE_RETENTION_DAYS": 7,
+    # Days a large fan-out's stored notification may wait for its deliver pages before the sweep prunes it.
+    "OBSERVERS_PAYLOAD_RETENTION_DAYS": 1,
     # Rows the sweep and owner closes delete per transaction.
     "OBSERVERS_SWEEP_BATCH_SIZE": 1000,
     # Lease of a process owner where no PostgreSQL lock can keep it (SQLite): heartbeats every third of it.
     "OBSERVERS_PROCESS_TTL": 3.0,
+    # Who may read /metrics: requests bearing "Authorization: Bearer <token>" (when one is set), or
+    # coming from one of these addresses.
+    "OBSERVERS_METRICS_TOKEN": "",
+    "OBSERVERS_METRICS_ALLOWED_IPS": ["127.0.0.1", "::1"],
     # Caps: add_observer raises TooManyObservers past these.
     "OBSERVERS_MAX_PER_VARIABLE": 100_000,
     "OBSERVERS_MAX_PER_OWNER": 10_000,
 }
 
 
-def _get(name: str) -> bool | float | int | str:
+def _get(name: str) -> Any:
     return getattr(settings, name, DEFAULTS[name])
 
 
@@ -93,3 +109,31 @@ def max_per_owner() -> int:
 
 def removal_retention_days() -> float:
     return float(_get("OBSERVERS_REMOVAL_RETENTION_DAYS"))
+
+
+def removal_max_rows() -> int:
+    return int(_get("OBSERVERS_REMOVAL_MAX_ROWS"))
+
+
+def state_retention_days() -> float:
+    return float(_get("OBSERVERS_STATE_RETENTION_DAYS"))
+
+
+def tombstone_retention_days() -> float:
+    return float(_get("OBSERVERS_TOMBSTONE_RETENTION_DAYS"))
+
+
+def outbox_max_bytes() -> int:
+    return int(_get("OBSERVERS_OUTBOX_MAX_BYTES"))
+
+
+def payload_retention_days() -> float:
+    return float(_get("OBSERVERS_PAYLOAD_RETENTION_DAYS"))
+
+
+def metrics_token() -> str:
+    return str(_get("OBSERVERS_METRICS_TOKEN"))
+
+
+def metrics_allowed_ips() -> list[str]:
+    return list(_get("OBSERVERS_METRICS_ALLOWED_IPS"))

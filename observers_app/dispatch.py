@@ -10,7 +10,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import coalescing as coalescing_module
-from . import conf, counters, delivery, events, publisher
+from . import conf, counters, delivery, events, payloads, publisher, validation
 from .db import DATABASE_ERRORS, prepared_rows, upsert_add
 from .globs import globs_among
 from .models import Observer, VariableState
@@ -40,15 +40,15 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
         for notification in notifications:
             try:
                 coalescing, one_counts = _fan_out_one(notification, patterns, size=size)
+                counts.update(one_counts)  # its callbacks ran: counted even if offering it fails
+                if coalescing and (token := coalescing_module.offer(notification)):
+                    leased[notification["var_id"]] = token
             except DATABASE_ERRORS:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # this notification's own failure (a value the table refuses)
                 logger.exception("event=dispatch_failed var_id=%r", notification["var_id"])
-                yield f"{type(exc).__name__}: {exc}"
+                yield validation.storable_text(f"{type(exc).__name__}: {exc}")
                 continue
-            counts.update(one_counts)
-            if coalescing and (token := coalescing_module.offer(notification)):
-                leased[notification["var_id"]] = token
             yield None
         counters.increment(counts)
         # After the whole batch is offered: the batch's own notifications of a variable collapse too.
@@ -85,13 +85,19 @@ def _fan_out_one(
     )
     fanout = len(first_page)
     if full:
-        after = first_page[-1][0]
-        notification_json = json.dumps(notification, separators=(",", ":"))
+        after, pages = first_page[-1][0], 0
+        # Stored once: each page's message carries its reference, not a copy of the values.
+        payload_id = payloads.store(notification)
+        # The notification id too: Flower and the logs show which notification a page belongs to.
+        reference = json.dumps(
+            {"payload": str(payload_id), "notification_id": notification["notification_id"]}
+        )
         globs_json = json.dumps(globs)
         ordered = delivery.reached(var_id, globs).filter(coalesce=False)
         while page := ordered.page_ids(after=after, limit=size):
-            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
-            after, fanout = page[-1], fanout + len(page)
+            publisher.publish_task(DELIVER_TASK, f'[{reference},"{after}","{page[-1]}",{globs_json}]')
+            after, fanout, pages = page[-1], fanout + len(page), pages + 1
+        payloads.all_sent(payload_id, pages)
     events.notification_dispatched.send(
         None,
         var_id=var_id,

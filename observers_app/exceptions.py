@@ -9,8 +9,12 @@ class UnknownCallback(ObserversError, ValueError):
     """A callback that is neither a registered callable nor a registered name."""
 
 
-class InvalidVariableId(ObserversError, ValueError):
-    """A variable id that is not a non-empty string of bounded length."""
+class InvalidName(ObserversError, ValueError):
+    """A name that is not a non-empty string of bounded length without control characters."""
+
+
+class InvalidVariableId(InvalidName):
+    """A variable id (or a part of one) that is not a valid name."""
 
 
 class NotSerializable(ObserversError, TypeError):
@@ -35,6 +39,22 @@ class OwnerDead(ObserversError, ValueError):
 
 class TooManyObservers(ObserversError, ValueError):
     """A variable or an owner already has as many observers as its cap allows."""
+
+
+class InvalidArgument(ObserversError, ValueError):
+    """An argument of the wrong type or out of range: a flag that is not a bool, a bad lease."""
+
+
+class InvalidObserverRef(ObserversError, ValueError):
+    """An observer ref that is not a UUID (or its string)."""
+
+
+class UnstorableValue(ObserversError, ValueError):
+    """A value holding text the database cannot store: a NUL character or a lone surrogate."""
+
+
+class InvalidMessage(ObserversError, ValueError):
+    """A dispatch message unlike those notify_observers sends (forged, truncated, or of an old version)."""
 
 
 class CallbackTimeout(BaseException):

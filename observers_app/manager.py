@@ -22,16 +22,18 @@ from . import (
     publisher,
     registry,
     removals,
+    validation,
 )
 from .exceptions import (
-    InvalidVariableId,
+    InvalidArgument,
+    InvalidName,
     NotSerializable,
     PayloadTooLarge,
     TooManyObservers,
     UnknownOwner,
 )
 from .liveness import OwnerHandle
-from .models import VAR_ID_MAX_LENGTH, Observer, Owner, Removal, VariableState
+from .models import Observer, Owner, Removal, VariableState
 from .registry import Callback
 from .removals import sweep as sweep  # the public API, implemented with the removals
 from .removals import sweep_dead_observers as sweep_dead_observers
@@ -59,7 +61,9 @@ def add_observer(
     ``coalesce=True``, latest value wins: notifications that come faster than the observer is
     delivered collapse into the newest (``old_value`` the last value it was given).
     """
-    _check_var_id(var_id)
+    validation.check_name(var_id)
+    validation.check_flag("glob", glob)
+    validation.check_flag("coalesce", coalesce)
     name = registry.name_of(callback)
     owner_id = _owner_id(owner)
     with transaction.atomic():
@@ -90,7 +94,8 @@ def add_observer(
 
 def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
     """Remove one observer; False when ``var_id`` has no observer ``ref``."""
-    _check_var_id(var_id)
+    validation.check_name(var_id)
+    ref = validation.check_ref(ref)
     removed = removals.remove_in_batches(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
     presence.forget(var_id)
     return bool(removed)
@@ -99,7 +104,7 @@ def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
 def observer_count(var_id: str) -> int:
     """Observers a notification of ``var_id`` would call now: its own and those of matching globs,
     not quarantined, durable or with a live owner."""
-    _check_var_id(var_id)
+    validation.check_name(var_id)
     return Observer.objects.live().matching(var_id, Observer.objects.globs_matching(var_id)).count()
 
 
@@ -109,6 +114,7 @@ def total_observers() -> int:
 
 def reenable_observer(ref: uuid.UUID | str) -> bool:
     """Take an observer out of quarantine; one more failure puts it back. False if not quarantined."""
+    ref = validation.check_ref(ref)
     updated = Observer.objects.filter(id=ref, quarantined_at__isnull=False).update(
         quarantined_at=None, failures=conf.quarantine_after() - 1
     )
@@ -118,6 +124,7 @@ def reenable_observer(ref: uuid.UUID | str) -> bool:
 
 def removal_of(ref: uuid.UUID | str) -> dict[str, Any] | None:
     """Why and when observer ``ref`` last went away (removed or quarantined), or None."""
+    ref = validation.check_ref(ref)
     removal = Removal.objects.filter(observer_ref=ref).order_by("-removed_at", "-id").first()
     if removal is None:
         return None
@@ -142,8 +149,8 @@ def process_owner() -> OwnerHandle:
 
 def open_owner(name: str, *, ttl_s: float = 30.0) -> OwnerHandle:
     """A lease for something shorter-lived than a process; alive while heartbeated within ``ttl_s``."""
-    if ttl_s <= 0:
-        raise ValueError(f"ttl_s must be positive, not {ttl_s}")
+    validation.check_name(name, what="owner name", error=InvalidName)
+    ttl_s = validation.check_ttl(ttl_s)
     owner = owners.create_owner(name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
     return OwnerHandle(owner.id, name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
 
@@ -173,17 +180,21 @@ def notify_observers(
     """Fan a change of ``var_id`` out to its observers; returns the notification id, or None.
 
     Returns at once: it leaves at most one message for this process's publishing thread (none
-    when the value did not change or the variable has no observer) and never waits on the broker.
+    when the value did not change, meaning its JSON did not: ``1 -> True`` is a change, or the
+    variable has no observer) and never waits on the broker. Values and metadata the hub would
+    alter or the database could not store are refused with a hub error (see ``validation``).
     Inside ``transaction.atomic()`` that happens on commit, never on rollback. ``ordered=True``
     numbers the notification (``seq``) now, in the caller's transaction, so that numbers follow
     commit order; it costs the caller one write.
     """
-    _check_var_id(var_id)
-    if old_value == new_value:
+    validation.check_name(var_id)
+    # Unchanged means the same JSON: 1 -> True and 1 -> 1.0 are changes, [1] -> (1,) is not.
+    old_json = validation.value_json("old_value", old_value)
+    new_json = validation.value_json("new_value", new_value)
+    if old_json == new_json:
         return None
     notification_id = str(uuid.uuid4())
-    args = [var_id, old_value, new_value, metadata, notification_id, time.time()]
-    args_json = _serialize_dispatch_args(args)
+    args_json = _dispatch_args_json(var_id, old_json, new_json, metadata, notification_id)
     if ordered and presence.has_observers(var_id):
         # Numbered now, in the caller's transaction; a variable nobody observes costs no write.
         args_json = f"{args_json[:-1]},{dispatch.next_seq(var_id)}]"
@@ -207,32 +218,25 @@ def _publish_dispatch(var_id: str, args_json: str) -> None:
     )
 
 
-def _serialize_dispatch_args(args: list[Any]) -> str:
-    var_id, old_value, new_value, metadata = args[:4]
+def _dispatch_args_json(
+    var_id: str, old_json: str, new_json: str, metadata: dict[str, Any] | None, notification_id: str
+) -> str:
+    """The dispatch message's arguments as JSON, built from the values' JSON computed once."""
     if metadata is not None and not isinstance(metadata, dict):
         raise NotSerializable(f"metadata must be a dict or None, not {type(metadata).__name__}")
     reserved = calls.HUB_METADATA_KEYS.intersection(metadata or ())
     if reserved:
-        raise ValueError(f"metadata keys {sorted(reserved)} are reserved for the hub; rename them")
-    try:
-        args_json = json.dumps(args, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise NotSerializable(_serialization_error(old_value, new_value, metadata, exc)) from exc
+        raise InvalidArgument(f"metadata keys {sorted(reserved)} are reserved for the hub; rename them")
+    metadata_json = validation.value_json("metadata", metadata)
+    args_json = (
+        f'[{json.dumps(var_id)},{old_json},{new_json},{metadata_json},"{notification_id}",{time.time()!r}]'
+    )
     if len(args_json) > conf.max_payload_bytes():
         raise PayloadTooLarge(
             f"notification for {var_id!r} is {len(args_json)} bytes of JSON, over "
             f"OBSERVERS_MAX_PAYLOAD_BYTES={conf.max_payload_bytes()}; send a reference to the data instead"
         )
     return args_json
-
-
-def _serialization_error(old_value: Any, new_value: Any, metadata: Any, exc: Exception) -> str:
-    for part, value in (("old_value", old_value), ("new_value", new_value), ("metadata", metadata)):
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as part_exc:
-            return f"{part} cannot be sent as JSON ({part_exc}); use str, int, float, bool, None, list, dict"
-    return f"notification cannot be sent as JSON: {exc}"
 
 
 # Introspection
@@ -250,7 +254,7 @@ def get_stats() -> dict[str, int]:
 
 def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
     """The variable's observers (at most ``limit``, oldest first) and their health."""
-    _check_var_id(var_id)
+    validation.check_name(var_id)
     now = timezone.now()
     state = VariableState.objects.filter(var_id=var_id).first()
     last_notified = state.last_notified_at if state else None
@@ -287,10 +291,3 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
             for observer in observers
         ],
     }
-
-
-def _check_var_id(var_id: object) -> None:
-    if not isinstance(var_id, str) or not var_id:
-        raise InvalidVariableId(f"var_id must be a non-empty string, not {var_id!r}")
-    if len(var_id) > VAR_ID_MAX_LENGTH:
-        raise InvalidVariableId(f"var_id is {len(var_id)} characters long; the limit is {VAR_ID_MAX_LENGTH}")

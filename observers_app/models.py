@@ -198,3 +198,20 @@ class StatCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} = {self.value}"
+
+
+class Payload(models.Model):
+    """A notification whose fan-out spans several deliver pages, stored once: each page's message
+    carries this row's id, never a copy of the values (a 250 KB value to 2,500 observers would be
+    copied into 10 messages). Deleted when every page is delivered; the sweep prunes strays."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    notification = models.TextField(
+        help_text="The notification as JSON text (exact: jsonb would turn 1e16 into an int)."
+    )
+    pages = models.IntegerField(default=0, help_text="Deliver pages sent; 0 while they are being sent.")
+    done = models.JSONField(default=list, help_text="The pages delivered, by their last observer id.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"payload {self.id}"

@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from . import removals
+from . import removals, validation
 from .exceptions import OwnerClosed, OwnerDead, UnknownOwner
 from .models import Observer, Owner, Removal
 
@@ -27,6 +27,7 @@ def create_owner(*, name: str, kind: str, ttl_s: float | None, lock_key: int | N
 
 def heartbeat_owner(owner_id: uuid.UUID, *, ttl_s: float) -> None:
     """Extend a live owner's lease by ``ttl_s`` from now; a dead or closed one raises."""
+    ttl_s = validation.check_ttl(ttl_s)
     now = timezone.now()
     extended = Owner.objects.filter(id=owner_id, closed_at__isnull=True, expires_at__gt=now).update(
         expires_at=now + timedelta(seconds=ttl_s)

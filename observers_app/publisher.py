@@ -28,7 +28,7 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu import Connection, Producer, Queue
 
-from . import wiring
+from . import conf, wiring
 
 _EMBED = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 _RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
@@ -167,8 +167,8 @@ def _send_sent_event(producer: Producer, route: _Route, task_id: str, argsrepr: 
 
 
 logger = logging.getLogger(__name__)
-# Messages an outbox holds while the broker is unreachable; past it the oldest are dropped (logged
-# and counted as shed, like the broker's own bound).
+# Messages an outbox holds while the broker is unreachable; past it (or past OBSERVERS_OUTBOX_MAX_BYTES
+# of them) the oldest are dropped (logged and counted as shed, like the broker's own bound).
 OUTBOX_MAX = 100_000
 # Seconds between attempts while the broker is unreachable, and the wait for the outbox at exit.
 RETRY_S = 1.0
@@ -178,16 +178,30 @@ EXIT_FLUSH_S = 10.0
 class _Outbox:
     """Messages on their way to the broker, and the thread that publishes them in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_bytes: int | None = None) -> None:
         self.messages: collections.deque[tuple[str, str]] = collections.deque()
         self.condition = threading.Condition()
         self.sending = 0  # messages the thread took and has not finished with
+        self.waiting_bytes = 0  # of the messages waiting
+        self.sending_bytes = 0  # of those the thread took
         self.dropped = 0
         self.thread: threading.Thread | None = None
+        self._max_bytes = max_bytes
+
+    @property
+    def max_bytes(self) -> int:
+        if self._max_bytes is None:  # read on first use: the module is imported before settings may be
+            self._max_bytes = conf.outbox_max_bytes()
+        return self._max_bytes
+
+    def held_bytes(self) -> int:
+        with self.condition:
+            return self.waiting_bytes + self.sending_bytes
 
     def put(self, task_name: str, args_json: str) -> None:
         with self.condition:
             self.messages.append((task_name, args_json))
+            self.waiting_bytes += len(args_json)
             self._trim()
             if self.thread is None or not self.thread.is_alive():
                 # Celery's current app is per thread: the caller's goes with the thread.
@@ -200,10 +214,14 @@ class _Outbox:
             self.condition.notify_all()
 
     def _trim(self) -> None:
-        """Drop the oldest waiting beyond OUTBOX_MAX, counting every message held, the batch being
-        sent included (the caller holds the lock)."""
-        while len(self.messages) + self.sending > OUTBOX_MAX:
-            self.messages.popleft()
+        """Drop the oldest waiting beyond OUTBOX_MAX messages or ``max_bytes`` bytes of them, counting
+        every message held, the batch being sent included (the caller holds the lock)."""
+        while self.messages and (
+            len(self.messages) + self.sending > OUTBOX_MAX
+            or self.waiting_bytes + self.sending_bytes > self.max_bytes
+        ):
+            _, dropped = self.messages.popleft()
+            self.waiting_bytes -= len(dropped)
             self.dropped += 1
 
     def _send_forever(self, app: Any) -> None:
@@ -214,7 +232,8 @@ class _Outbox:
                     self.condition.wait()
                 batch = list(self.messages)
                 self.messages.clear()
-                self.sending = len(batch)
+                self.sending, self.sending_bytes = len(batch), self.waiting_bytes
+                self.waiting_bytes = 0
                 dropped, self.dropped = self.dropped, 0
             sent = 0
             try:
@@ -227,7 +246,8 @@ class _Outbox:
                 with self.condition:
                     # What could not be sent goes back in front, in order, and is tried again.
                     self.messages.extendleft(reversed(batch[sent:]))
-                    self.sending = 0
+                    self.waiting_bytes += sum(len(args_json) for _, args_json in batch[sent:])
+                    self.sending = self.sending_bytes = 0
                     self._trim()
                     self.condition.notify_all()
             if sent < len(batch):
@@ -272,7 +292,9 @@ def _count_dropped(dropped: int) -> None:
 
     from . import counters
 
-    logger.error("event=outbox_full dropped=%d max=%d", dropped, OUTBOX_MAX)
+    logger.error(
+        "event=outbox_full dropped=%d max=%d max_bytes=%d", dropped, OUTBOX_MAX, conf.outbox_max_bytes()
+    )
     try:
         counters.increment({"notifications_shed": dropped})
     except Exception:
@@ -287,9 +309,10 @@ _outbox = _Outbox()
 def send_soon(task_name: str, args_json: str) -> None:
     """Leave a ``task_name`` message for this process's publishing thread and return at once. It is
     published in order after the ones left before it; while the broker is unreachable it waits (up
-    to OUTBOX_MAX messages, retried after each failed attempt: kombu's own retries, then RETRY_S), so
-    a message may reach the broker twice (at-least-once, like delivery). A message still waiting when
-    the process is killed is lost; at a normal exit the outbox is flushed (up to EXIT_FLUSH_S)."""
+    to OUTBOX_MAX messages and OBSERVERS_OUTBOX_MAX_BYTES of them, retried after each failed attempt:
+    kombu's own retries, then RETRY_S), so a message may reach the broker twice (at-least-once, like
+    delivery). A message still waiting when the process is killed is lost; at a normal exit the
+    outbox is flushed (up to EXIT_FLUSH_S)."""
     _outbox.put(task_name, args_json)
 
 

@@ -5,15 +5,13 @@ import logging
 import time
 import uuid
 from collections import Counter
-from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q, QuerySet, Subquery
-from django.utils import timezone
+from django.db.models import QuerySet
 
-from . import backpressure, coalescing, conf, counters, events
-from .models import Observer, Owner, Removal, StatBucket
+from . import backpressure, coalescing, conf, counters, events, pruning
+from .models import Observer, Owner, Removal
 
 Reason = Removal.Reason
 logger = logging.getLogger(__name__)
@@ -59,33 +57,14 @@ def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
 
 def sweep(*, batch_size: int | None = None) -> dict[str, int]:
     """The periodic sweep: dead owners and their observers, the count of shed notifications,
-    coalescing mailboxes whose delivering worker died, and removal records and stat buckets past
-    their retention."""
+    coalescing mailboxes whose delivering worker died, and the rows nobody needs any more (see
+    ``pruning``)."""
     return {
         **sweep_dead_observers(batch_size=batch_size),
         "notifications_shed": backpressure.drain_shed(),
         "coalescing_resumed": coalescing.resume_stalled(),
-        "records_pruned": _prune(batch_size or conf.sweep_batch_size()),
+        **pruning.prune(batch_size or conf.sweep_batch_size()),
     }
-
-
-def _prune(batch_size: int) -> int:
-    """Delete removal records older than OBSERVERS_REMOVAL_RETENTION_DAYS and stat buckets older
-    than a day, a bounded batch per statement."""
-    now = timezone.now()
-    old = [
-        (Removal, Q(removed_at__lt=now - timedelta(days=conf.removal_retention_days()))),
-        (StatBucket, Q(minute__lt=now - timedelta(days=1))),
-    ]
-    pruned = 0
-    for model, condition in old:
-        while True:
-            ids = model._default_manager.filter(condition).values("pk")[:batch_size]
-            deleted, _ = model._default_manager.filter(pk__in=Subquery(ids)).delete()
-            pruned += deleted
-            if deleted < batch_size:
-                break
-    return pruned
 
 
 def _death_reason(kind: str, closed_at: Any) -> str:

@@ -6,13 +6,20 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import manager
+from . import manager, validation
 from .models import Variable
+
+# The longest session id and variable name the Variable table holds.
+PART_MAX_LENGTH = 100
 
 
 def variable_id(session_id: str, name: str) -> str:
-    """The hub variable a session variable notifies: ``session:<session_id>:<name>``."""
-    return f"session:{session_id}:{name}"
+    """The hub variable a session variable notifies: ``session:<session_id>:<name>``, with ``%`` and
+    ``:`` in the session id percent-escaped (so that a glob ``session:42:*`` never matches session
+    ``42:x``, nor two sessions share a name). Refuses ids and names the store cannot hold."""
+    validation.check_name(session_id, what="session_id", max_length=PART_MAX_LENGTH)
+    validation.check_name(name, what="session variable name", max_length=PART_MAX_LENGTH)
+    return validation.check_name(f"session:{validation.name_part(session_id)}:{name}")
 
 
 def set_variable(session_id: str, name: str, value: Any, metadata: dict[str, Any] | None = None) -> int:
@@ -33,6 +40,7 @@ def delete_variable(session_id: str, name: str, metadata: dict[str, Any] | None 
 
 
 def get_variable(session_id: str, name: str, default: Any = None) -> Any:
+    variable_id(session_id, name)  # refuses what the table cannot hold before asking it
     row = Variable.objects.filter(session_id=session_id, name=name).values_list("value", "deleted").first()
     return default if row is None or row[1] else row[0]
 
@@ -41,6 +49,8 @@ _ABSENT = object()
 
 
 def _write(session_id: str, name: str, value: Any, metadata: dict[str, Any] | None, *, deleted: bool) -> int:
+    var_id = variable_id(session_id, name)
+    validation.value_json("value", value)  # refused before it reaches the table
     with transaction.atomic():
         row = _locked_row(session_id, name)
         old_value = None if row.deleted else row.value
@@ -48,7 +58,7 @@ def _write(session_id: str, name: str, value: Any, metadata: dict[str, Any] | No
         row.save(update_fields=["value", "deleted", "version", "updated_at"])
         hub_metadata = {"session_id": session_id, "timestamp": time.time(), "version": row.version}
         manager.notify_observers(
-            variable_id(session_id, name),
+            var_id,
             old_value,
             value,
             {**(metadata or {}), **hub_metadata},

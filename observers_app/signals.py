@@ -1,6 +1,7 @@
 """Observing model fields: every committed change of an observed field notifies its variable.
 
-The variable of a field of a row is ``"<app_label>.<model>:<pk>:<field>"`` (``model_variable_id``).
+The variable of a field of a row is ``"<app_label>.<model>:<pk>:<field>"`` (``model_variable_id``), with
+``%`` and ``:`` in the pk percent-escaped, so that a glob on one row never matches another.
 Saves and deletes are caught with Django's model signals, old values as loaded (no extra query per
 save); bulk writes, which send no signals, through ``ObservedQuerySet``, the manager an observed
 model must use.
@@ -17,7 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_init, post_save, pre_save
 
-from . import manager
+from . import manager, validation
 
 _LOADED = "_observers_loaded"
 _BATCH = 1000
@@ -62,7 +63,7 @@ def model_variable_id(model: type[models.Model], pk: Any, field_name: str) -> st
 
 
 def _variable_id(label: str, pk: Any, field_name: str) -> str:
-    return f"{label}:{pk}:{field_name}"
+    return f"{label}:{validation.name_part(str(pk))}:{field_name}"
 
 
 def _json(value: Any) -> Any:

@@ -8,10 +8,11 @@ from typing import Any
 from celery import shared_task
 from django.db import close_old_connections
 
-from . import delivery, manager, wiring
+from . import delivery, manager, payloads, validation, wiring
 from .batching import DONE, RETRY, BatchedTask
 from .db import DATABASE_ERRORS
 from .dispatch import fan_out
+from .exceptions import InvalidMessage
 
 logger = logging.getLogger(__name__)
 
@@ -35,45 +36,45 @@ hub_task = functools.partial(
 @shared_task(base=BatchedTask, name=wiring.DISPATCH_TASK, acks_late=True, ignore_result=True, typing=False)
 def dispatch(args_list: list[list[Any]]) -> list[str]:
     """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
-    notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. When the
-    database goes away, the messages not yet delivered wait a moment and are redelivered."""
+    notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. A
+    malformed message fails alone. When the database goes away, the messages not yet delivered wait
+    a moment and are redelivered."""
     close_old_connections()
+    parsed = [_parse(args) for args in args_list]
+    notifications = [notification for notification in parsed if isinstance(notification, dict)]
     outcomes: list[str] = []
     try:
-        for error in fan_out([_notification(*args) for args in args_list]):
+        for error in fan_out(notifications):
             outcomes.append(error or DONE)
     except DATABASE_ERRORS:
         logger.warning(
-            "event=dispatch_retry messages=%d reason=database", len(args_list) - len(outcomes), exc_info=True
+            "event=dispatch_retry messages=%d reason=database",
+            len(notifications) - len(outcomes),
+            exc_info=True,
         )
         close_old_connections()
         time.sleep(DATABASE_RETRY_DELAY_S)
-    return outcomes + [RETRY] * (len(args_list) - len(outcomes))
+    fanned = iter(outcomes + [RETRY] * (len(notifications) - len(outcomes)))
+    return [next(fanned) if isinstance(one, dict) else one for one in parsed]
 
 
-def _notification(
-    var_id: str,
-    old_value: Any,
-    new_value: Any,
-    metadata: dict[str, Any] | None,
-    notification_id: str,
-    notified_at: float,
-    seq: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "var_id": var_id,
-        "old_value": old_value,
-        "new_value": new_value,
-        "metadata": metadata,
-        "notification_id": notification_id,
-        "seq": seq,
-        "notified_at": notified_at,
-    }
+def _parse(args: Any) -> dict[str, Any] | str:
+    """The message's notification, or its error: a malformed message must not fail its batch."""
+    try:
+        return validation.dispatch_notification(args)
+    except InvalidMessage as exc:
+        logger.error("event=dispatch_failed error=%r", str(exc))
+        return f"InvalidMessage: {exc}"
 
 
 @hub_task(name=wiring.DELIVER_TASK)
 def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
-    delivery.deliver(notification, after=after, upto=upto, globs=globs)
+    """One page of a fan-out: its message carries a reference to the stored notification
+    (``{"payload": id, "notification_id": ...}``), or, sent by an earlier version, the notification."""
+    if "payload" in notification:
+        payloads.deliver_page(notification["payload"], after=after, upto=upto, globs=globs)
+    else:
+        delivery.deliver(notification, after=after, upto=upto, globs=globs)
 
 
 @shared_task(name=wiring.SWEEP_TASK, ignore_result=True)

@@ -23,6 +23,20 @@ if not SECRET_KEY:
         )
     SECRET_KEY = get_random_secret_key()  # development only: sessions last as long as the process
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS only unless DEBUG: redirects, secure cookies, HSTS (`manage.py check --deploy` is clean). Behind
+# a TLS-terminating proxy set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https; a local trial over
+# plain http sets HTTPS=false.
+HTTPS = env.bool("HTTPS", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=HTTPS)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
+if env.str("SECURE_PROXY_SSL_HEADER", default=""):
+    SECURE_PROXY_SSL_HEADER = tuple(env.list("SECURE_PROXY_SSL_HEADER"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -123,6 +137,10 @@ OBSERVERS_QUEUE_MAX_LENGTH = env.int("OBSERVERS_QUEUE_MAX_LENGTH", default=100_0
 # On a RabbitMQ cluster: replicated quorum queues.
 OBSERVERS_QUORUM_QUEUES = env.bool("OBSERVERS_QUORUM_QUEUES", default=False)
 OBSERVERS_SWEEP_INTERVAL = env.float("OBSERVERS_SWEEP_INTERVAL", default=30.0)
+# /observers/metrics answers requests from these addresses, or bearing this token (for a scraper
+# on another host): "Authorization: Bearer <token>".
+OBSERVERS_METRICS_TOKEN = env.str("OBSERVERS_METRICS_TOKEN", default="")
+OBSERVERS_METRICS_ALLOWED_IPS = env.list("OBSERVERS_METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 # Worker-wide, for the dedicated hub worker (docs/install.md, "Production"): Celery's Django fixup
 # otherwise reconnects to the database around every task (~5-10 ms on PostgreSQL).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)

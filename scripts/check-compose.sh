@@ -16,8 +16,11 @@ FILE="${1:-$ROOT/docker-compose.yml}"
 FILE="$(cd "$(dirname "$FILE")" && pwd)/$(basename "$FILE")"
 cd "$ROOT"
 
-# The file requires SECRET_KEY (${SECRET_KEY:?...}); any value will do for validation.
+# The file requires its credentials (${VAR:?...}, from .env); any values will do for validation.
 export SECRET_KEY="${SECRET_KEY:-check-compose-dummy-key}"
+export POSTGRES_PASSWORD="${POSTGRES_PASSWORD:-check-compose-dummy}"
+export RABBITMQ_PASSWORD="${RABBITMQ_PASSWORD:-check-compose-dummy}"
+export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-check:compose-dummy}"
 
 COMPOSE=()
 if docker compose version >/dev/null 2>&1; then

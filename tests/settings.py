@@ -11,6 +11,8 @@ os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 # for a running demo; a shorter dispatch queue, so the backpressure test can overflow it quickly.
 os.environ.setdefault("OBSERVERS_QUEUE", "observers-test")
 os.environ.setdefault("OBSERVERS_QUEUE_MAX_LENGTH", "1000")
+# The test client and the browser test's gunicorn speak plain http.
+os.environ.setdefault("HTTPS", "false")
 
 # Before prometheus_client is imported: the test process and its worker share one metrics directory.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="observers-metrics-"))

@@ -1,13 +1,14 @@
 """The admin: staff see observers, owners, variables, the stats dashboard and inspect pages; others don't."""
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
 from observers_app import admin as hub_admin
-from observers_app import manager
+from observers_app import counters, manager
 from observers_app.models import Observer
+from observers_app.registry import name_of
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import explode, record
 
@@ -94,3 +95,73 @@ def test_list_counts_are_capped_not_full_counts(monkeypatch):
     make_observers(unique_var("cap"), 25)
     paginator = hub_admin.CappedCountPaginator(Observer.objects.filter(failures=0).order_by("id"), 5)
     assert paginator.count == 11
+
+
+def hostile_rows() -> list[str]:
+    """Rows with names stored before names were checked (or by a direct insert): a newline, a tab."""
+    names = [
+        f"{unique_var('hostile')}\nline",
+        f"{unique_var('hostile')}\ttab",
+        f"{unique_var('long')}-" + "x" * 230,
+    ]
+    for var in names:
+        Observer.objects.create(var_id=var, callback=name_of(record))
+        counters.adjust_observer_counts({var: 1})
+    Observer.objects.create(var_id="hostile:glob\n*", is_glob=True, callback=name_of(record))
+    return names
+
+
+def test_admin_pages_stay_200_with_hostile_names_present_and_after_their_observers_go(staff_client):
+    names = hostile_rows()
+    pages = [
+        reverse("admin:observers_app_observer_changelist"),
+        reverse("admin:observers_app_variablestate_changelist"),
+        reverse("admin:observers_stats"),
+        reverse("admin:observers_inspect", kwargs={"var_id": "hostile:globbed"}),
+    ]
+    for url in pages:
+        assert staff_client.get(url).status_code == 200, url
+    overview = staff_client.get(pages[1]).content.decode()
+    assert "hostile" in overview
+    for observer in Observer.objects.filter(var_id__in=names):
+        assert (
+            staff_client.get(reverse("admin:observers_app_observer_change", args=[observer.pk])).status_code
+            == 200
+        )
+    Observer.objects.filter(var_id__in=names).delete()
+    for url in pages:
+        assert staff_client.get(url).status_code == 200, url
+
+
+@pytest.mark.parametrize("var_id", ["x" * 300, "%00", "a%00b", "a%0Ab"])
+def test_inspect_of_a_name_no_variable_can_have_is_404(staff_client, var_id):
+    url = reverse("admin:observers_inspect", kwargs={"var_id": "PLACEHOLDER"}).replace("PLACEHOLDER", var_id)
+    assert staff_client.get(url).status_code == 404
+
+
+@pytest.mark.parametrize("term", ["a\x00b", "line\nbreak", "x" * 300])
+def test_a_search_for_a_name_no_variable_can_have_finds_nothing(staff_client, term):
+    for url in (
+        reverse("admin:observers_app_observer_changelist"),
+        reverse("admin:observers_app_variablestate_changelist"),
+    ):
+        assert staff_client.get(url, {"q": term}).status_code == 200
+
+
+def test_removing_observers_through_the_admin_needs_the_delete_permission():
+    var = unique_var("perm")
+    keep, drop = make_observers(var, 2)
+    user = User.objects.create_user("changer", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_observer", "change_observer"]))
+    client = Client()
+    client.force_login(user)
+    url = reverse("admin:observers_app_observer_changelist")
+    assert "remove_observers" not in client.get(url).content.decode()
+    client.post(url, {"action": "remove_observers", "_selected_action": [str(drop)]})
+    assert Observer.objects.filter(id__in=[keep, drop]).count() == 2
+
+    user.user_permissions.add(Permission.objects.get(codename="delete_observer"))
+    client.force_login(User.objects.get(pk=user.pk))  # permissions are cached per user object
+    assert "remove_observers" in client.get(url).content.decode()
+    client.post(url, {"action": "remove_observers", "_selected_action": [str(drop)]})
+    assert list(Observer.objects.filter(id__in=[keep, drop]).values_list("id", flat=True)) == [keep]

@@ -85,3 +85,31 @@ def test_a_full_outbox_drops_the_oldest_waiting_and_counts_them_as_shed(monkeypa
     assert outbox.flush(5)
     assert published == ["[0]", "[4]", "[5]"]  # [1], [2] and [3], the oldest waiting, were dropped
     wait_until(lambda: manager.get_stats()["notifications_shed"] == before + 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_outbox_is_bounded_in_bytes_too(monkeypatch):
+    """400 notifications of ~256 KB with the broker away held 100 MiB: the byte bound holds it."""
+    release = threading.Event()
+    published: list[str] = []
+
+    def stuck_publish(task_name: str, args_json: str, **kwargs: Any) -> str:
+        release.wait(5)
+        published.append(args_json[:8])
+        return "id"
+
+    monkeypatch.setattr(publisher, "publish_task", stuck_publish)
+    before = manager.get_stats()["notifications_shed"]
+    outbox = publisher._Outbox(max_bytes=1_000_000)
+    big = [f'["{n:04d}","{"x" * 100_000}"]' for n in range(40)]
+    outbox.put("observers.test", big[0])
+    wait_until(lambda: outbox.sending == 1)
+    for message in big[1:]:
+        outbox.put("observers.test", message)
+        assert outbox.held_bytes() <= 1_000_000
+    assert len(outbox.messages) + outbox.sending == 9  # 1,000,000 bytes hold 9 of 100,016 bytes
+    release.set()
+
+    assert outbox.flush(5)
+    assert published == [big[0][:8]] + [message[:8] for message in big[-8:]]
+    wait_until(lambda: manager.get_stats()["notifications_shed"] == before + 31)

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 def test_set_get_delete_and_notification():
-    session = unique_var("s")
+    session = unique_var("s").replace(":", "-")
     var = session_store.variable_id(session, "cart")
     assert var == f"session:{session}:cart"
     manager.add_observer(var, record)
@@ -75,3 +75,25 @@ def test_four_processes_setting_one_variable_200_times_each():
     for previous, current in itertools.pairwise(calls):
         assert current.old_value == previous.new_value
     assert session_store.get_variable(session, "x") == calls[-1].new_value
+
+
+def test_names_built_from_parts_are_unambiguous_and_a_session_glob_matches_only_its_session():
+    base = unique_var("s").replace(":", "-")
+    assert session_store.variable_id(base, "evil:cart") != session_store.variable_id(f"{base}:evil", "cart")
+    assert session_store.variable_id(f"{base}%3Aevil", "cart") != session_store.variable_id(
+        f"{base}:evil", "cart"
+    )
+    manager.add_observer(f"session:{base}:*", record, glob=True)
+
+    session_store.set_variable(f"{base}:evil", "cart", "other session")
+    session_store.set_variable(base, "evil:cart", "own session")
+
+    wait_for(lambda: Received.objects.filter(var_id__startswith="session:").filter(new_value="own session"))
+    session_store.set_variable(base, "sentinel", "sentinel")
+    wait_for(lambda: Received.objects.filter(var_id=session_store.variable_id(base, "sentinel")))
+    assert sorted(
+        Received.objects.filter(var_id__contains=base).values_list("new_value", flat=True), key=str
+    ) == [
+        "own session",
+        "sentinel",
+    ]

@@ -7,6 +7,7 @@ from django.core import checks
 from django.db import models, transaction
 
 from observers_app import manager, signals
+from observers_app.querysets import glob_matches
 from observers_app.signals import model_variable_id, observe_model
 from tests.conftest import wait_for
 from tests.testapp.callbacks import record
@@ -150,3 +151,10 @@ def test_an_observed_model_without_the_observed_manager_is_flagged():
         assert [w.obj for w in warnings] == [Plain]
     finally:
         signals._observed.pop(Plain)
+
+
+def test_a_pk_holding_the_separator_is_escaped_so_a_glob_on_one_row_never_matches_another():
+    assert model_variable_id(Order, "4:x", "status") == "testapp.order:4%3Ax:status"
+    assert model_variable_id(Order, "4%3Ax", "status") == "testapp.order:4%253Ax:status"
+    assert not glob_matches("testapp.order:4:*", model_variable_id(Order, "4:x", "status"))
+    assert glob_matches("testapp.order:4:*", model_variable_id(Order, 4, "status"))

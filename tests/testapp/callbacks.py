@@ -1,5 +1,6 @@
 """Callbacks the tests register; the worker imports this module through autodiscovery."""
 
+import json
 import os
 import time
 from typing import Any
@@ -39,3 +40,26 @@ def stall(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any])
     except Exception:
         # A callback that swallows every Exception still cannot outlive its time limit.
         time.sleep(60)
+
+
+@observer_callback(name="tests.explode_nul")
+def explode_nul(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    raise RuntimeError("bad byte \x00 and a lone surrogate \ud800 in an error text " + "x" * 5000)
+
+
+@observer_callback(name="tests.record_json")
+def record_json(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Records the values' and the metadata's exact JSON (a jsonb column would read 1e16 back as an
+    int), and the hub's keys to find them by."""
+    Received.objects.create(
+        observer_ref=metadata["observer_ref"],
+        var_id=var_id,
+        old_value=json.dumps(old_value, sort_keys=True),
+        new_value=json.dumps(new_value, sort_keys=True),
+        metadata={
+            "notification_id": metadata["notification_id"],
+            "version": metadata.get("version"),
+            "json": json.dumps(metadata, sort_keys=True),
+        },
+        pid=os.getpid(),
+    )

@@ -1,0 +1,116 @@
+"""The sweep's pruning: rows nobody needs any more, past their retention, in bounded batches.
+
+- Removal records older than OBSERVERS_REMOVAL_RETENTION_DAYS, and the oldest beyond
+  OBSERVERS_REMOVAL_MAX_ROWS; stat buckets older than a day.
+- Variable states (seq, observer count) of variables nobody observes, neither by name nor through a
+  glob, not notified for OBSERVERS_STATE_RETENTION_DAYS. A variable's seq never restarts while it is
+  observed; one observed again after its state was pruned numbers from 1 again.
+- Coalescing mailboxes (``Latest``) with nothing waiting, no lease held, and no coalescing observer.
+- Session tombstones (variables deleted) older than OBSERVERS_TOMBSTONE_RETENTION_DAYS: such a
+  variable set again starts again at version 1.
+- Stored payloads older than OBSERVERS_PAYLOAD_RETENTION_DAYS (normally deleted by their last page;
+  these lost a page, or their dispatcher died): a page still queued after that is logged, not delivered.
+"""
+
+from datetime import datetime, timedelta
+
+from django.db.models import Model, Q, Subquery
+from django.utils import timezone
+
+from . import conf
+from .globs import glob_matches
+from .models import Latest, Observer, Payload, Removal, StatBucket, Variable, VariableState
+
+
+def prune(batch_size: int) -> dict[str, int]:
+    """Prune each kind of row; returns how many of each went."""
+    return {
+        "records_pruned": _prune_records(batch_size),
+        "states_pruned": _prune_unobserved(VariableState, Q(observer_count__lte=0), batch_size),
+        "mailboxes_pruned": _prune_mailboxes(batch_size),
+        "tombstones_pruned": _delete_in_batches(
+            Variable, Q(deleted=True, updated_at__lt=_days_ago(conf.tombstone_retention_days())), batch_size
+        ),
+        "payloads_pruned": _delete_in_batches(
+            Payload, Q(created_at__lt=_days_ago(conf.payload_retention_days())), batch_size
+        ),
+    }
+
+
+def _days_ago(days: float) -> datetime:
+    return timezone.now() - timedelta(days=days)
+
+
+def _delete_in_batches(model: type[Model], condition: Q, batch_size: int) -> int:
+    """Delete the rows meeting ``condition``, at most ``batch_size`` per statement."""
+    deleted_total = 0
+    while True:
+        ids = model._default_manager.filter(condition).values("pk")[:batch_size]
+        deleted, _ = model._default_manager.filter(pk__in=Subquery(ids)).delete()
+        deleted_total += deleted
+        if deleted < batch_size:
+            return deleted_total
+
+
+def _prune_records(batch_size: int) -> int:
+    """Removal records past their retention, then the oldest beyond the row cap; old stat buckets."""
+    pruned = _delete_in_batches(
+        Removal, Q(removed_at__lt=_days_ago(conf.removal_retention_days())), batch_size
+    )
+    pruned += _delete_in_batches(StatBucket, Q(minute__lt=_days_ago(1)), batch_size)
+    while True:
+        beyond_cap = Removal.objects.order_by("-removed_at", "-id").values_list("id", flat=True)[
+            conf.removal_max_rows() : conf.removal_max_rows() + batch_size
+        ]
+        deleted, _ = Removal.objects.filter(id__in=list(beyond_cap)).delete()
+        pruned += deleted
+        if deleted < batch_size:
+            return pruned
+
+
+def _prune_unobserved(model: type[VariableState], unobserved: Q, batch_size: int) -> int:
+    """Delete the variable states meeting ``unobserved`` (re-checked by the DELETE itself, so an
+    observer added meanwhile keeps its row) that no glob pattern matches, a batch at a time."""
+    patterns = Observer.objects.glob_patterns()
+    stale = unobserved & (
+        Q(last_notified_at__isnull=True) | Q(last_notified_at__lt=_days_ago(conf.state_retention_days()))
+    )
+    pruned, after = 0, ""
+    while True:
+        page = list(
+            model.objects.filter(stale, var_id__gt=after)
+            .order_by("var_id")
+            .values_list("var_id", flat=True)[:batch_size]
+        )
+        if not page:
+            return pruned
+        unmatched = [var_id for var_id in page if not any(glob_matches(p, var_id) for p in patterns)]
+        deleted, _ = model.objects.filter(stale, var_id__in=unmatched).delete()
+        pruned += deleted
+        after = page[-1]
+
+
+def _prune_mailboxes(batch_size: int) -> int:
+    """Delete coalescing mailboxes with nothing waiting, no lease held and no coalescing observer
+    reaching their variable (its ``delivered_seq`` only guards observers that exist)."""
+    coalescing = Observer.objects.filter(coalesce=True)
+    patterns = list(coalescing.filter(is_glob=True).values_list("var_id", flat=True).distinct())
+    idle = Q(pending__isnull=True) & (Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now()))
+    pruned, after = 0, ""
+    while True:
+        page = list(
+            Latest.objects.filter(idle, var_id__gt=after)
+            .order_by("var_id")
+            .values_list("var_id", flat=True)[:batch_size]
+        )
+        if not page:
+            return pruned
+        exact = set(coalescing.filter(is_glob=False, var_id__in=page).values_list("var_id", flat=True))
+        unobserved = [
+            var_id
+            for var_id in page
+            if var_id not in exact and not any(glob_matches(p, var_id) for p in patterns)
+        ]
+        deleted, _ = Latest.objects.filter(idle, var_id__in=unobserved).delete()
+        pruned += deleted
+        after = page[-1]

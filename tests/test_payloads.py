@@ -1,0 +1,64 @@
+"""A large fan-out stores its notification once: its deliver pages carry a reference, not a copy."""
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from observers_app import dispatch, manager, publisher
+from observers_app.models import Payload
+from tests.conftest import wait_for
+from tests.factories import make_observers, unique_var
+from tests.testapp.models import Received
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BIG = "x" * 20_000
+
+
+def notification(var_id: str) -> dict[str, Any]:
+    return {
+        "var_id": var_id,
+        "old_value": None,
+        "new_value": BIG,
+        "metadata": None,
+        "notification_id": str(uuid.uuid4()),
+        "seq": None,
+        "notified_at": time.time(),
+    }
+
+
+def test_deliver_pages_carry_a_reference_of_bounded_size_not_the_value(monkeypatch):
+    var = unique_var("wide")
+    make_observers(var, 1000)
+    sent: list[str] = []
+    monkeypatch.setattr(publisher, "publish_task", lambda task, args_json, **kw: sent.append(args_json))
+    monkeypatch.setattr(
+        "observers_app.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
+    )
+
+    sent_notification = notification(var)
+    list(dispatch.fan_out([sent_notification]))
+
+    assert len(sent) == 3  # 1,000 observers: the first page here, three deliver pages
+    assert all(len(message) < 250 for message in sent), [len(message) for message in sent]
+    reference = json.loads(sent[0])[0]
+    assert reference["notification_id"] == sent_notification["notification_id"]
+    stored = Payload.objects.get(id=reference["payload"])
+    assert json.loads(stored.notification)["new_value"] == BIG and stored.pages == 3
+
+
+@pytest.mark.usefixtures("worker")
+def test_every_observer_of_a_large_fan_out_gets_the_value_and_the_payload_goes_after_the_last_page():
+    var = unique_var("wide")
+    refs = make_observers(var, 1000)
+
+    manager.notify_observers(var, None, BIG)
+
+    wait_for(lambda: Received.objects.filter(var_id=var).count() >= 1000, timeout=60)
+    assert set(
+        Received.objects.filter(var_id=var, new_value=BIG).values_list("observer_ref", flat=True)
+    ) == set(refs)
+    wait_for(lambda: not Payload.objects.exists())
