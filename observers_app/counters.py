@@ -23,6 +23,7 @@ NAMES = (
     "removed_owner_died",
     "removed_swept",
     "removed_quarantined",
+    "outbox_republished",
 )
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from . import coalescing as coalescing_module
 from . import conf, counters, delivery, events, publisher
 from .db import DATABASE_ERRORS, prepared_rows, upsert_add
+from .exceptions import BrokerUnavailable
 from .globs import globs_among
 from .models import Observer, VariableState
 from .querysets import DELIVERY_ROW
@@ -19,6 +20,8 @@ from .wiring import DELIVER_TASK
 
 logger = logging.getLogger(__name__)
 
+# What makes a dispatch wait and be redelivered: the database or the broker went away.
+RETRIED_ERRORS = (*DATABASE_ERRORS, BrokerUnavailable)
 # How long a batch's numbering waits for a row lock before numbering row by row (see _number).
 LOCK_WAIT = "50ms"
 LOCK_NOT_AVAILABLE = "55P03"
@@ -30,7 +33,7 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
     sender did), send a deliver task per further page of its observers, deliver its first page
     here. Each one's observers are read just before it is delivered, so one removed (or whose owner
     died) meanwhile is not called. The glob patterns are read once and the counters written once,
-    at the end. A database error is raised: what was yielded before it was delivered."""
+    at the end. A database or broker error is raised: what was yielded before it was delivered."""
     size = conf.batch_size()
     patterns = Observer.objects.glob_patterns()
     _number(notifications)
@@ -40,7 +43,7 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
         for notification in notifications:
             try:
                 coalescing, one_counts = _fan_out_one(notification, patterns, size=size)
-            except DATABASE_ERRORS:
+            except RETRIED_ERRORS:
                 raise
             except Exception as exc:
                 logger.exception("event=dispatch_failed var_id=%r", notification["var_id"])
@@ -89,9 +92,12 @@ def _fan_out_one(
         notification_json = json.dumps(notification, separators=(",", ":"))
         globs_json = json.dumps(globs)
         ordered = delivery.reached(var_id, globs).filter(coalesce=False)
+        pages: list[tuple[str, str]] = []
         while page := ordered.page_ids(after=after, limit=size):
-            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
+            pages.append((DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]'))
             after, fanout = page[-1], fanout + len(page)
+        # Confirmed before the dispatch message is acknowledged: a broker killed meanwhile loses no page.
+        publisher.publish_confirmed(pages, sent_events=True)
     events.notification_dispatched.send(
         None,
         var_id=var_id,

@@ -32,6 +32,9 @@ class Owner(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     lock_key = models.IntegerField(null=True, blank=True, unique=True)
     closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    dead_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweep first found it dead (cleared if it came back)."
+    )
 
     objects = OwnerQuerySet.as_manager()
 
@@ -198,3 +201,15 @@ class StatCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} = {self.value}"
+
+
+class OutboxMessage(models.Model):
+    """A durable notification's dispatch message, written in its caller's transaction and deleted once
+    the broker confirmed it; one its caller did not publish (it died) is published by a worker."""
+
+    id = models.UUIDField(primary_key=True, help_text="The notification id.")
+    args = models.TextField(help_text="The dispatch task's arguments, a JSON array.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"outbox {self.id}"

@@ -11,7 +11,8 @@ from django.db import close_old_connections
 from . import delivery, manager, wiring
 from .batching import DONE, RETRY, BatchedTask
 from .db import DATABASE_ERRORS
-from .dispatch import fan_out
+from .dispatch import RETRIED_ERRORS, fan_out
+from .exceptions import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +37,18 @@ hub_task = functools.partial(
 def dispatch(args_list: list[list[Any]]) -> list[str]:
     """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
     notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. When the
-    database goes away, the messages not yet delivered wait a moment and are redelivered."""
+    database or the broker goes away, the messages not yet delivered wait a moment and are redelivered."""
     close_old_connections()
     outcomes: list[str] = []
     try:
         for error in fan_out([_notification(*args) for args in args_list]):
             outcomes.append(error or DONE)
-    except DATABASE_ERRORS:
+    except RETRIED_ERRORS as exc:
         logger.warning(
-            "event=dispatch_retry messages=%d reason=database", len(args_list) - len(outcomes), exc_info=True
+            "event=dispatch_retry messages=%d reason=%s",
+            len(args_list) - len(outcomes),
+            "broker" if isinstance(exc, BrokerUnavailable) else "database",
+            exc_info=True,
         )
         close_old_connections()
         time.sleep(DATABASE_RETRY_DELAY_S)
