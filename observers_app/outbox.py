@@ -12,8 +12,8 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from . import conf, counters, publisher
-from .models import OutboxMessage
 from .db import prepared_rows
+from .models import OutboxMessage
 from .wiring import DISPATCH_TASK
 
 logger = logging.getLogger(__name__)
