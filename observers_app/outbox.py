@@ -91,6 +91,7 @@ _republisher: _Republisher | None = None
 def connect() -> None:
     """Every worker publishes what dead callers left, from its main process: no extra process to run
     (called once, from ``AppConfig.ready()``)."""
+    publisher.when_durable_sent(mark_sent)
     worker_ready.connect(_start_republisher, weak=False)
     worker_shutdown.connect(_stop_republisher, weak=False)
 

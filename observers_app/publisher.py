@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, NamedTuple, cast
 
@@ -140,6 +141,16 @@ def _reset_after_fork() -> None:
     _state = _ThreadState()
     _origin = anon_nodename()
     _outbox = _Outbox()
+
+
+# Told the ids of durable messages the broker confirmed (outbox.mark_sent, set by outbox.connect()).
+_durable_sent: Callable[[list[str]], None] | None = None
+
+
+def when_durable_sent(hook: Callable[[list[str]], None]) -> None:
+    """Call ``hook`` with the ids of the durable messages each confirmed batch held."""
+    global _durable_sent
+    _durable_sent = hook
 
 
 def _link() -> _Link:
@@ -322,11 +333,9 @@ def _send(batch: list[_Message]) -> None:
     publishes them again later: a duplicate, never a loss)."""
     publish_confirmed([(message.task_name, message.args_json) for message in batch])
     durable_ids = [message.durable_id for message in batch if message.durable_id]
-    if durable_ids:
-        from . import outbox
-
+    if durable_ids and _durable_sent is not None:
         try:
-            outbox.mark_sent(durable_ids)
+            _durable_sent(durable_ids)
         except Exception:
             logger.exception("event=outbox_not_marked_sent messages=%d", len(durable_ids))
 
