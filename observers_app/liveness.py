@@ -68,26 +68,30 @@ class _AdvisoryLock:
         threading.Thread(target=self._keep, name="observers-owner-lock", daemon=True).start()
 
     def _keep(self) -> None:
-        while not self.stopped.wait(self.KEEP_S):
+        held = True
+        while not self.stopped.wait(self.KEEP_S) and self.key is not None:
             try:
-                with self.connection.cursor() as cursor:
-                    cursor.execute("SELECT 1")
+                if held:
+                    with self.connection.cursor() as cursor:
+                        cursor.execute("SELECT 1")
+                else:
+                    held = self._retake(self.key)
             except DatabaseError:
-                if not self.stopped.is_set():
-                    self._retake()
+                if held:
+                    logger.warning("event=owner_lock_lost key=%s retry_every_s=%s", self.key, self.KEEP_S)
+                held = False
+                with contextlib.suppress(DatabaseError):
+                    self.connection.close()
 
-    def _retake(self) -> None:
-        with contextlib.suppress(DatabaseError):
-            self.connection.close()
-        try:
-            self.connection = _lock_connection()
-            key = self.key
-            if key is not None and self.try_lock(key):
-                logger.warning("event=owner_lock_retaken key=%d", key)
-            else:
-                logger.error("event=owner_lock_not_retaken key=%s: another session holds it", key)
-        except DatabaseError:
-            logger.warning("event=owner_lock_lost key=%s retry_in_s=%s", self.key, self.KEEP_S)
+    def _retake(self, key: int) -> bool:
+        """On a new connection, take the lock again; False if another session holds it."""
+        self.connection = _lock_connection()
+        if self.try_lock(key):
+            logger.warning("event=owner_lock_retaken key=%d", key)
+            return True
+        logger.error("event=owner_lock_not_retaken key=%d: another session holds it", key)
+        self.connection.close()
+        return False
 
     def stop(self) -> None:
         self.stopped.set()

@@ -1,15 +1,19 @@
 """A process the fault tests start and break: ``python -m tests.faults.actor MODE VAR [ARGS]``.
 
 observe VAR COUNT [CALLBACK]: add COUNT durable observers of VAR, print "ref <ref>" for each.
-notify VAR RATE SECONDS [durable]: notify VAR RATE times a second, print "sent <id>" for each
-    notification it returned (each inside atomic(), printed after commit); then "done slowest_ms=<ms>"
-    (its slowest notify_observers call).
+notify VAR RATE SECONDS [atomic|durable|plain|own]: notify VAR RATE times a second, print "sent <id>"
+    for each notification it returned (inside atomic(), printed after commit, unless plain or own);
+    then "done slowest_ms=<ms>" (its slowest call). "own" first adds 2 observers bound to its
+    process_owner() (printed "ref <ref>").
+stats VAR: print get_stats() as JSON. sweep VAR: run the sweep once, print what it removed.
+count VAR: print observer_count(VAR).
 hold VAR COUNT: notify VAR COUNT times as fast as it can, print "held", then sleep (until SIGTERM).
 commit-and-die VAR COUNT: COUNT rounds of a durable notification rolled back (printed
     "rolledback <id>") then one committed (printed "sent <id>"); SIGKILLs itself right after the
     last commit.
 """
 
+import json
 import os
 import signal
 import sys
@@ -37,18 +41,30 @@ def main() -> None:
             say(f"ref {manager.add_observer(var_id, callback)}")
     elif mode == "notify":
         rate, seconds = float(sys.argv[3]), float(sys.argv[4])
-        durable = sys.argv[5:] == ["durable"]
+        how = sys.argv[5] if len(sys.argv) > 5 else "atomic"
+        if how == "own":  # observers of its own, bound to process_owner()
+            for _ in range(2):
+                say(f"ref {manager.add_observer(var_id, 'tests.append_line', owner=manager.process_owner())}")
         started = time.monotonic()
         n, slowest = 0, 0.0
         while time.monotonic() - started < seconds:
             call_started = time.perf_counter()
-            with transaction.atomic():  # timed with its commit, where the message is handed over
-                notification_id = manager.notify_observers(var_id, None, n, durable=durable or None)
+            if how in ("atomic", "durable"):
+                with transaction.atomic():  # timed with its commit, where the message is handed over
+                    notification_id = manager.notify_observers(var_id, None, n, durable=how == "durable")
+            else:
+                notification_id = manager.notify_observers(var_id, None, n)
             slowest = max(slowest, time.perf_counter() - call_started)
             say(f"sent {notification_id}")
             n += 1
             time.sleep(max(0.0, n / rate - (time.monotonic() - started)))
         say(f"done slowest_ms={slowest * 1000:.1f}")
+    elif mode == "sweep":
+        say(f"swept {manager.sweep()}")
+    elif mode == "stats":
+        say(f"stats {json.dumps(manager.get_stats())}")
+    elif mode == "count":
+        say(f"count {manager.observer_count(var_id)}")
     elif mode == "hold":
         for n in range(int(sys.argv[3])):
             say(f"sent {manager.notify_observers(var_id, None, n)}")

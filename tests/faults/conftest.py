@@ -1,12 +1,14 @@
 """The fault suite's private broker and database, and the processes each test starts and breaks."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +92,14 @@ class Scene:
         with running_worker(concurrency=2, env={**self.env, **env}) as process:
             yield process
 
+    def sent_from_callbacks(self) -> list[str]:
+        """The "sent <id>" lines callbacks that notify (tests.relay) wrote to the log."""
+        return [line for line in self.records() if line.startswith("sent ")]
+
+    def stats(self) -> dict[str, int]:
+        [line] = [line for line in self.run("stats", "-") if line.startswith("stats ")]
+        return dict(json.loads(line.split(" ", 1)[1]))
+
     def records(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
@@ -122,6 +132,8 @@ def scene(rabbit: PrivateRabbit, postgres: PrivatePostgres, tmp_path: Path) -> I
         "CELERY_BROKER_URL": rabbit.url,
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "OBSERVERS_QUEUE": queue,
+        # The tests' 1,000 (for the backpressure test) would shed what a fault holds back: not a loss.
+        "OBSERVERS_QUEUE_MAX_LENGTH": "1000000",
         "OBSERVERS_FAULTS_LOG": str(tmp_path / "records.log"),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }
@@ -137,3 +149,20 @@ def report(name: str, counts: dict[str, int]) -> None:
     print(line)
     with open(ROOT / "faults-results.txt", "a") as results:
         results.write(line + "\n")
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants (a worker and its pool processes), children first found."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo += [int(child) for child in children.read().split()]
+        except FileNotFoundError:
+            continue
+    for each in pids:
+        with suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
