@@ -18,6 +18,9 @@ DEFAULTS: dict[str, bool | float | int | str] = {
     # Seconds a durable notification may wait in the outbox before the workers publish it themselves
     # (its caller died, or the broker was away); shorter means more duplicates while a caller lives.
     "OBSERVERS_OUTBOX_GRACE": 3.0,
+    # Deliveries of a dispatch or deliver message that never finishes (it raises, or kills its worker
+    # process) before it is parked as a dead letter instead of being redelivered forever.
+    "OBSERVERS_MAX_DELIVERIES": 5,
     # Observers delivered per deliver task: a few hundred keeps a 10,000-observer fan-out at tens of messages.
     "OBSERVERS_BATCH_SIZE": 250,
     # Seconds one callback may run before CallbackTimeout is raised inside it.
@@ -114,3 +117,7 @@ def outbox_grace() -> float:
 
 def owner_grace() -> float:
     return float(_get("OBSERVERS_OWNER_GRACE"))
+
+
+def max_deliveries() -> int:
+    return int(_get("OBSERVERS_MAX_DELIVERIES"))

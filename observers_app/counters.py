@@ -24,6 +24,8 @@ NAMES = (
     "removed_swept",
     "removed_quarantined",
     "outbox_republished",
+    "messages_parked",
+    "messages_replayed",
 )
 
 

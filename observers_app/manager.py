@@ -32,7 +32,7 @@ from .exceptions import (
     UnknownOwner,
 )
 from .liveness import OwnerHandle
-from .models import VAR_ID_MAX_LENGTH, Observer, Owner, Removal, VariableState
+from .models import VAR_ID_MAX_LENGTH, DeadLetter, Observer, Owner, Removal, VariableState
 from .registry import Callback
 from .removals import sweep as sweep  # the public API, implemented with the removals
 from .removals import sweep_dead_observers as sweep_dead_observers
@@ -255,6 +255,7 @@ def get_stats() -> dict[str, int]:
     stats["active_observers"] = total_observers()
     stats["monitored_processes"] = Owner.objects.alive().count()
     stats["queue_backlog"] = backpressure.dispatch_backlog()
+    stats["dead_letters"] = DeadLetter.objects.count()
     stats["uptime_ms"] = uptime_ms
     return stats
 

@@ -213,3 +213,30 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"outbox {self.id}"
+
+
+class MessageAttempt(models.Model):
+    """How often a hub message that did not finish was delivered: its first failure, or its first
+    redelivery, creates the row (workers that die running it leave no error behind)."""
+
+    task_id = models.CharField(max_length=64, primary_key=True)
+    deliveries = models.IntegerField(default=1)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.deliveries} deliveries"
+
+
+class DeadLetter(models.Model):
+    """A message parked after OBSERVERS_MAX_DELIVERIES deliveries that never finished; replayable."""
+
+    task_id = models.CharField(max_length=64, db_index=True)
+    task = models.CharField(max_length=64)
+    args = models.TextField(help_text="The task's arguments, a JSON array (replayed as they are).")
+    deliveries = models.IntegerField()
+    reason = models.TextField(blank=True, help_text="Its last error, if it raised one.")
+    parked_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.task_id}"

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet, Subquery
 from django.utils import timezone
 
-from . import backpressure, coalescing, conf, counters, events, outbox
+from . import backpressure, coalescing, conf, counters, events, outbox, poison
 from .models import Observer, Owner, Removal, StatBucket
 
 Reason = Removal.Reason
@@ -74,6 +74,7 @@ def sweep(*, batch_size: int | None = None) -> dict[str, int]:
     return {
         **sweep_dead_observers(batch_size=batch_size),
         "outbox_republished": outbox.publish_stale(),
+        "attempts_pruned": poison.prune_attempts(),
         "notifications_shed": backpressure.drain_shed(),
         "coalescing_resumed": coalescing.resume_stalled(),
         "records_pruned": _prune(batch_size or conf.sweep_batch_size()),

@@ -5,10 +5,11 @@ import logging
 import time
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import Reject
 from django.db import close_old_connections
 
-from . import delivery, manager, wiring
+from . import delivery, manager, poison, wiring
 from .batching import DONE, RETRY, BatchedTask
 from .db import DATABASE_ERRORS
 from .dispatch import RETRIED_ERRORS, fan_out
@@ -32,27 +33,52 @@ hub_task = functools.partial(
 )
 
 
+class PoisonAwareBatchedTask(BatchedTask):
+    """A failing dispatch message is delivered again until poison.parked() parks it."""
+
+    def parked(self, task_id: str, args: list[Any], redelivered: bool) -> bool:
+        return poison.parked(self.name, task_id, args, redelivered=redelivered)
+
+    def failed(self, task_id: str, error: str) -> None:
+        try:
+            poison.record_failure(task_id, error)
+        except DATABASE_ERRORS:
+            logger.warning("event=failure_not_recorded id=%s", task_id, exc_info=True)
+
+
 # typing=False: a message carries one notification's args; the function gets a batch of them.
-@shared_task(base=BatchedTask, name=wiring.DISPATCH_TASK, acks_late=True, ignore_result=True, typing=False)
+@shared_task(
+    base=PoisonAwareBatchedTask, name=wiring.DISPATCH_TASK, acks_late=True, ignore_result=True, typing=False
+)
 def dispatch(args_list: list[list[Any]]) -> list[str]:
     """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
     notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. When the
     database or the broker goes away, the messages not yet delivered wait a moment and are redelivered."""
     close_old_connections()
-    outcomes: list[str] = []
+    outcomes: list[str] = [RETRY] * len(args_list)
+    readable: list[int] = []
+    notifications = []
+    for index, args in enumerate(args_list):
+        try:
+            notifications.append(_notification(*args))
+            readable.append(index)
+        except TypeError as exc:  # not the arguments a dispatch takes: it fails (and is parked)
+            outcomes[index] = f"unreadable dispatch message: {exc}"
+    done = 0
     try:
-        for error in fan_out([_notification(*args) for args in args_list]):
-            outcomes.append(error or DONE)
+        for error in fan_out(notifications):
+            outcomes[readable[done]] = error or DONE
+            done += 1
     except RETRIED_ERRORS as exc:
         logger.warning(
             "event=dispatch_retry messages=%d reason=%s",
-            len(args_list) - len(outcomes),
+            len(readable) - done,
             "broker" if isinstance(exc, BrokerUnavailable) else "database",
             exc_info=True,
         )
         close_old_connections()
         time.sleep(DATABASE_RETRY_DELAY_S)
-    return outcomes + [RETRY] * (len(args_list) - len(outcomes))
+    return outcomes
 
 
 def _notification(
@@ -75,9 +101,21 @@ def _notification(
     }
 
 
-@hub_task(name=wiring.DELIVER_TASK)
-def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
-    delivery.deliver(notification, after=after, upto=upto, globs=globs)
+@hub_task(name=wiring.DELIVER_TASK, bind=True)
+def deliver(self: Task, notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
+    """Deliver one page; a page that fails is delivered again until poison.parked() parks it."""
+    args = [notification, after, upto, globs]
+    task_id = str(self.request.id)
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    if poison.parked(self.name, task_id, args, redelivered=redelivered):
+        return
+    try:
+        delivery.deliver(notification, after=after, upto=upto, globs=globs)
+    except DATABASE_ERRORS:
+        raise  # retried with backoff (autoretry_for)
+    except Exception as exc:
+        poison.record_failure(task_id, f"{type(exc).__name__}: {exc}")
+        raise Reject(exc, requeue=True) from exc
 
 
 @shared_task(name=wiring.SWEEP_TASK, ignore_result=True)

@@ -73,3 +73,10 @@ def relay(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any])
     ]
     _append("".join(f"sent {notification_id}\n" for notification_id in sent))
     _append(f"{metadata['observer_ref']} {metadata['notification_id']}\n")
+
+
+def refuse_poison(*, var_id: str, **kwargs: Any) -> None:
+    """Connected to notification_dispatched: a dispatch of ``poison:*`` fails every time (a hub bug,
+    as the worker sees it) until the test "fixes" it by recording ``<var_id>:fixed``."""
+    if var_id.startswith("poison:") and not Received.objects.filter(var_id=f"{var_id}:fixed").exists():
+        raise RuntimeError(f"poison on purpose: {var_id}")
