@@ -5,7 +5,8 @@ notify VAR RATE SECONDS [atomic|durable|plain|own]: notify VAR RATE times a seco
     for each notification it returned (inside atomic(), printed after commit, unless plain or own);
     then "done slowest_ms=<ms>" (its slowest call). "own" first adds 2 observers bound to its
     process_owner() (printed "ref <ref>").
-stats VAR: print get_stats() as JSON. sweep VAR: run the sweep once, print what it removed.
+reset -: delete every observer and outbox row. stats -: print get_stats() as JSON.
+sweep VAR: run the sweep once, print what it removed.
 count VAR: print observer_count(VAR).
 hold VAR COUNT: notify VAR COUNT times as fast as it can, print "held", then sleep (until SIGTERM).
 commit-and-die VAR COUNT: COUNT rounds of a durable notification rolled back (printed
@@ -61,6 +62,11 @@ def main() -> None:
         say(f"done slowest_ms={slowest * 1000:.1f}")
     elif mode == "sweep":
         say(f"swept {manager.sweep()}")
+    elif mode == "reset":  # a new scene: no observer or outbox row of an earlier one
+        from observers_app.models import Observer, OutboxMessage
+
+        Observer.objects.all().delete()
+        OutboxMessage.objects.all().delete()
     elif mode == "stats":
         say(f"stats {json.dumps(manager.get_stats())}")
     elif mode == "count":

@@ -140,7 +140,9 @@ def scene(rabbit: PrivateRabbit, postgres: PrivatePostgres, tmp_path: Path) -> I
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"], env=env, cwd=ROOT, check=True, timeout=300
     )
-    yield Scene(env=env, log=tmp_path / "records.log")
+    scene = Scene(env=env, log=tmp_path / "records.log")
+    scene.run("reset", "-")
+    yield scene
 
 
 def report(name: str, counts: dict[str, int]) -> None:
