@@ -29,7 +29,8 @@ def write(notification_id: str, args_json: str) -> None:
     assert pk is not None
     table = OutboxMessage._meta.db_table  # a model constant, never data
     sql = f"INSERT INTO {table} (id, args, created_at) VALUES (%s, %s, %s)"  # noqa: S608
-    params = [pk.get_db_prep_value(uuid.UUID(notification_id), connection), args_json, timezone.now()]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    params = [pk.get_db_prep_value(uuid.UUID(notification_id), connection), args_json, now]
     prepared_rows(connection, sql, params)
 
 

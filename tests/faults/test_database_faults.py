@@ -42,4 +42,6 @@ def test_postgres_restarted_loses_nothing_and_a_live_owner_keeps_its_observers(
     )
     assert counts["lost"] == 0
     assert count == "count 4", f"the live owner's observers were not counted again: {count}, swept {swept}"
-    assert all(f"{ref} {nid}" in records for ref in own for nid in sent[-50:])  # called again after
+    # Called again once the lock was back: the notifications of seconds 14-18 of 20 (the last ones
+    # may find the owner already closed by the caller's exit).
+    assert all(f"{ref} {nid}" in records for ref in own for nid in sent[-300:-100])
