@@ -62,10 +62,11 @@ class Command(BaseCommand):
             return
         if options["durable"]:
             results = durable_bench.run(calls=options["calls"], progress=self.stdout.write)
+            self.stdout.write(json.dumps(results, indent=2))
+            options["json"].parent.mkdir(parents=True, exist_ok=True)
             options["json"].with_name("observers_durable_bench.json").write_text(
                 json.dumps(results, indent=2)
             )
-            self.stdout.write(json.dumps(results, indent=2))
             return
         if options["admin"]:
             results = admin_bench.run(rows=options["admin"], say=self.stdout.write)
