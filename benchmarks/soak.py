@@ -83,7 +83,7 @@ def run(*, clients: int, parallel: int, say: Callable[[str], None]) -> dict[str,
         rss.append(worker_rss_kib(worker.pid))
     time.sleep(LEASE_TTL_S + 0.5)
     results["before_sweep"] = _soak_rows(started)
-    results["sweep"] = manager.sweep_dead_observers()
+    results["sweep"] = manager.sweep_dead_observers(grace_s=0)  # removal is measured, not the grace
     results["after_sweep"] = _soak_rows(started)
     results["worker_rss_kib_after_first_wave"] = rss[0]
     results["worker_rss_kib_end"] = rss[-1]

@@ -20,9 +20,9 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import counters, manager, registry, validation
+from . import counters, manager, poison, registry, validation
 from .exceptions import InvalidName
-from .models import Observer, Owner, StatBucket, VariableState
+from .models import DeadLetter, Observer, Owner, StatBucket, VariableState
 
 COUNT_CAP = 10_000
 
@@ -376,3 +376,26 @@ class VariableAdmin(PrefixSearchMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Messages parked after OBSERVERS_MAX_DELIVERIES deliveries: why, and a replay once fixed."""
+
+    list_display = ("parked_at", "task", "task_id", "deliveries", "short_reason")
+    list_filter = ("task",)
+    ordering = ("-parked_at",)
+    readonly_fields = ("task_id", "task", "args", "deliveries", "reason", "parked_at")
+    actions = ("replay",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="reason")
+    def short_reason(self, letter: DeadLetter) -> str:
+        return letter.reason[:120]
+
+    @admin.action(description="Replay selected dead letters (publish them again)", permissions=["change"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        replayed = poison.replay(list(queryset.values_list("id", flat=True)))
+        self.message_user(request, f"Replayed {replayed} message(s).", messages.SUCCESS)

@@ -13,11 +13,12 @@ class ObserversConfig(AppConfig):
     def ready(self) -> None:
         from celery import current_app
 
-        from . import checks, liveness, publisher, registry, wiring
+        from . import checks, liveness, outbox, publisher, registry, wiring
 
         checks.register()
         liveness.connect()
         publisher.connect()
+        outbox.connect()
         if find_spec("prometheus_client"):  # the [prometheus] extra
             from . import metrics
 

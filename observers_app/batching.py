@@ -6,14 +6,15 @@ whose base is ``BatchedTask`` gets a consumer strategy (Celery's ``Task.Strategy
 celery-batches does; that package pins celery<5.7 and acks a batch that raised) that buffers its
 messages and sends them to the pool together, as many as waited while every pool process was busy
 (at most ``batch_size``). Each message is acknowledged when its batch returned its outcome; one that
-asks for a retry (its database went away), or whose pool process died, goes back on the queue.
+asks for a retry (its database went away), failed, or whose pool process died, goes back on the
+queue (until the task parks it).
 Each message still sends its own task-received and task-succeeded (or -failed) events, so Flower
 lists it; a requeued one sends task-rejected (Request.reject does).
 """
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from celery import Task, current_app
 from celery.worker.request import Request, create_request_cls  # type: ignore[attr-defined]
@@ -22,14 +23,15 @@ from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2  # type: i
 logger = logging.getLogger(__name__)
 
 
-DONE, RETRY = "done", "retry"
+DONE, RETRY, PARKED = "done", "retry", "parked"
 
 
 class BatchedTask(Task):
     """The task's function takes the positional args of many messages, as a list, and returns one
-    outcome per message: DONE; RETRY to have it redelivered; or an error text (it failed: logged and
-    acknowledged, as Celery does with a failed task, since redelivering it would fail forever). If
-    the function raises, every message of the batch failed so.
+    outcome per message: DONE; RETRY to have it redelivered; or an error text (it failed: logged,
+    told to ``failed`` and redelivered; ``parked`` decides, before each run of a redelivered message,
+    whether to stop and park it, so a message that always fails is not redelivered forever). If the
+    function raises, every message of the batch failed so.
 
     Not applied to these messages, which the hub's publisher never sets: ETA/countdown, expiry,
     revocation, rate limits. Prefork and solo pools only (the batcher is not thread-safe)."""
@@ -37,6 +39,13 @@ class BatchedTask(Task):
     # Largest batch: 50 notifications of 100 observers are ~25 ms of callbacks.
     batch_size = 50
     _batcher: "_Batcher | None" = None
+
+    def parked(self, task_id: str, args: list[Any], redelivered: bool) -> bool:
+        """Whether to park this message instead of running it (it is acknowledged); never, here."""
+        return False
+
+    def failed(self, task_id: str, error: str) -> None:
+        """Told of a message that failed (it is delivered again)."""
 
     # Celery instantiates Task.Strategy (a dotted name by default) with the task, app and consumer.
     def Strategy(self, task: "BatchedTask", app: Any, consumer: Any) -> Any:  # type: ignore[override]
@@ -121,11 +130,14 @@ def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any], *, on_finis
             for request, outcome in zip(requests, outcomes, strict=True):
                 if outcome == RETRY:
                     request.reject(requeue=True)
-                    continue
-                request.acknowledge()
-                if outcome == DONE:
+                elif outcome == DONE:
+                    request.acknowledge()
                     request.send_event("task-succeeded", result=None, runtime=runtime)
-                else:
+                elif outcome == PARKED:
+                    request.acknowledge()
+                    request.send_event("task-failed", exception="parked as a dead letter", traceback="")
+                else:  # failed: delivered again, until the task parks it
+                    request.reject(requeue=True)
                     request.send_event("task-failed", exception=outcome, traceback="")
         finally:
             on_finished()
@@ -139,21 +151,35 @@ def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any], *, on_finis
         finally:
             on_finished()
 
+    messages = [
+        (request.id, bool(request.delivery_info.get("redelivered")), request.args) for request in requests
+    ]
     pool.apply_async(
         run_batch_in_pool,
-        args=(task.name, [request.args for request in requests]),
+        args=(task.name, messages),
         callback=on_return,
         error_callback=on_error,
     )
 
 
-def run_batch_in_pool(task_name: str, args_list: list[list[Any]]) -> list[str]:
-    """Runs in a pool process (module level, so the pool can name it)."""
+def run_batch_in_pool(task_name: str, messages: list[tuple[str, bool, list[Any]]]) -> list[str]:
+    """Runs in a pool process (module level, so the pool can name it): ``messages`` are
+    ``(task id, redelivered, args)``; the task parks some, runs the others."""
+    task = cast(BatchedTask, current_app.tasks[task_name])
+    screened = [
+        PARKED if task.parked(task_id, args, redelivered) else None for task_id, redelivered, args in messages
+    ]
+    args_list = [args for (_, _, args), outcome in zip(messages, screened, strict=True) if outcome is None]
     try:
-        outcomes = list(current_app.tasks[task_name].run(args_list))
-        if len(outcomes) != len(args_list):
-            raise ValueError(f"{len(outcomes)} outcomes for {len(args_list)} messages")
-        return outcomes
+        ran = list(task.run(args_list)) if args_list else []
+        if len(ran) != len(args_list):
+            raise ValueError(f"{len(ran)} outcomes for {len(args_list)} messages")
     except Exception as exc:
         logger.exception("event=batch_failed task=%s messages=%d", task_name, len(args_list))
-        return [f"{type(exc).__name__}: {exc}"] * len(args_list)
+        ran = [f"{type(exc).__name__}: {exc}"] * len(args_list)
+    outcomes = iter(ran)
+    results = [outcome or next(outcomes) for outcome in screened]
+    for (task_id, _, _), outcome in zip(messages, results, strict=True):
+        if outcome not in (DONE, RETRY, PARKED):
+            task.failed(task_id, outcome)
+    return results

@@ -14,6 +14,15 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_QUORUM_QUEUES": False,
     # Seconds between beat's sweeps of dead owners, stalled coalescing and shed notifications.
     "OBSERVERS_SWEEP_INTERVAL": 30.0,
+    # Durable notifications by default (notify_observers(..., durable=...) decides per call): written to
+    # the outbox table in the caller's transaction, so a committed one survives its caller's death.
+    "OBSERVERS_DURABLE": False,
+    # Seconds a durable notification may wait in the outbox before the workers publish it themselves
+    # (its caller died, or the broker was away); shorter means more duplicates while a caller lives.
+    "OBSERVERS_OUTBOX_GRACE": 3.0,
+    # Deliveries of a dispatch or deliver message that never finishes (it raises, or kills its worker
+    # process) before it is parked as a dead letter instead of being redelivered forever.
+    "OBSERVERS_MAX_DELIVERIES": 5,
     # Observers delivered per deliver task: a few hundred keeps a 10,000-observer fan-out at tens of messages.
     "OBSERVERS_BATCH_SIZE": 250,
     # Seconds one callback may run before CallbackTimeout is raised inside it.
@@ -39,6 +48,9 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_PAYLOAD_RETENTION_DAYS": 1,
     # Rows the sweep and owner closes delete per transaction.
     "OBSERVERS_SWEEP_BATCH_SIZE": 1000,
+    # Seconds a process owner found without its lock must stay so before the sweep deletes its observers
+    # (they are not called meanwhile): a live process takes its lock again after a database restart.
+    "OBSERVERS_OWNER_GRACE": 60.0,
     # Lease of a process owner where no PostgreSQL lock can keep it (SQLite): heartbeats every third of it.
     "OBSERVERS_PROCESS_TTL": 3.0,
     # Who may read /metrics: requests bearing "Authorization: Bearer <token>" (when one is set), or
@@ -137,3 +149,19 @@ def metrics_token() -> str:
 
 def metrics_allowed_ips() -> list[str]:
     return list(_get("OBSERVERS_METRICS_ALLOWED_IPS"))
+
+
+def durable() -> bool:
+    return bool(_get("OBSERVERS_DURABLE"))
+
+
+def outbox_grace() -> float:
+    return float(_get("OBSERVERS_OUTBOX_GRACE"))
+
+
+def owner_grace() -> float:
+    return float(_get("OBSERVERS_OWNER_GRACE"))
+
+
+def max_deliveries() -> int:
+    return int(_get("OBSERVERS_MAX_DELIVERIES"))

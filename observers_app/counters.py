@@ -23,6 +23,9 @@ NAMES = (
     "removed_owner_died",
     "removed_swept",
     "removed_quarantined",
+    "outbox_republished",
+    "messages_parked",
+    "messages_replayed",
 )
 
 

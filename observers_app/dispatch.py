@@ -12,6 +12,7 @@ from django.utils import timezone
 from . import coalescing as coalescing_module
 from . import conf, counters, delivery, events, payloads, publisher, validation
 from .db import DATABASE_ERRORS, prepared_rows, upsert_add
+from .exceptions import BrokerUnavailable
 from .globs import globs_among
 from .models import Observer, VariableState
 from .querysets import DELIVERY_ROW
@@ -19,6 +20,8 @@ from .wiring import DELIVER_TASK
 
 logger = logging.getLogger(__name__)
 
+# What makes a dispatch wait and be redelivered: the database or the broker went away.
+RETRIED_ERRORS = (*DATABASE_ERRORS, BrokerUnavailable)
 # How long a batch's numbering waits for a row lock before numbering row by row (see _number).
 LOCK_WAIT = "50ms"
 LOCK_NOT_AVAILABLE = "55P03"
@@ -30,7 +33,7 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
     sender did), send a deliver task per further page of its observers, deliver its first page
     here. Each one's observers are read just before it is delivered, so one removed (or whose owner
     died) meanwhile is not called. The glob patterns are read once and the counters written once,
-    at the end. A database error is raised: what was yielded before it was delivered."""
+    at the end. A database or broker error is raised: what was yielded before it was delivered."""
     size = conf.batch_size()
     patterns = Observer.objects.glob_patterns()
     _number(notifications)
@@ -43,7 +46,7 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
                 counts.update(one_counts)  # its callbacks ran: counted even if offering it fails
                 if coalescing and (token := coalescing_module.offer(notification)):
                     leased[notification["var_id"]] = token
-            except DATABASE_ERRORS:
+            except RETRIED_ERRORS:
                 raise
             except Exception as exc:  # this notification's own failure (a value the table refuses)
                 logger.exception("event=dispatch_failed var_id=%r", notification["var_id"])
@@ -85,7 +88,7 @@ def _fan_out_one(
     )
     fanout = len(first_page)
     if full:
-        after, pages = first_page[-1][0], 0
+        after = first_page[-1][0]
         # Stored once: each page's message carries its reference, not a copy of the values.
         payload_id = payloads.store(notification)
         # The notification id too: Flower and the logs show which notification a page belongs to.
@@ -94,10 +97,13 @@ def _fan_out_one(
         )
         globs_json = json.dumps(globs)
         ordered = delivery.reached(var_id, globs).filter(coalesce=False)
+        pages: list[tuple[str, str]] = []
         while page := ordered.page_ids(after=after, limit=size):
-            publisher.publish_task(DELIVER_TASK, f'[{reference},"{after}","{page[-1]}",{globs_json}]')
-            after, fanout, pages = page[-1], fanout + len(page), pages + 1
-        payloads.all_sent(payload_id, pages)
+            pages.append((DELIVER_TASK, f'[{reference},"{after}","{page[-1]}",{globs_json}]'))
+            after, fanout = page[-1], fanout + len(page)
+        # Confirmed before the dispatch message is acknowledged: a broker killed meanwhile loses no page.
+        publisher.publish_confirmed(pages, sent_events=True)
+        payloads.all_sent(payload_id, len(pages))
     events.notification_dispatched.send(
         None,
         var_id=var_id,

@@ -63,3 +63,7 @@ class CallbackTimeout(BaseException):
     A BaseException, like KeyboardInterrupt, so that a callback's own ``except Exception``
     cannot swallow it and keep running past its limit.
     """
+
+
+class BrokerUnavailable(ObserversError, ConnectionError):
+    """The broker could not take or confirm a message now; what was being published is retried."""

@@ -2,10 +2,12 @@
 
 On PostgreSQL a process owner holds a session advisory lock on a connection of its own: the server
 drops the lock the moment that connection dies with the process, so the owner is dead at once and
-costs nothing while alive. On SQLite, which has no such lock, a thread renews a short lease.
+costs one ``SELECT 1`` a second while alive (which notices a database restart and takes the lock
+again). On SQLite, which has no such lock, a thread renews a short lease.
 """
 
 import atexit
+import contextlib
 import logging
 import os
 import random
@@ -28,23 +30,71 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
+def _lock_connection() -> Any:
+    connection = connections.create_connection(DEFAULT_DB_ALIAS)
+    connection.inc_thread_sharing()  # closed at exit, maybe from another thread
+    return connection
+
+
 class _AdvisoryLock:
-    """A connection of the process's own holding one session advisory lock until it closes."""
+    """A connection of the process's own holding one session advisory lock until it closes.
+
+    A thread checks the connection every KEEP_S: when the database restarted (the session and its
+    lock are gone while the process lives), it connects again and takes the same lock again, so the
+    owner is alive again within seconds and the sweep (which waits OBSERVERS_OWNER_GRACE) keeps
+    its observers."""
+
+    KEEP_S = 1.0
 
     def __init__(self) -> None:
-        self.connection = connections.create_connection(DEFAULT_DB_ALIAS)
-        self.connection.inc_thread_sharing()  # closed at exit, maybe from another thread
+        self.connection = _lock_connection()
+        self.key: int | None = None
+        self.stopped = threading.Event()
 
     def try_lock(self, key: int) -> bool:
         with self.connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [OWNER_LOCK_NAMESPACE, key])
-            return bool(cursor.fetchone()[0])
+            locked = bool(cursor.fetchone()[0])
+        if locked:
+            self.key = key
+        return locked
 
     def unlock(self, key: int) -> None:
         with self.connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [OWNER_LOCK_NAMESPACE, key])
+        self.key = None
+
+    def keep(self) -> None:
+        threading.Thread(target=self._keep, name="observers-owner-lock", daemon=True).start()
+
+    def _keep(self) -> None:
+        held = True
+        while not self.stopped.wait(self.KEEP_S) and self.key is not None:
+            try:
+                if held:
+                    with self.connection.cursor() as cursor:
+                        cursor.execute("SELECT 1")
+                else:
+                    held = self._retake(self.key)
+            except DatabaseError:
+                if held:
+                    logger.warning("event=owner_lock_lost key=%s retry_every_s=%s", self.key, self.KEEP_S)
+                held = False
+                with contextlib.suppress(DatabaseError):
+                    self.connection.close()
+
+    def _retake(self, key: int) -> bool:
+        """On a new connection, take the lock again; False if another session holds it."""
+        self.connection = _lock_connection()
+        if self.try_lock(key):
+            logger.warning("event=owner_lock_retaken key=%d", key)
+            return True
+        logger.error("event=owner_lock_not_retaken key=%d: another session holds it", key)
+        self.connection.close()
+        return False
 
     def stop(self) -> None:
+        self.stopped.set()
         self.connection.close()
 
     def detach_after_fork(self) -> None:
@@ -158,6 +208,7 @@ def _open_process_owner() -> OwnerHandle:
         except IntegrityError:  # a dead owner not yet swept still has this key
             lock.unlock(key)
             continue
+        lock.keep()
         return OwnerHandle(owner.id, name=name, kind=Owner.Kind.PROCESS, ttl_s=None, keepalive=lock)
     lock.stop()
     raise ObserversError("could not find a free owner lock key in 10 tries")

@@ -17,6 +17,7 @@ from . import (
     dispatch,
     events,
     liveness,
+    outbox,
     owners,
     presence,
     publisher,
@@ -33,7 +34,7 @@ from .exceptions import (
     UnknownOwner,
 )
 from .liveness import OwnerHandle
-from .models import Observer, Owner, Removal, VariableState
+from .models import DeadLetter, Observer, Owner, Removal, VariableState
 from .registry import Callback
 from .removals import sweep as sweep  # the public API, implemented with the removals
 from .removals import sweep_dead_observers as sweep_dead_observers
@@ -176,6 +177,7 @@ def notify_observers(
     metadata: dict[str, Any] | None = None,
     *,
     ordered: bool = False,
+    durable: bool | None = None,
 ) -> str | None:
     """Fan a change of ``var_id`` out to its observers; returns the notification id, or None.
 
@@ -186,6 +188,11 @@ def notify_observers(
     Inside ``transaction.atomic()`` that happens on commit, never on rollback. ``ordered=True``
     numbers the notification (``seq``) now, in the caller's transaction, so that numbers follow
     commit order; it costs the caller one write.
+
+    ``durable=True`` (default: OBSERVERS_DURABLE) also writes the message to the outbox table, in
+    the caller's transaction (outside one, in its own before returning): once that commits, every
+    observer is called at least once even if this process dies right after (a worker publishes what
+    it left); rolled back, it is never sent. Callbacks deduplicate by ``metadata["notification_id"]``.
     """
     validation.check_name(var_id)
     # Unchanged means the same JSON: 1 -> True and 1 -> 1.0 are changes, [1] -> (1,) is not.
@@ -198,21 +205,25 @@ def notify_observers(
     if ordered and presence.has_observers(var_id):
         # Numbered now, in the caller's transaction; a variable nobody observes costs no write.
         args_json = f"{args_json[:-1]},{dispatch.next_seq(var_id)}]"
+    durable_id = None
+    if (conf.durable() if durable is None else durable) and presence.has_observers(var_id):
+        outbox.write(notification_id, args_json)
+        durable_id = notification_id
     if connection.in_atomic_block:
-        transaction.on_commit(lambda: _publish_dispatch(var_id, args_json), robust=True)
+        transaction.on_commit(lambda: _publish_dispatch(var_id, args_json, durable_id), robust=True)
     else:
-        _publish_dispatch(var_id, args_json)
+        _publish_dispatch(var_id, args_json, durable_id)
     return notification_id
 
 
-def _publish_dispatch(var_id: str, args_json: str) -> None:
+def _publish_dispatch(var_id: str, args_json: str, durable_id: str | None) -> None:
     started = time.perf_counter()
-    published = presence.has_observers(var_id)
+    published = durable_id is not None or presence.has_observers(var_id)
     if published:
         # Published by this process's publishing thread: the caller never waits on the broker. One
         # broker message per call, so no "task-sent" event: the worker's task events show every
         # dispatch in Flower, and the deliver tasks it sends carry their sent events.
-        publisher.send_soon(DISPATCH_TASK, args_json)
+        publisher.send_soon(DISPATCH_TASK, args_json, durable_id=durable_id)
     events.notification_published.send(
         None, var_id=var_id, published=published, duration_s=time.perf_counter() - started
     )
@@ -248,6 +259,7 @@ def get_stats() -> dict[str, int]:
     stats["active_observers"] = total_observers()
     stats["monitored_processes"] = Owner.objects.alive().count()
     stats["queue_backlog"] = backpressure.dispatch_backlog()
+    stats["dead_letters"] = DeadLetter.objects.count()
     stats["uptime_ms"] = uptime_ms
     return stats
 

@@ -32,6 +32,9 @@ class Owner(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     lock_key = models.IntegerField(null=True, blank=True, unique=True)
     closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    dead_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweep first found it dead (cleared if it came back)."
+    )
 
     objects = OwnerQuerySet.as_manager()
 
@@ -215,3 +218,42 @@ class Payload(models.Model):
 
     def __str__(self) -> str:
         return f"payload {self.id}"
+
+
+class OutboxMessage(models.Model):
+    """A durable notification's dispatch message, written in its caller's transaction and deleted once
+    the broker confirmed it; one its caller did not publish (it died) is published by a worker."""
+
+    id = models.UUIDField(primary_key=True, help_text="The notification id.")
+    args = models.TextField(help_text="The dispatch task's arguments, a JSON array.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"outbox {self.id}"
+
+
+class MessageAttempt(models.Model):
+    """How often a hub message that did not finish was delivered: its first failure, or its first
+    redelivery, creates the row (workers that die running it leave no error behind)."""
+
+    task_id = models.CharField(max_length=64, primary_key=True)
+    deliveries = models.IntegerField(default=1)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.deliveries} deliveries"
+
+
+class DeadLetter(models.Model):
+    """A message parked after OBSERVERS_MAX_DELIVERIES deliveries that never finished; replayable."""
+
+    task_id = models.CharField(max_length=64, db_index=True)
+    task = models.CharField(max_length=64)
+    args = models.TextField(help_text="The task's arguments, a JSON array (replayed as they are).")
+    deliveries = models.IntegerField()
+    reason = models.TextField(blank=True, help_text="Its last error, if it raised one.")
+    parked_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.task_id}"

@@ -1,9 +1,10 @@
-"""Publishes Celery task messages straight through kombu: the lean path under notify_observers.
+"""Publishes Celery task messages straight through kombu, confirmed, recovering from broker faults.
 
 Celery's ``apply_async`` spends ~250 us building each message (shared BASELINES). The hub's
 tasks take one JSON array of plain arguments, so the message is protocol 2 built from a
 few constants and the arguments the caller already serialized, published on a warm
-per-thread producer. Workers see an ordinary Celery task.
+per-thread link (connection, confirm-mode channel, declared queues) that is rebuilt whole after
+any error. Workers see an ordinary Celery task.
 
 ``send_soon`` is the caller's path: the message waits in the process's outbox and one thread per
 process publishes it, in order, so the caller never writes to the broker socket itself (a write
@@ -16,22 +17,25 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
-from typing import Any, cast
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NamedTuple, cast
 
 from celery import current_app
 from celery.events.event import get_exchange
 from celery.signals import worker_process_shutdown
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
-from kombu import Connection, Producer, Queue
+from kombu import Producer, Queue
 
 from . import conf, wiring
+from .exceptions import BrokerUnavailable
 
 _EMBED = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
-_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
 _ARGSREPR_MAX = 256
 
 
@@ -67,14 +71,63 @@ class _Route:
         }
 
 
-class _ThreadState(threading.local):
-    connection: Connection | None = None
-    producer: Producer | None = None
-    event_exchange: Any = None
-    routes: dict[str, _Route]
+class _Link:
+    """One thread's way to the broker: a connection, a channel in confirm mode, its producer, and the
+    queues and exchanges declared on that channel. Built on first use; after any error it is dropped
+    whole and the next publish builds a new one (a queue object bound to a dead channel stays dead)."""
 
     def __init__(self) -> None:
-        self.routes = {}
+        self.connection = current_app.connection_for_write()
+        self.connection.connect()
+        channel = cast(Any, self.connection.channel())  # py-amqp's Channel (kombu's types: StdChannel)
+        channel.confirm_select()
+        self.published = self.confirmed = 0
+        self.nacked = False
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self.channel = channel
+        self.producer = Producer(self.channel, auto_declare=False)
+        self.routes: dict[str, _Route] = {}
+        self.event_exchange: Any = None
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self.confirmed = max(self.confirmed, delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self.nacked = True
+
+    def route_for(self, task_name: str) -> _Route:
+        route = self.routes.get(task_name)
+        if route is None:
+            queue = wiring.queue_for(task_name).bind(self.channel)
+            queue.declare()
+            route = self.routes[task_name] = _Route(task_name, queue)
+        return route
+
+    def publish(self, body: str, **kwargs: Any) -> None:
+        self.producer.publish(body, content_type="application/json", content_encoding="utf-8", **kwargs)
+        self.published += 1
+
+    def wait_for_confirms(self, timeout: float) -> None:
+        """Return once the broker confirmed every message published on this channel (persisted, for
+        persistent messages on durable queues); raise if it refused one or ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        while self.confirmed < self.published and not self.nacked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the broker confirmed {self.confirmed} of {self.published} messages")
+            self.connection.drain_events(timeout=remaining)
+        if self.nacked:
+            raise ConnectionError("the broker refused a message (basic.nack)")
+
+    def drop(self) -> None:
+        with contextlib.suppress(Exception):
+            # Closes the socket without the Close handshake a dead broker never answers.
+            self.connection.collect()
+
+
+class _ThreadState(threading.local):
+    link: _Link | None = None
 
 
 _state = _ThreadState()
@@ -90,61 +143,74 @@ def _reset_after_fork() -> None:
     _outbox = _Outbox()
 
 
-def _producer() -> Producer:
-    if _state.producer is None:
-        connection = current_app.connection_for_write()
-        _state.connection = connection
-        _state.producer = Producer(connection)
-    return _state.producer
+# Told the ids of durable messages the broker confirmed (outbox.mark_sent, set by outbox.connect()).
+_durable_sent: Callable[[list[str]], None] | None = None
 
 
-def _route_for(task_name: str) -> _Route:
-    route = _state.routes.get(task_name)
-    if route is None:
-        queue = wiring.queue_for(task_name)
-        channel = _producer().channel
-        assert channel is not None  # a producer made from a connection has its default channel
-        queue.maybe_bind(channel)
-        queue.declare()
-        route = _state.routes[task_name] = _Route(task_name, queue)
-    return route
+def when_durable_sent(hook: Callable[[list[str]], None]) -> None:
+    """Call ``hook`` with the ids of the durable messages each confirmed batch held."""
+    global _durable_sent
+    _durable_sent = hook
 
 
-def publish_task(task_name: str, args_json: str, *, sent_event: bool = True) -> str:
-    """Send one ``task_name`` message whose positional arguments are the JSON array ``args_json``,
-    and its "task-sent" event when ``task_send_sent_event`` is on, unless ``sent_event`` is False.
+def _link() -> _Link:
+    if _state.link is None:
+        _state.link = _Link()
+    return _state.link
 
-    Returns the task id.
-    """
+
+def _drop_link() -> None:
+    """Forget this thread's broker link after an error: the next publish builds a new one."""
+    link, _state.link = _state.link, None
+    if link is not None:
+        link.drop()
+
+
+def publish_confirmed(messages: list[tuple[str, str]], *, sent_events: bool = False) -> None:
+    """Publish ``(task name, JSON array of its positional arguments)`` messages in order and return
+    once the broker confirmed them all. On any error the thread's link is dropped (the next call
+    rebuilds it) and the error raised: some of the messages may have reached the broker already, so
+    a retry may publish them twice (at-least-once). Raises BrokerUnavailable."""
+    if not messages:
+        return
+    try:
+        link = _link()
+        for start in range(0, len(messages), CONFIRM_CHUNK):
+            for task_name, args_json in messages[start : start + CONFIRM_CHUNK]:
+                _publish_task(link, task_name, args_json, sent_event=sent_events)
+            link.wait_for_confirms(CONFIRM_TIMEOUT_S)
+    except Exception as exc:
+        _drop_link()
+        raise BrokerUnavailable(f"publishing {len(messages)} messages failed: {exc!r}") from exc
+    except BaseException:
+        _drop_link()
+        raise
+
+
+def _publish_task(link: _Link, task_name: str, args_json: str, *, sent_event: bool) -> str:
     task_id = str(uuid.uuid4())
-    route = _route_for(task_name)
+    route = link.route_for(task_name)
     headers = {**route.headers, "id": task_id, "root_id": task_id, "argsrepr": args_json[:_ARGSREPR_MAX]}
-    producer = _producer()
-    producer.publish(
+    link.publish(
         f"[{args_json}, {{}}, {_EMBED}]",
-        exchange=route.queue.exchange,
+        exchange=route.queue.exchange.name,
         routing_key=route.queue.routing_key,
         headers=headers,
-        content_type="application/json",
-        content_encoding="utf-8",
         correlation_id=task_id,
         delivery_mode=2,
-        retry=True,
-        retry_policy=_RETRY_POLICY,
     )
     if sent_event and current_app.conf.task_send_sent_event:
-        _send_sent_event(producer, route, task_id, headers["argsrepr"])
+        _send_sent_event(link, route, task_id, headers["argsrepr"])
     return task_id
 
 
-def _send_sent_event(producer: Producer, route: _Route, task_id: str, argsrepr: str) -> None:
+def _send_sent_event(link: _Link, route: _Route, task_id: str, argsrepr: str) -> None:
     """The "task-sent" event Celery's apply_async sends when task_send_sent_event is on (for Flower),
     built from the route's constant fields like the task message, instead of by Celery's dispatcher."""
-    if _state.event_exchange is None:
-        exchange = get_exchange(_state.connection, name=current_app.conf.event_exchange)
-        exchange.maybe_bind(producer.channel)
+    if link.event_exchange is None:
+        exchange = get_exchange(link.connection, name=current_app.conf.event_exchange).bind(link.channel)
         exchange.declare()
-        _state.event_exchange = exchange
+        link.event_exchange = exchange
     event = {
         **route.sent_event,
         "uuid": task_id,
@@ -153,16 +219,12 @@ def _send_sent_event(producer: Producer, route: _Route, task_id: str, argsrepr: 
         "timestamp": time.time(),
         "clock": cast(Any, current_app).clock.forward(),  # the app's logical clock (untyped in celery-types)
     }
-    producer.publish(
+    link.publish(
         json.dumps(event),
-        exchange=_state.event_exchange.name,
+        exchange=link.event_exchange.name,
         routing_key="task.sent",
         headers={"hostname": _origin},
-        content_type="application/json",
-        content_encoding="utf-8",
         delivery_mode=1,
-        retry=True,
-        retry_policy=_RETRY_POLICY,
     )
 
 
@@ -173,13 +235,22 @@ OUTBOX_MAX = 100_000
 # Seconds between attempts while the broker is unreachable, and the wait for the outbox at exit.
 RETRY_S = 1.0
 EXIT_FLUSH_S = 10.0
+# Messages published before waiting for the broker's confirms, and the longest wait for them.
+CONFIRM_CHUNK = 500
+CONFIRM_TIMEOUT_S = 10.0
+
+
+class _Message(NamedTuple):
+    task_name: str
+    args_json: str
+    durable_id: str | None  # its row in the durable outbox table, deleted once confirmed
 
 
 class _Outbox:
     """Messages on their way to the broker, and the thread that publishes them in order."""
 
     def __init__(self, *, max_bytes: int | None = None) -> None:
-        self.messages: collections.deque[tuple[str, str]] = collections.deque()
+        self.messages: collections.deque[_Message] = collections.deque()
         self.condition = threading.Condition()
         self.sending = 0  # messages the thread took and has not finished with
         self.waiting_bytes = 0  # of the messages waiting
@@ -198,10 +269,10 @@ class _Outbox:
         with self.condition:
             return self.waiting_bytes + self.sending_bytes
 
-    def put(self, task_name: str, args_json: str) -> None:
+    def put(self, message: _Message) -> None:
         with self.condition:
-            self.messages.append((task_name, args_json))
-            self.waiting_bytes += len(args_json)
+            self.messages.append(message)
+            self.waiting_bytes += len(message.args_json)
             self._trim()
             if self.thread is None or not self.thread.is_alive():
                 # Celery's current app is per thread: the caller's goes with the thread.
@@ -215,19 +286,22 @@ class _Outbox:
 
     def _trim(self) -> None:
         """Drop the oldest waiting beyond OUTBOX_MAX messages or ``max_bytes`` bytes of them, counting
-        every message held, the batch being sent included (the caller holds the lock)."""
+        every message held, the batch being sent included (the caller holds the lock). A durable one
+        keeps its row: a worker sends it."""
         while self.messages and (
             len(self.messages) + self.sending > OUTBOX_MAX
             or self.waiting_bytes + self.sending_bytes > self.max_bytes
         ):
-            _, dropped = self.messages.popleft()
-            self.waiting_bytes -= len(dropped)
+            dropped = self.messages.popleft()
+            self.waiting_bytes -= len(dropped.args_json)
             self.dropped += 1
 
     def _send_forever(self, app: Any) -> None:
         app.set_current()
         while True:
             with self.condition:
+                if not self.messages:
+                    _close_database_connection()  # idle: hold no database session (durable rows)
                 while not self.messages:
                     self.condition.wait()
                 batch = list(self.messages)
@@ -235,34 +309,33 @@ class _Outbox:
                 self.sending, self.sending_bytes = len(batch), self.waiting_bytes
                 self.waiting_bytes = 0
                 dropped, self.dropped = self.dropped, 0
-            sent = 0
+            sent = False
             try:
                 if dropped:
                     _count_dropped(dropped)
-                sent = self._send(batch)
+                _send(batch)
+                sent = True
+            except BrokerUnavailable as exc:
+                logger.warning(
+                    "event=publish_failed waiting=%d retry_in_s=%s error=%s",
+                    len(batch),
+                    RETRY_S,
+                    exc.__cause__,
+                )
             except BaseException:
-                logger.exception("event=publisher_error waiting=%d", len(batch))
+                logger.exception("event=publish_failed waiting=%d retry_in_s=%s", len(batch), RETRY_S)
             finally:
                 with self.condition:
-                    # What could not be sent goes back in front, in order, and is tried again.
-                    self.messages.extendleft(reversed(batch[sent:]))
-                    self.waiting_bytes += sum(len(args_json) for _, args_json in batch[sent:])
+                    if not sent:
+                        # Back in front, in order, and tried again (whole: confirms do not say which
+                        # of a batch reached the broker, so a retry may send some twice).
+                        self.messages.extendleft(reversed(batch))
+                        self.waiting_bytes += sum(len(message.args_json) for message in batch)
                     self.sending = self.sending_bytes = 0
                     self._trim()
                     self.condition.notify_all()
-            if sent < len(batch):
+            if not sent:
                 time.sleep(RETRY_S)
-
-    def _send(self, batch: list[tuple[str, str]]) -> int:
-        """Publish the batch in order; returns how many were published before one failed."""
-        for sent, (task_name, args_json) in enumerate(batch):
-            try:
-                publish_task(task_name, args_json, sent_event=False)
-            except Exception:
-                logger.exception("event=publish_failed waiting=%d retry_in_s=%s", len(batch) - sent, RETRY_S)
-                _drop_connection()
-                return sent
-        return len(batch)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every message put so far is published; False if ``timeout`` ran out first."""
@@ -276,14 +349,22 @@ class _Outbox:
         return True
 
 
-def _drop_connection() -> None:
-    """Forget this thread's broker connection after a failed publish: the next one reconnects."""
-    connection = _state.connection
-    _state.connection = _state.producer = _state.event_exchange = None
-    _state.routes = {}
-    if connection is not None:
-        with contextlib.suppress(Exception):
-            connection.collect()  # closes the socket without a Close handshake a dead broker never answers
+def _send(batch: list[_Message]) -> None:
+    """Publish the batch with confirms, then delete the durable ones' rows (if that fails, a worker
+    publishes them again later: a duplicate, never a loss)."""
+    publish_confirmed([(message.task_name, message.args_json) for message in batch])
+    durable_ids = [message.durable_id for message in batch if message.durable_id]
+    if durable_ids and _durable_sent is not None:
+        try:
+            _durable_sent(durable_ids)
+        except Exception:
+            logger.exception("event=outbox_not_marked_sent messages=%d", len(durable_ids))
+
+
+def _close_database_connection() -> None:
+    from django.db import connection
+
+    connection.close()
 
 
 def _count_dropped(dropped: int) -> None:
@@ -306,14 +387,15 @@ def _count_dropped(dropped: int) -> None:
 _outbox = _Outbox()
 
 
-def send_soon(task_name: str, args_json: str) -> None:
+def send_soon(task_name: str, args_json: str, *, durable_id: str | None = None) -> None:
     """Leave a ``task_name`` message for this process's publishing thread and return at once. It is
-    published in order after the ones left before it; while the broker is unreachable it waits (up
-    to OUTBOX_MAX messages and OBSERVERS_OUTBOX_MAX_BYTES of them, retried after each failed attempt:
-    kombu's own retries, then RETRY_S), so a message may reach the broker twice (at-least-once, like
-    delivery). A message still waiting when the process is killed is lost; at a normal exit the
+    published in order after the ones left before it, with publisher confirms; while the broker is
+    unreachable it waits (up to OUTBOX_MAX messages and OBSERVERS_OUTBOX_MAX_BYTES of them, retried
+    every RETRY_S on a rebuilt connection), so a message may reach the broker twice (at-least-once,
+    like delivery). A message still waiting when the process is killed is lost unless it is durable
+    (``durable_id``: its outbox row, which a worker publishes); at a normal exit or SIGTERM the
     outbox is flushed (up to EXIT_FLUSH_S)."""
-    _outbox.put(task_name, args_json)
+    _outbox.put(_Message(task_name, args_json, durable_id))
 
 
 def flush(timeout: float = 10.0) -> bool:
@@ -322,11 +404,13 @@ def flush(timeout: float = 10.0) -> bool:
 
 
 def connect() -> None:
-    """Flush the outbox at exit and when a pool process shuts down (it skips atexit hooks), and give
-    a forked child its own connection and outbox (called once, from ``AppConfig.ready()``)."""
+    """Flush the outbox at exit, on SIGTERM and when a pool process shuts down (it skips atexit
+    hooks), and give a forked child its own connection and outbox (called once, from
+    ``AppConfig.ready()``)."""
     os.register_at_fork(after_in_child=_reset_after_fork)
     atexit.register(_flush_at_exit)
     worker_process_shutdown.connect(_flush_in_pool_process, weak=False)
+    _flush_on_sigterm()
 
 
 def _flush_in_pool_process(**kwargs: Any) -> None:
@@ -339,3 +423,19 @@ def _flush_at_exit() -> None:
         with _outbox.condition:
             waiting = len(_outbox.messages) + _outbox.sending
         logger.error("event=outbox_not_flushed waiting=%d", waiting)
+
+
+def _flush_on_sigterm() -> None:
+    """A process that leaves SIGTERM to Python's default dies without atexit hooks: make it flush
+    the outbox first, then die of the signal as before. Hosts with their own handler (gunicorn,
+    Celery, uWSGI) keep it; their clean exit runs atexit."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _flush_and_die)
+
+
+def _flush_and_die(signum: int, frame: FrameType | None) -> None:
+    _flush_at_exit()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

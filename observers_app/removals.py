@@ -5,20 +5,26 @@ import logging
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-from . import backpressure, coalescing, conf, counters, events, pruning
+from . import backpressure, coalescing, conf, counters, events, outbox, poison, pruning
 from .models import Observer, Owner, Removal
 
 Reason = Removal.Reason
 logger = logging.getLogger(__name__)
 
 
-def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
+def sweep_dead_observers(*, batch_size: int | None = None, grace_s: float | None = None) -> dict[str, int]:
     """Delete the observers of dead owners, then the owners, in bounded batches.
+
+    A process owner that lost its lock without being closed is deleted only once it has been found
+    dead for ``grace_s`` (OBSERVERS_OWNER_GRACE): its process may live on and take its lock again
+    after a database restart. Closed owners and expired leases go at once.
 
     Each batch is its own transaction and takes its rows with ``select_for_update(skip_locked=True)``,
     so concurrent sweeps share the work instead of colliding.
@@ -28,8 +34,14 @@ def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
     removed: dict[str, int] = dict.fromkeys((Reason.OWNER_CLOSED, Reason.OWNER_DIED, Reason.SWEPT), 0)
     owners_removed = 0
     after: uuid.UUID | None = None
+    now = timezone.now()
+    Owner.objects.alive().filter(dead_since__isnull=False).update(dead_since=None)
+    Owner.objects.dead().filter(dead_since__isnull=True).update(dead_since=now)
+    in_grace = Q(kind=Owner.Kind.PROCESS, closed_at__isnull=True) & Q(
+        dead_since__gt=now - timedelta(seconds=conf.owner_grace() if grace_s is None else grace_s)
+    )
     while True:
-        dead = Owner.objects.dead().order_by("id")
+        dead = Owner.objects.dead().exclude(in_grace).order_by("id")
         if after is not None:
             dead = dead.filter(id__gt=after)
         page = list(dead.values_list("id", "kind", "closed_at")[:100])
@@ -57,10 +69,12 @@ def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
 
 def sweep(*, batch_size: int | None = None) -> dict[str, int]:
     """The periodic sweep: dead owners and their observers, the count of shed notifications,
-    coalescing mailboxes whose delivering worker died, and the rows nobody needs any more (see
-    ``pruning``)."""
+    coalescing mailboxes whose delivering worker died, durable notifications their callers left
+    unpublished (workers publish them too), and the rows nobody needs any more (see ``pruning``)."""
     return {
         **sweep_dead_observers(batch_size=batch_size),
+        "outbox_republished": outbox.publish_stale(),
+        "attempts_pruned": poison.prune_attempts(),
         "notifications_shed": backpressure.drain_shed(),
         "coalescing_resumed": coalescing.resume_stalled(),
         **pruning.prune(batch_size or conf.sweep_batch_size()),

@@ -5,14 +5,15 @@ import logging
 import time
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import Reject
 from django.db import close_old_connections
 
-from . import delivery, manager, payloads, validation, wiring
+from . import delivery, manager, payloads, poison, validation, wiring
 from .batching import DONE, RETRY, BatchedTask
 from .db import DATABASE_ERRORS
-from .dispatch import fan_out
-from .exceptions import InvalidMessage
+from .dispatch import RETRIED_ERRORS, fan_out
+from .exceptions import BrokerUnavailable, InvalidMessage
 
 logger = logging.getLogger(__name__)
 
@@ -32,30 +33,54 @@ hub_task = functools.partial(
 )
 
 
+class PoisonAwareBatchedTask(BatchedTask):
+    """A failing dispatch message is delivered again until poison.parked() parks it."""
+
+    def parked(self, task_id: str, args: list[Any], redelivered: bool) -> bool:
+        return poison.parked(self.name, task_id, args, redelivered=redelivered)
+
+    def failed(self, task_id: str, error: str) -> None:
+        try:
+            poison.record_failure(task_id, error)
+        except DATABASE_ERRORS:
+            logger.warning("event=failure_not_recorded id=%s", task_id, exc_info=True)
+
+
 # typing=False: a message carries one notification's args; the function gets a batch of them.
-@shared_task(base=BatchedTask, name=wiring.DISPATCH_TASK, acks_late=True, ignore_result=True, typing=False)
+@shared_task(
+    base=PoisonAwareBatchedTask, name=wiring.DISPATCH_TASK, acks_late=True, ignore_result=True, typing=False
+)
 def dispatch(args_list: list[list[Any]]) -> list[str]:
     """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
     notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. A
-    malformed message fails alone. When the database goes away, the messages not yet delivered wait
-    a moment and are redelivered."""
+    malformed message fails alone (and is parked after OBSERVERS_MAX_DELIVERIES). When the database
+    or the broker goes away, the messages not yet delivered wait a moment and are redelivered."""
     close_old_connections()
-    parsed = [_parse(args) for args in args_list]
-    notifications = [notification for notification in parsed if isinstance(notification, dict)]
-    outcomes: list[str] = []
+    outcomes: list[str] = [RETRY] * len(args_list)
+    readable: list[int] = []
+    notifications = []
+    for index, args in enumerate(args_list):
+        parsed = _parse(args)
+        if isinstance(parsed, str):
+            outcomes[index] = parsed
+        else:
+            notifications.append(parsed)
+            readable.append(index)
+    done = 0
     try:
         for error in fan_out(notifications):
-            outcomes.append(error or DONE)
-    except DATABASE_ERRORS:
+            outcomes[readable[done]] = error or DONE
+            done += 1
+    except RETRIED_ERRORS as exc:
         logger.warning(
-            "event=dispatch_retry messages=%d reason=database",
-            len(notifications) - len(outcomes),
+            "event=dispatch_retry messages=%d reason=%s",
+            len(readable) - done,
+            "broker" if isinstance(exc, BrokerUnavailable) else "database",
             exc_info=True,
         )
         close_old_connections()
         time.sleep(DATABASE_RETRY_DELAY_S)
-    fanned = iter(outcomes + [RETRY] * (len(notifications) - len(outcomes)))
-    return [next(fanned) if isinstance(one, dict) else one for one in parsed]
+    return outcomes
 
 
 def _parse(args: Any) -> dict[str, Any] | str:
@@ -67,14 +92,26 @@ def _parse(args: Any) -> dict[str, Any] | str:
         return f"InvalidMessage: {exc}"
 
 
-@hub_task(name=wiring.DELIVER_TASK)
-def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
-    """One page of a fan-out: its message carries a reference to the stored notification
-    (``{"payload": id, "notification_id": ...}``), or, sent by an earlier version, the notification."""
-    if "payload" in notification:
-        payloads.deliver_page(notification["payload"], after=after, upto=upto, globs=globs)
-    else:
-        delivery.deliver(notification, after=after, upto=upto, globs=globs)
+@hub_task(name=wiring.DELIVER_TASK, bind=True)
+def deliver(self: Task, notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
+    """Deliver one page; a page that fails is delivered again until poison.parked() parks it. Its
+    message carries a reference to the stored notification (``{"payload": id, "notification_id":
+    ...}``), or, sent by an earlier version, the notification."""
+    args = [notification, after, upto, globs]
+    task_id = str(self.request.id)
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    if poison.parked(self.name, task_id, args, redelivered=redelivered):
+        return
+    try:
+        if "payload" in notification:
+            payloads.deliver_page(notification["payload"], after=after, upto=upto, globs=globs)
+        else:
+            delivery.deliver(notification, after=after, upto=upto, globs=globs)
+    except DATABASE_ERRORS:
+        raise  # retried with backoff (autoretry_for)
+    except Exception as exc:
+        poison.record_failure(task_id, f"{type(exc).__name__}: {exc}")
+        raise Reject(exc, requeue=True) from exc
 
 
 @shared_task(name=wiring.SWEEP_TASK, ignore_result=True)

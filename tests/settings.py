@@ -29,3 +29,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 OBSERVERS_CALLBACK_TIME_LIMIT = 2.0
 OBSERVERS_QUARANTINE_AFTER = 3
+
+# Fault tests tune these in the processes they start.
+OBSERVERS_BATCH_SIZE = int(os.environ.get("OBSERVERS_BATCH_SIZE", "250"))

@@ -13,9 +13,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from observers_app import manager
+from observers_app import conf, manager
 from observers_app.exceptions import OwnerClosed, OwnerDead, UnknownOwner
-from observers_app.models import Observer, Owner, Removal
+from observers_app.models import OWNER_LOCK_NAMESPACE, Observer, Owner, Removal
 from observers_app.tasks import sweep
 from tests.conftest import database_url, start_client_process, wait_for, wait_ready
 from tests.factories import make_observers, unique_var
@@ -67,6 +67,11 @@ def test_observers_of_a_killed_process_stop_counting_and_being_called():
     assert call.observer_ref == durable
     assert Observer.objects.filter(owner_id=owner_id).count() == 3  # rows stay until the sweep
 
+    # Its process may live and take its lock again (a database restart): kept for the grace period.
+    assert manager.sweep_dead_observers()["removed_owner_died"] == 0
+    assert Observer.objects.filter(owner_id=owner_id).count() == 3
+    grace = timedelta(seconds=conf.owner_grace() + 1)
+    Owner.objects.filter(id=owner_id).update(dead_since=timezone.now() - grace)
     result = manager.sweep_dead_observers()
     assert result["removed_owner_died"] == 3
     assert not Observer.objects.filter(owner_id=owner_id).exists()
@@ -240,3 +245,28 @@ def test_celery_beat_runs_the_sweep_on_its_schedule(tmp_path):
         beat.terminate()
         beat.wait(timeout=30)
     assert Observer.objects.count() == 0
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="advisory locks are PostgreSQL's")
+def test_a_live_process_whose_lock_session_was_cut_takes_its_lock_again_and_keeps_its_observers():
+    var = unique_var("relock")
+    process = start_client_process("hold", var, "2")
+    try:
+        owner_id = wait_ready(process)
+        owner = Owner.objects.get(id=owner_id)
+        with connection.cursor() as cursor:  # as a database restart does, for this one session
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = %s AND objid = %s AND objsubid = 2",
+                [OWNER_LOCK_NAMESPACE, owner.lock_key],
+            )
+        poll_within(death_deadline(), lambda: manager.observer_count(var) == 0)
+        assert manager.sweep_dead_observers()["removed_owner_died"] == 0  # within the grace period
+
+        poll_within(5.0, lambda: manager.observer_count(var) == 2)  # its lock is taken again
+        manager.sweep_dead_observers()
+        assert Owner.objects.get(id=owner_id).dead_since is None
+        assert Observer.objects.filter(owner_id=owner_id).count() == 2
+    finally:
+        process.kill()
+        process.wait()

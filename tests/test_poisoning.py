@@ -78,12 +78,11 @@ def test_poisoned_and_malformed_messages_in_one_worker_batch_cost_no_neighbour_i
         manager.add_observer(var, record)
     poisoned = unique_var("poisoned")
     manager.add_observer(poisoned, record, coalesce=True)
-    for n in range(2):  # ~1 s of callbacks each: both pool processes busy
-        publisher.publish_task(wiring.DISPATCH_TASK, json.dumps(message(busy, n)))
+    busy_messages = [(wiring.DISPATCH_TASK, json.dumps(message(busy, n))) for n in range(2)]
+    publisher.publish_confirmed(busy_messages)  # ~1 s of callbacks each: both pool processes busy
     batch = [message(goods[0], 1), message(poisoned, "a\x00b"), message(goods[1], 2), [1, 2]]
     batch += [message(goods[2], 3), message(poisoned, "\ud800"), message(goods[3], 4)]
-    for args in batch:
-        publisher.publish_task(wiring.DISPATCH_TASK, json.dumps(args))
+    publisher.publish_confirmed([(wiring.DISPATCH_TASK, json.dumps(args)) for args in batch])
 
     wait_for(lambda: Received.objects.filter(var_id__in=goods).count() >= 4, timeout=30)
     assert values(goods) == [1, 2, 3, 4]

@@ -63,3 +63,44 @@ def record_json(var_id: str, old_value: Any, new_value: Any, metadata: dict[str,
         },
         pid=os.getpid(),
     )
+
+
+def _append(line: str) -> None:
+    # One write of a short line with O_APPEND: records of concurrent pool processes never interleave.
+    fd = os.open(os.environ["OBSERVERS_FAULTS_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@observer_callback(name="tests.append_line")
+def append_line(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Records (observer, notification) in a file, not the database: fault tests break the database."""
+    _append(f"{metadata['observer_ref']} {metadata['notification_id']}\n")
+
+
+@observer_callback(name="tests.append_line_slowly")
+def append_line_slowly(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    time.sleep(0.005)
+    append_line(var_id, old_value, new_value, metadata)
+
+
+@observer_callback(name="tests.relay")
+def relay(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Notifies ``relayed:<var_id>`` RELAY_COUNT times from the worker's pool process (its outbox)."""
+    from observers_app import manager
+
+    sent = [
+        manager.notify_observers(f"relayed:{var_id}", None, f"{new_value}:{n}")
+        for n in range(int(os.environ.get("OBSERVERS_FAULTS_RELAY_COUNT", "50")))
+    ]
+    _append("".join(f"sent {notification_id}\n" for notification_id in sent))
+    _append(f"{metadata['observer_ref']} {metadata['notification_id']}\n")
+
+
+def refuse_poison(*, var_id: str, **kwargs: Any) -> None:
+    """Connected to notification_dispatched: a dispatch of ``poison:*`` fails every time (a hub bug,
+    as the worker sees it) until the test "fixes" it by recording ``<var_id>:fixed``."""
+    if var_id.startswith("poison:") and not Received.objects.filter(var_id=f"{var_id}:fixed").exists():
+        raise RuntimeError(f"poison on purpose: {var_id}")

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from benchmarks import admin_bench, bench, scale_bench
+from benchmarks import admin_bench, bench, durable_bench, scale_bench
 
 
 class Command(BaseCommand):
@@ -34,6 +34,11 @@ class Command(BaseCommand):
             "scripts/rabbitmq-local-cluster.sh midway",
         )
         parser.add_argument(
+            "--durable",
+            action="store_true",
+            help="only durable mode against fast: latency and sustained rate",
+        )
+        parser.add_argument(
             "--admin",
             type=int,
             metavar="ROWS",
@@ -54,6 +59,14 @@ class Command(BaseCommand):
             path = options["json"].with_name(name)
             path.write_text(json.dumps(results, indent=2))
             self.stdout.write(json.dumps(results, indent=2))
+            return
+        if options["durable"]:
+            results = durable_bench.run(calls=options["calls"], progress=self.stdout.write)
+            self.stdout.write(json.dumps(results, indent=2))
+            options["json"].parent.mkdir(parents=True, exist_ok=True)
+            options["json"].with_name("observers_durable_bench.json").write_text(
+                json.dumps(results, indent=2)
+            )
             return
         if options["admin"]:
             results = admin_bench.run(rows=options["admin"], say=self.stdout.write)

@@ -1,0 +1,70 @@
+"""The cost of durable mode: notify_observers inside a transaction, durable against fast, and the
+highest rate one caller sustains (its outbox drained: every message confirmed, every row deleted)."""
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+
+from benchmarks.bench import percentiles_us, set_observers
+from benchmarks.worker_process import purge_task_queue
+from observers_app import manager, publisher
+from observers_app.models import OutboxMessage
+
+VAR_ID = "bench:durable"
+
+
+def _notify_in_transaction(durable: bool, samples: list[float], commits: list[float], i: int) -> None:
+    with transaction.atomic():
+        started = time.perf_counter()
+        manager.notify_observers(VAR_ID, i, i + 1, {"bench": True}, durable=durable)
+        samples.append(time.perf_counter() - started)
+    commits.append(time.perf_counter() - started)
+
+
+def _latency(durable: bool, *, calls: int) -> dict[str, Any]:
+    samples: list[float] = []
+    commits: list[float] = []
+    notify = functools.partial(_notify_in_transaction, durable, samples, commits)
+    for i in range(calls + 200):
+        notify(i)
+        if i % 500 == 0:
+            publisher.flush(60)  # no backlog builds up behind the timed calls
+    publisher.flush(60)
+    return {"notify": percentiles_us(samples[200:]), "notify_and_commit": percentiles_us(commits[200:])}
+
+
+def _sustained(durable: bool, *, calls: int) -> dict[str, Any]:
+    """One caller notifying as fast as it can, each in its own transaction; the rate counts until its
+    outbox is drained (and, durable, every outbox row deleted)."""
+    started = time.perf_counter()
+    for i in range(calls):
+        with transaction.atomic():
+            manager.notify_observers(VAR_ID, i, i + 1, {"bench": True}, durable=durable)
+    called = time.perf_counter() - started
+    assert publisher.flush(300), "the outbox did not drain"
+    while OutboxMessage.objects.exists():
+        time.sleep(0.01)
+    drained = time.perf_counter() - started
+    return {
+        "calls": calls,
+        "caller_calls_per_s": round(calls / called),
+        "sustained_per_s": round(calls / drained),
+    }
+
+
+def run(*, calls: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Both modes, one observer (its presence cached), no worker running (the queue is purged after)."""
+    purge_task_queue()
+    set_observers(VAR_ID, 1)
+    results: dict[str, Any] = {}
+    for mode, durable in (("fast", False), ("durable", True)):
+        progress(f"{mode}: notify_observers inside a transaction, {calls} calls")
+        results[f"{mode}_latency"] = _latency(durable, calls=calls)
+        progress(f"{mode}: sustained rate of one caller, {calls} calls")
+        results[f"{mode}_sustained"] = _sustained(durable, calls=calls)
+        purge_task_queue()
+    set_observers(VAR_ID, 0)
+    return results
