@@ -43,3 +43,11 @@ class CallbackTimeout(BaseException):
     A BaseException, like KeyboardInterrupt, so that a callback's own ``except Exception``
     cannot swallow it and keep running past its limit.
     """
+
+
+class InvalidWebhook(ObserversError, ValueError):
+    """A webhook URL or signing secret that is malformed, or an OBSERVERS_WEBHOOK_* setting that is."""
+
+
+class WebhookRefused(InvalidWebhook):
+    """A webhook URL the SSRF guard refuses: plain http, or an address that is not public and not allowed."""

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from . import backpressure, coalescing, conf, counters, events
 from .models import Observer, Owner, Removal, StatBucket
+from .webhooks import attempts
 
 Reason = Removal.Reason
 logger = logging.getLogger(__name__)
@@ -59,13 +60,15 @@ def sweep_dead_observers(*, batch_size: int | None = None) -> dict[str, int]:
 
 def sweep(*, batch_size: int | None = None) -> dict[str, int]:
     """The periodic sweep: dead owners and their observers, the count of shed notifications,
-    coalescing mailboxes whose delivering worker died, and removal records and stat buckets past
-    their retention."""
+    coalescing mailboxes whose delivering worker died, removal records and stat buckets past their
+    retention, and webhook retries now due."""
+    batch_size = batch_size or conf.sweep_batch_size()
     return {
         **sweep_dead_observers(batch_size=batch_size),
         "notifications_shed": backpressure.drain_shed(),
         "coalescing_resumed": coalescing.resume_stalled(),
-        "records_pruned": _prune(batch_size or conf.sweep_batch_size()),
+        "records_pruned": _prune(batch_size),
+        "webhook_retries_sent": attempts.release_due_retries(batch_size=batch_size),
     }
 
 

@@ -1,4 +1,5 @@
-"""Thin Celery tasks: fan a batch of notifications out, deliver one page of observers, sweep dead owners."""
+"""Thin Celery tasks: fan a batch of notifications out, deliver one page of observers, POST a webhook,
+sweep dead owners."""
 
 import functools
 import logging
@@ -12,6 +13,7 @@ from . import delivery, manager, wiring
 from .batching import DONE, RETRY, BatchedTask
 from .db import DATABASE_ERRORS
 from .dispatch import fan_out
+from .webhooks import attempts
 
 logger = logging.getLogger(__name__)
 
@@ -77,5 +79,13 @@ def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: l
 
 
 @shared_task(name=wiring.SWEEP_TASK, ignore_result=True)
+@hub_task(name=wiring.WEBHOOK_TASK)
+def deliver_webhook(observer_ref: str, message_id: str, payload: str, attempt: int) -> str:
+    """One attempt at a webhook message; the retry schedule (with 429's Retry-After) lives in
+    webhooks.attempts, which sends the next attempt as a task of its own, never a sleep."""
+    return attempts.deliver(observer_ref, message_id, payload, attempt)
+
+
+@shared_task(name="observers.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
     return manager.sweep()
