@@ -78,7 +78,6 @@ def deliver(notification: dict[str, Any], after: str | None, upto: str, globs: l
     delivery.deliver(notification, after=after, upto=upto, globs=globs)
 
 
-@shared_task(name=wiring.SWEEP_TASK, ignore_result=True)
 @hub_task(name=wiring.WEBHOOK_TASK)
 def deliver_webhook(observer_ref: str, message_id: str, payload: str, attempt: int) -> str:
     """One attempt at a webhook message; the retry schedule (with 429's Retry-After) lives in
@@ -86,6 +85,6 @@ def deliver_webhook(observer_ref: str, message_id: str, payload: str, attempt: i
     return attempts.deliver(observer_ref, message_id, payload, attempt)
 
 
-@shared_task(name="observers.sweep", ignore_result=True)
+@shared_task(name=wiring.SWEEP_TASK, ignore_result=True)
 def sweep() -> dict[str, int]:
     return manager.sweep()
