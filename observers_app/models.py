@@ -216,7 +216,9 @@ class WebhookEndpoint(models.Model):
     failing_since = models.DateTimeField(
         null=True, blank=True, help_text="First failure since the last success."
     )
-    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(
+        null=True, blank=True, help_text="Written at most once a minute while the endpoint stays healthy."
+    )
 
     def __str__(self) -> str:
         return self.url

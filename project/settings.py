@@ -123,6 +123,9 @@ OBSERVERS_QUEUE_MAX_LENGTH = env.int("OBSERVERS_QUEUE_MAX_LENGTH", default=100_0
 # On a RabbitMQ cluster: replicated quorum queues.
 OBSERVERS_QUORUM_QUEUES = env.bool("OBSERVERS_QUORUM_QUEUES", default=False)
 OBSERVERS_SWEEP_INTERVAL = env.float("OBSERVERS_SWEEP_INTERVAL", default=30.0)
+# Webhook observers (docs/webhooks.md) reach https endpoints on public addresses only, unless these say so.
+OBSERVERS_WEBHOOK_ALLOW_HTTP = env.bool("OBSERVERS_WEBHOOK_ALLOW_HTTP", default=False)
+OBSERVERS_WEBHOOK_ALLOW = env.list("OBSERVERS_WEBHOOK_ALLOW", default=[])
 # Worker-wide, for the dedicated hub worker (docs/install.md, "Production"): Celery's Django fixup
 # otherwise reconnects to the database around every task (~5-10 ms on PostgreSQL).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)

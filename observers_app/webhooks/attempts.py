@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from django.db import transaction
-from django.db.models import F
+from django.db import IntegrityError, transaction
+from django.db.models import F, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = frozenset({408, 429})
 ERROR_EXCERPT = 300
+SUCCESS_WRITTEN_EVERY = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def deliver(observer_ref: str, message_id: str, payload: str, attempt: int) -> s
     latency_ms = (time.perf_counter() - started) * 1000
     delay = retry_delay(outcome, attempt)
     now = timezone.now()
-    with transaction.atomic():
+    try:
         WebhookAttempt.objects.create(
             endpoint=endpoint,
             message_id=message_id,
@@ -63,12 +64,13 @@ def deliver(observer_ref: str, message_id: str, payload: str, attempt: int) -> s
             error=outcome.error,
             next_retry_at=now + timedelta(seconds=delay) if delay is not None else None,
         )
-        _prune_attempts(endpoint.pk)
-        if outcome.ok:
-            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-                failures=0, failing_since=None, last_success_at=now
-            )
-            return "delivered"
+    except IntegrityError:  # the observer was removed while its message was on the way
+        return "removed"
+    _prune_attempts(endpoint.pk)
+    if outcome.ok:
+        _record_success(endpoint, now)
+        return "delivered"
+    with transaction.atomic():
         _record_failure(endpoint, outcome.error or f"HTTP {outcome.status_code}", now)
         if delay is None:
             return "failed"
@@ -125,12 +127,20 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 def _prune_attempts(endpoint_pk: uuid.UUID) -> None:
+    """Keep the endpoint's newest OBSERVERS_WEBHOOK_ATTEMPTS_KEPT attempts: one DELETE statement."""
     kept = conf.webhook_attempts_kept()
-    oldest_kept = (
-        WebhookAttempt.objects.filter(endpoint_id=endpoint_pk).order_by("-id").values_list("id", flat=True)
-    )[kept - 1 : kept]
-    if len(oldest := list(oldest_kept)) == 1:
-        WebhookAttempt.objects.filter(endpoint_id=endpoint_pk, id__lt=oldest[0]).delete()
+    newest = WebhookAttempt.objects.filter(endpoint_id=endpoint_pk).order_by("-id").values("id")
+    WebhookAttempt.objects.filter(endpoint_id=endpoint_pk, id__lt=Subquery(newest[kept - 1 : kept])).delete()
+
+
+def _record_success(endpoint: WebhookEndpoint, now: datetime) -> None:
+    """End a failing streak; a healthy endpoint's last success is written at most every
+    SUCCESS_WRITTEN_EVERY, not on every delivery."""
+    last = endpoint.last_success_at
+    if endpoint.failures or endpoint.failing_since or last is None or now - last > SUCCESS_WRITTEN_EVERY:
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+            failures=0, failing_since=None, last_success_at=now
+        )
 
 
 def _record_failure(endpoint: WebhookEndpoint, error: str, now: datetime) -> None:
