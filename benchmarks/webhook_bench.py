@@ -38,8 +38,9 @@ class _Latencies:
 
 
 @contextmanager
-def receiving(latencies: _Latencies) -> Iterator[str]:
-    """A keep-alive HTTP/1.1 server on 127.0.0.1 answering 204 to every POST; yields its URL."""
+def receiving(latencies: _Latencies, *, reply_delay_s: float) -> Iterator[str]:
+    """A keep-alive HTTP/1.1 server on 127.0.0.1 answering 204 to every POST after ``reply_delay_s``
+    (a remote endpoint's round trip and work); yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -47,6 +48,7 @@ def receiving(latencies: _Latencies) -> Iterator[str]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             notified_at = json.loads(body)["data"]["metadata"]["notified_at"]
+            time.sleep(reply_delay_s)
             latencies.add(time.time() - notified_at)
             self.send_response(204)
             self.send_header("content-length", "0")
@@ -109,13 +111,19 @@ def run(
     endpoints: int,
     notifications: int,
     concurrencies: list[int],
+    reply_delay_ms: float,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     Observer.objects.filter(var_id=VAR_ID).delete()
-    results: dict[str, Any] = {"endpoints": endpoints, "notifications": notifications, "runs": []}
+    results: dict[str, Any] = {
+        "endpoints": endpoints,
+        "notifications": notifications,
+        "reply_delay_ms": reply_delay_ms,
+        "runs": [],
+    }
     latencies = _Latencies()
-    with LOOPBACK, receiving(latencies) as url:
+    with LOOPBACK, receiving(latencies, reply_delay_s=reply_delay_ms / 1000) as url:
         for concurrency in concurrencies:
             purge_task_queue()
             progress(f"one worker, prefork -c {concurrency}")

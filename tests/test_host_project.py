@@ -186,7 +186,7 @@ def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host
         host_python_cleanup = f"""
             from celery import current_app
             with current_app.connection_for_write() as connection:
-                for name in ({queue!r}, {queue + ".deliver"!r}, {queue + ".shed"!r}):
+                for name in ({queue!r}, {queue + ".deliver"!r}, {queue + ".shed"!r}, {queue + ".webhooks"!r}):
                     connection.default_channel.queue_delete(name)
             print("{{}}")
         """

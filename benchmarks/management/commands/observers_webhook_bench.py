@@ -18,6 +18,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency", default="2,8", help="worker pool sizes, one run each (comma-separated)"
         )
+        parser.add_argument(
+            "--reply-delay-ms", type=float, default=0.0, help="the receiver's time to answer each POST"
+        )
         parser.add_argument("--json", type=Path, default=Path(".bench/observers_webhook_bench.json"))
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -26,10 +29,12 @@ class Command(BaseCommand):
             endpoints=options["endpoints"],
             notifications=options["notifications"],
             concurrencies=[int(n) for n in options["concurrency"].split(",")],
+            reply_delay_ms=options["reply_delay_ms"],
             progress=lambda text: self.stderr.write(f"... {text}"),
         )
         self.stdout.write(
-            f"{results['endpoints']} endpoints x {results['notifications']} notifications, one worker"
+            f"{results['endpoints']} endpoints x {results['notifications']} notifications, one worker, "
+            f"receiver answering after {results['reply_delay_ms']} ms"
         )
         self.stdout.write(f"{'pool':<10}{'webhooks/s':>12}{'seconds':>10}{'p50 ms':>10}{'p99 ms':>10}")
         for run in results["runs"]:
