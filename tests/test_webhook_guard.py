@@ -95,6 +95,8 @@ def test_urls_are_checked_before_any_connection():
         guard.check_url("ftp://example.com/hook")
     with pytest.raises(InvalidWebhook, match="credentials"):
         guard.check_url("https://user:pw@example.com/hook", resolve_now=False)
+    with pytest.raises(InvalidWebhook, match="the limit is 2048"):
+        guard.check_url("https://example.com/" + "x" * 2048, resolve_now=False)
     with pytest.raises(InvalidWebhook, match="port"):
         guard.check_url("https://example.com:99999/hook", resolve_now=False)
 

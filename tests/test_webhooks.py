@@ -69,6 +69,20 @@ def test_a_notification_is_posted_signed_per_standard_webhooks(receiver):
         Webhook(manager.add_webhook(var, receiver.url).secret).verify(request.body, request.headers)
 
 
+def test_a_glob_webhook_bound_to_an_owner_gets_each_matching_name_until_its_owner_closes(receiver):
+    prefix = unique_var("glob")
+    with manager.open_owner("hooks-client", ttl_s=60) as lease:
+        ref = manager.add_webhook(f"{prefix}:*", receiver.url, glob=True, owner=lease)
+        assert manager.observer_count(f"{prefix}:a") == 1
+        manager.notify_observers(f"{prefix}:a", 1, 2)
+        manager.notify_observers(f"{prefix}:b", 3, 4)
+        wait_for(lambda: len(receiver.requests) == 2)
+    variables = {json.loads(r.body)["data"]["variable"] for r in receiver.requests}
+    assert variables == {f"{prefix}:a", f"{prefix}:b"}
+    assert not WebhookEndpoint.objects.filter(observer_id=ref).exists()
+    assert (manager.removal_of(ref) or {}).get("reason") == "owner_closed"
+
+
 def test_a_given_secret_is_used_and_removal_deletes_the_endpoint(receiver):
     var = unique_var("given")
     secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

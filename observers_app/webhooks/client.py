@@ -105,6 +105,22 @@ def client() -> httpx.Client:
 def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
     """POST ``body`` to ``url``, following redirects by hand (re-POSTed, each hop checked by the guard),
     all within OBSERVERS_WEBHOOK_TIMEOUT. Raises WebhookRefused, DeliveryTimeout or an httpx error."""
+    try:
+        return _post(url, body, headers)
+    except DeliveryTimeout:
+        # Interrupted anywhere in httpx and httpcore: start this process's pool afresh.
+        _close_client()
+        raise
+
+
+def _close_client() -> None:
+    global _client
+    if _client is not None:
+        _client.close()
+        _client = None
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
     with deadline(conf.webhook_timeout()):
         for _ in range(conf.webhook_max_redirects() + 1):
             guard.check_url(url, resolve_now=False)

@@ -15,6 +15,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # IPv6 ranges that carry an IPv4 address a host may end up reaching: NAT64 (RFC 6052) and 6to4.
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+URL_MAX_LENGTH = 2048  # WebhookEndpoint.url's
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def check_url(url: str, *, resolve_now: bool = True) -> str:
     """Refuse a URL the guard would refuse at delivery, as far as can be told now; returns it.
 
     A host name that does not resolve yet is accepted: the guard checks it again at every connection."""
+    if len(url) > URL_MAX_LENGTH:
+        raise InvalidWebhook(f"webhook URL is {len(url)} characters long; the limit is {URL_MAX_LENGTH}")
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise InvalidWebhook(f"webhook URL {url!r} must be an absolute http(s) URL")
