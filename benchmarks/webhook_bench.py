@@ -1,6 +1,7 @@
 """The benchmark behind ``manage.py observers_webhook_bench``: webhooks per second to a local receiver."""
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -80,19 +81,38 @@ def _percentile_ms(samples: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000, 1)
 
 
-def measure(*, url: str, latencies: _Latencies, endpoints: int, notifications: int) -> dict[str, Any]:
-    """Notify ``notifications`` times a variable with ``endpoints`` webhook observers; time the POSTs."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` and its descendants (its pool), from /proc."""
+    return _cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    ticks = 0
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        # utime and stime, fields 14 and 15 of stat, after the parenthesised command name.
+        ticks += sum(int(field) for field in (thread / "stat").read_text().rsplit(")", 1)[1].split()[11:13])
+        ticks += sum(_cpu_ticks(int(child)) for child in (thread / "children").read_text().split())
+    return ticks
+
+
+def measure(
+    *, url: str, latencies: _Latencies, endpoints: int, notifications: int, worker_pid: int
+) -> dict[str, Any]:
+    """Notify ``notifications`` times a variable with ``endpoints`` webhook observers; time the POSTs,
+    and the worker's CPU time they took (which the other processes on the machine do not change)."""
     refs = [manager.add_webhook(VAR_ID, f"{url}/{n}") for n in range(endpoints)]
     try:
         manager.notify_observers(VAR_ID, -1, 0)  # warm: connections, prepared statements, pools
         _wait(latencies, endpoints, timeout=60)
         latencies.samples.clear()
+        cpu_before = cpu_seconds(worker_pid)
         started = time.perf_counter()
         for n in range(notifications):
             manager.notify_observers(VAR_ID, n, n + 1)
         expected = endpoints * notifications
         _wait(latencies, expected, timeout=600)
         elapsed = time.perf_counter() - started
+        worker_cpu = cpu_seconds(worker_pid) - cpu_before
     finally:
         for ref in refs:
             manager.remove_observer(VAR_ID, ref)
@@ -100,6 +120,7 @@ def measure(*, url: str, latencies: _Latencies, endpoints: int, notifications: i
         "webhooks": expected,
         "seconds": round(elapsed, 2),
         "webhooks_per_s": round(expected / elapsed),
+        "worker_cpu_ms_per_webhook": round(worker_cpu / expected * 1000, 2),
         "latency_p50_ms": _percentile_ms(latencies.samples, 0.5),
         "latency_p99_ms": _percentile_ms(latencies.samples, 0.99),
     }
@@ -129,9 +150,13 @@ def run(
             progress(f"one worker, prefork -c {concurrency}")
             with running_worker(
                 concurrency=concurrency, env=WORKER_ENV, log_path=workdir / "webhook_worker.log"
-            ):
+            ) as worker:
                 run_result = measure(
-                    url=url, latencies=latencies, endpoints=endpoints, notifications=notifications
+                    url=url,
+                    latencies=latencies,
+                    endpoints=endpoints,
+                    notifications=notifications,
+                    worker_pid=worker.pid,
                 )
             results["runs"].append({"concurrency": concurrency, **run_result})
     return results

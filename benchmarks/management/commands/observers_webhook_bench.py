@@ -36,11 +36,13 @@ class Command(BaseCommand):
             f"{results['endpoints']} endpoints x {results['notifications']} notifications, one worker, "
             f"receiver answering after {results['reply_delay_ms']} ms"
         )
-        self.stdout.write(f"{'pool':<10}{'webhooks/s':>12}{'seconds':>10}{'p50 ms':>10}{'p99 ms':>10}")
+        self.stdout.write(
+            f"{'pool':<10}{'webhooks/s':>12}{'seconds':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/webhook':>16}"
+        )
         for run in results["runs"]:
             self.stdout.write(
                 f"-c {run['concurrency']:<7}{run['webhooks_per_s']:>12}{run['seconds']:>10}"
-                f"{run['latency_p50_ms']:>10}{run['latency_p99_ms']:>10}"
+                f"{run['latency_p50_ms']:>10}{run['latency_p99_ms']:>10}{run['worker_cpu_ms_per_webhook']:>16}"
             )
         options["json"].write_text(json.dumps(results, indent=2))
         self.stdout.write(f"wrote {options['json']}")
