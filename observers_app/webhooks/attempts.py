@@ -70,8 +70,10 @@ def deliver(observer_ref: str, message_id: str, payload: str, attempt: int) -> s
     if outcome.ok:
         _record_success(endpoint, now)
         return "delivered"
+    error = outcome.error or f"HTTP {outcome.status_code}"
+    _report_failure(endpoint.observer, message_id, attempt, error, delay)
     with transaction.atomic():
-        _record_failure(endpoint, outcome.error or f"HTTP {outcome.status_code}", now)
+        _record_failure(endpoint, error, now)
         if delay is None:
             return "failed"
         _schedule(endpoint, message_id, payload, attempt=attempt + 1, delay=delay, now=now)
@@ -141,6 +143,23 @@ def _record_success(endpoint: WebhookEndpoint, now: datetime) -> None:
         WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
             failures=0, failing_since=None, last_success_at=now
         )
+
+
+def _report_failure(
+    observer: Observer, message_id: str, attempt: int, error: str, delay: float | None
+) -> None:
+    """A log line, and the hub's callback_failed event (counted by the Prometheus metrics)."""
+    logger.warning(
+        "event=webhook_failed observer=%s message=%s attempt=%d error=%r retry_in_s=%s",
+        observer.id,
+        message_id,
+        attempt,
+        error,
+        delay,
+    )
+    events.callback_failed.send(
+        None, ref=observer.id, var_id=observer.var_id, callback=observer.callback, error=error
+    )
 
 
 def _record_failure(endpoint: WebhookEndpoint, error: str, now: datetime) -> None:
