@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 from standardwebhooks import Webhook
 
-from observers_app import manager
+from observers_app import checks, manager
 from observers_app.exceptions import InvalidWebhook, WebhookRefused
 from observers_app.webhooks import attempts, guard, signing
 from observers_app.webhooks.attempts import Outcome
@@ -152,3 +152,18 @@ def test_a_webhook_ref_is_a_ref_that_carries_its_secret_once():
     ref = manager.WebhookRef(plain, "whsec_x")
     assert ref == plain and hash(ref) == hash(plain) and str(ref) == str(plain)
     assert ref.secret == "whsec_x" and "whsec" not in repr(ref)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "check_id"),
+    [
+        ("OBSERVERS_WEBHOOK_ALLOW", ["10.0.0.0/8", "not a host!"], "observers.E006"),
+        ("OBSERVERS_WEBHOOK_RETRY_SCHEDULE", [5, -1], "observers.E007"),
+        ("OBSERVERS_WEBHOOK_TIMEOUT", 0, "observers.E008"),
+        ("OBSERVERS_WEBHOOK_RESOLVE", {"hooks.internal": ["not-an-address"]}, "observers.E009"),
+    ],
+)
+def test_webhook_settings_are_checked(setting, value, check_id):
+    assert checks.check_webhook_settings() == []
+    with override_settings(**{setting: value}):
+        assert [message.id for message in checks.check_webhook_settings()] == [check_id]
