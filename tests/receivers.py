@@ -1,5 +1,6 @@
 """Real HTTP servers on loopback addresses that record what webhooks POST to them and reply as scripted."""
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -67,9 +68,12 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_receiver(host: str = "127.0.0.1") -> Iterator[Receiver]:
+def running_receiver(host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """A receiver on ``host``, serving https with ``tls`` when given."""
     server = ThreadingHTTPServer((host, 0), BaseHTTPRequestHandler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     receiver = Receiver(server)
     server.RequestHandlerClass = _handler(receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

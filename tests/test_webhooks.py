@@ -171,6 +171,7 @@ def test_an_endpoint_failing_too_often_is_disabled_then_reenabled(receiver):
 
     observer = wait_for(lambda: Observer.objects.filter(id=ref, quarantined_at__isnull=False).first())
     assert "6 failed attempts in a row" in observer.last_error and "HTTP 503" in observer.last_error
+    assert attempts_of(ref)[-1].next_retry_at is None  # disabled: no retry
     assert (manager.removal_of(ref) or {}).get("reason") == "quarantined"
     assert manager.observer_count(var) == 0
     time.sleep(QUIET_S)
@@ -186,6 +187,21 @@ def test_an_endpoint_failing_too_often_is_disabled_then_reenabled(receiver):
     manager.notify_observers(var, 4, 5)
     wait_for(lambda: WebhookAttempt.objects.filter(endpoint_id=ref, status_code=200).exists())
     assert json.loads(receiver.requests[-1].body)["data"]["new"] == 5
+
+
+def test_an_endpoint_failing_for_longer_than_the_limit_is_disabled_at_its_next_failure(receiver):
+    receiver.default = Reply(502)
+    var = unique_var("long")
+    ref = manager.add_webhook(var, receiver.url)
+    six_days_ago = timezone.now() - timedelta(days=6)  # OBSERVERS_WEBHOOK_DISABLE_AFTER: 5 days
+    WebhookEndpoint.objects.filter(observer_id=ref).update(failures=1, failing_since=six_days_ago)
+
+    manager.notify_observers(var, 1, 2)
+
+    observer = wait_for(lambda: Observer.objects.filter(id=ref, quarantined_at__isnull=False).first())
+    assert observer.last_error.startswith("failing for") and "HTTP 502" in observer.last_error
+    assert len(receiver.requests) == 1
+    assert attempts_of(ref)[-1].next_retry_at is None
 
 
 def test_a_far_retry_waits_in_the_database_until_the_sweep_sends_it(receiver):

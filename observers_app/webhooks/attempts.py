@@ -52,32 +52,62 @@ def deliver(observer_ref: str, message_id: str, payload: str, attempt: int) -> s
     started = time.perf_counter()
     outcome = send(endpoint.url, body, headers)
     latency_ms = (time.perf_counter() - started) * 1000
-    delay = retry_delay(outcome, attempt)
-    now = timezone.now()
     try:
-        WebhookAttempt.objects.create(
-            endpoint=endpoint,
-            message_id=message_id,
-            attempt=attempt,
-            status_code=outcome.status_code,
-            latency_ms=latency_ms,
-            error=outcome.error,
-            next_retry_at=now + timedelta(seconds=delay) if delay is not None else None,
-        )
+        if outcome.ok:
+            _record_attempt(endpoint, message_id, attempt, outcome, latency_ms, next_retry_at=None)
+            _record_success(endpoint, timezone.now())
+            return "delivered"
+        with transaction.atomic():
+            return _record_failed_attempt(endpoint, message_id, payload, attempt, outcome, latency_ms)
     except IntegrityError:  # the observer was removed while its message was on the way
         return "removed"
-    _prune_attempts(endpoint.pk)
-    if outcome.ok:
-        _record_success(endpoint, now)
-        return "delivered"
+
+
+def _record_failed_attempt(
+    endpoint: WebhookEndpoint,
+    message_id: str,
+    payload: str,
+    attempt: int,
+    outcome: Outcome,
+    latency_ms: float,
+) -> str:
+    """Count the failure, then disable the endpoint, give the message up or schedule its next attempt."""
+    now = timezone.now()
     error = outcome.error or f"HTTP {outcome.status_code}"
+    delay = retry_delay(outcome, attempt)
     _report_failure(endpoint.observer, message_id, attempt, error, delay)
-    with transaction.atomic():
-        _record_failure(endpoint, error, now)
-        if delay is None:
-            return "failed"
+    if _record_failure(endpoint, error, now):
+        result, delay = "disabled", None
+    elif delay is None:
+        result = "failed"
+    else:
+        result = "retrying"
         _schedule(endpoint, message_id, payload, attempt=attempt + 1, delay=delay, now=now)
-    return "retrying"
+    next_retry_at = now + timedelta(seconds=delay) if delay is not None else None
+    _record_attempt(endpoint, message_id, attempt, outcome, latency_ms, next_retry_at=next_retry_at)
+    return result
+
+
+def _record_attempt(
+    endpoint: WebhookEndpoint,
+    message_id: str,
+    attempt: int,
+    outcome: Outcome,
+    latency_ms: float,
+    *,
+    next_retry_at: datetime | None,
+) -> None:
+    """Write the attempt (an IntegrityError if its endpoint is gone) and prune the endpoint's oldest."""
+    WebhookAttempt.objects.create(
+        endpoint=endpoint,
+        message_id=message_id,
+        attempt=attempt,
+        status_code=outcome.status_code,
+        latency_ms=latency_ms,
+        error=outcome.error,
+        next_retry_at=next_retry_at,
+    )
+    _prune_attempts(endpoint.pk)
 
 
 def send(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
@@ -162,19 +192,24 @@ def _report_failure(
     )
 
 
-def _record_failure(endpoint: WebhookEndpoint, error: str, now: datetime) -> None:
-    """Count the failure; disable the endpoint when it failed too often in a row or for too long."""
+def _record_failure(endpoint: WebhookEndpoint, error: str, now: datetime) -> bool:
+    """Count the failure; disable the endpoint when it failed too often in a row or for too long.
+    Returns whether it is disabled now."""
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
         failures=F("failures") + 1, failing_since=Coalesce(F("failing_since"), now)
     )
-    failures, failing_since = WebhookEndpoint.objects.filter(pk=endpoint.pk).values_list(
-        "failures", "failing_since"
-    )[0]
+    health = WebhookEndpoint.objects.filter(pk=endpoint.pk).values_list("failures", "failing_since").first()
+    if health is None:  # removed meanwhile
+        return False
+    failures, failing_since = health
     failing_s = (now - (failing_since or now)).total_seconds()
     if failures >= conf.webhook_disable_after_failures():
         disable(endpoint, f"{failures} failed attempts in a row; last: {error}", now=now)
-    elif failing_s >= conf.webhook_disable_after():
+        return True
+    if failing_s >= conf.webhook_disable_after():
         disable(endpoint, f"failing for {failing_s:.0f} s; last: {error}", now=now)
+        return True
+    return False
 
 
 def disable(endpoint: WebhookEndpoint, reason: str, *, now: datetime) -> bool:
