@@ -13,7 +13,7 @@ from standardwebhooks import Webhook
 from observers_app import manager
 from observers_app.exceptions import WebhookRefused
 from observers_app.models import Observer, WebhookAttempt, WebhookEndpoint, WebhookRetry
-from observers_app.webhooks import messages
+from observers_app.webhooks import messages, store
 from tests.conftest import wait_for
 from tests.factories import unique_var
 from tests.receivers import Receiver, Reply, running_receiver
@@ -81,6 +81,29 @@ def test_a_glob_webhook_bound_to_an_owner_gets_each_matching_name_until_its_owne
     assert variables == {f"{prefix}:a", f"{prefix}:b"}
     assert not WebhookEndpoint.objects.filter(observer_id=ref).exists()
     assert (manager.removal_of(ref) or {}).get("reason") == "owner_closed"
+
+
+def test_the_task_reads_an_endpoint_as_the_orm_wrote_it(receiver):
+    var = unique_var("store")
+    ref = manager.add_webhook(var, receiver.url)
+    when = timezone.now().replace(microsecond=0)
+    endpoint = WebhookEndpoint.objects.filter(observer_id=ref)
+    endpoint.update(last_success_at=when, failures=2, failing_since=when)
+    Observer.objects.filter(id=ref).update(quarantined_at=when)
+
+    assert store.load(ref) == store.Endpoint(
+        ref=ref,
+        url=receiver.url,
+        secret=ref.secret,
+        failures=2,
+        failing=True,
+        last_success_at=when,
+        disabled=True,
+        var_id=var,
+        callback=messages.WEBHOOK_CALLBACK,
+        owner_id=None,
+    )
+    assert store.load(uuid.uuid4()) is None
 
 
 def test_a_given_secret_is_used_and_removal_deletes_the_endpoint(receiver):

@@ -10,14 +10,15 @@ from datetime import datetime, timedelta
 
 import httpx
 from django.db import IntegrityError, transaction
-from django.db.models import F, Subquery
+from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import conf, counters, events
 from ..exceptions import InvalidWebhook
 from ..models import Observer, Removal, WebhookAttempt, WebhookEndpoint, WebhookRetry
-from . import client, messages, signing
+from . import client, messages, signing, store
+from .store import Endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,10 @@ class Outcome:
 def deliver(observer_ref: str, message_id: str, payload: str, attempt: int) -> str:
     """Make attempt number ``attempt`` of a message to a webhook observer's endpoint; returns what
     happened ("delivered", "retrying", "failed", or why nothing was sent)."""
-    endpoint = WebhookEndpoint.objects.select_related("observer").filter(observer_id=observer_ref).first()
+    endpoint = store.load(uuid.UUID(observer_ref))
     if endpoint is None:
         return "removed"
-    if endpoint.observer.quarantined_at is not None:
+    if endpoint.disabled:
         logger.info("event=webhook_skipped observer=%s message=%s reason=disabled", observer_ref, message_id)
         return "disabled"
     body = payload.encode()
@@ -64,7 +65,7 @@ def deliver(observer_ref: str, message_id: str, payload: str, attempt: int) -> s
 
 
 def _record_failed_attempt(
-    endpoint: WebhookEndpoint,
+    endpoint: Endpoint,
     message_id: str,
     payload: str,
     attempt: int,
@@ -75,7 +76,7 @@ def _record_failed_attempt(
     now = timezone.now()
     error = outcome.error or f"HTTP {outcome.status_code}"
     delay = retry_delay(outcome, attempt)
-    _report_failure(endpoint.observer, message_id, attempt, error, delay)
+    _report_failure(endpoint, message_id, attempt, error, delay)
     if _record_failure(endpoint, error, now):
         result, delay = "disabled", None
     elif delay is None:
@@ -89,7 +90,7 @@ def _record_failed_attempt(
 
 
 def _record_attempt(
-    endpoint: WebhookEndpoint,
+    endpoint: Endpoint,
     message_id: str,
     attempt: int,
     outcome: Outcome,
@@ -99,7 +100,7 @@ def _record_attempt(
 ) -> None:
     """Write the attempt (an IntegrityError if its endpoint is gone) and prune the endpoint's oldest."""
     WebhookAttempt.objects.create(
-        endpoint=endpoint,
+        endpoint_id=endpoint.ref,
         message_id=message_id,
         attempt=attempt,
         status_code=outcome.status_code,
@@ -107,7 +108,7 @@ def _record_attempt(
         error=outcome.error,
         next_retry_at=next_retry_at,
     )
-    _prune_attempts(endpoint.pk)
+    store.prune_attempts(endpoint.ref, kept=conf.webhook_attempts_kept())
 
 
 def send(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
@@ -158,47 +159,40 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or timezone.now())).total_seconds())
 
 
-def _prune_attempts(endpoint_pk: uuid.UUID) -> None:
-    """Keep the endpoint's newest OBSERVERS_WEBHOOK_ATTEMPTS_KEPT attempts: one DELETE statement."""
-    kept = conf.webhook_attempts_kept()
-    newest = WebhookAttempt.objects.filter(endpoint_id=endpoint_pk).order_by("-id").values("id")
-    WebhookAttempt.objects.filter(endpoint_id=endpoint_pk, id__lt=Subquery(newest[kept - 1 : kept])).delete()
-
-
-def _record_success(endpoint: WebhookEndpoint, now: datetime) -> None:
+def _record_success(endpoint: Endpoint, now: datetime) -> None:
     """End a failing streak; a healthy endpoint's last success is written at most every
     SUCCESS_WRITTEN_EVERY, not on every delivery."""
     last = endpoint.last_success_at
-    if endpoint.failures or endpoint.failing_since or last is None or now - last > SUCCESS_WRITTEN_EVERY:
-        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+    if endpoint.failures or endpoint.failing or last is None or now - last > SUCCESS_WRITTEN_EVERY:
+        WebhookEndpoint.objects.filter(pk=endpoint.ref).update(
             failures=0, failing_since=None, last_success_at=now
         )
 
 
 def _report_failure(
-    observer: Observer, message_id: str, attempt: int, error: str, delay: float | None
+    endpoint: Endpoint, message_id: str, attempt: int, error: str, delay: float | None
 ) -> None:
     """A log line, and the hub's callback_failed event (counted by the Prometheus metrics)."""
     logger.warning(
         "event=webhook_failed observer=%s message=%s attempt=%d error=%r retry_in_s=%s",
-        observer.id,
+        endpoint.ref,
         message_id,
         attempt,
         error,
         delay,
     )
     events.callback_failed.send(
-        None, ref=observer.id, var_id=observer.var_id, callback=observer.callback, error=error
+        None, ref=endpoint.ref, var_id=endpoint.var_id, callback=endpoint.callback, error=error
     )
 
 
-def _record_failure(endpoint: WebhookEndpoint, error: str, now: datetime) -> bool:
+def _record_failure(endpoint: Endpoint, error: str, now: datetime) -> bool:
     """Count the failure; disable the endpoint when it failed too often in a row or for too long.
     Returns whether it is disabled now."""
-    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+    WebhookEndpoint.objects.filter(pk=endpoint.ref).update(
         failures=F("failures") + 1, failing_since=Coalesce(F("failing_since"), now)
     )
-    health = WebhookEndpoint.objects.filter(pk=endpoint.pk).values_list("failures", "failing_since").first()
+    health = WebhookEndpoint.objects.filter(pk=endpoint.ref).values_list("failures", "failing_since").first()
     if health is None:  # removed meanwhile
         return False
     failures, failing_since = health
@@ -212,20 +206,19 @@ def _record_failure(endpoint: WebhookEndpoint, error: str, now: datetime) -> boo
     return False
 
 
-def disable(endpoint: WebhookEndpoint, reason: str, *, now: datetime) -> bool:
+def disable(endpoint: Endpoint, reason: str, *, now: datetime) -> bool:
     """Quarantine the endpoint's observer with ``reason`` (once, however many workers decide it)."""
-    observer = endpoint.observer
-    disabled = Observer.objects.filter(id=observer.id, quarantined_at__isnull=True).update(
+    disabled = Observer.objects.filter(id=endpoint.ref, quarantined_at__isnull=True).update(
         quarantined_at=now, last_error=reason, last_failed_at=now
     )
     if not disabled:
         return False
-    logger.warning("event=webhook_disabled observer=%s url=%s reason=%r", observer.id, endpoint.url, reason)
+    logger.warning("event=webhook_disabled observer=%s url=%s reason=%r", endpoint.ref, endpoint.url, reason)
     Removal.objects.create(
-        observer_ref=observer.id,
-        var_id=observer.var_id,
-        callback=observer.callback,
-        owner_ref=observer.owner_id,
+        observer_ref=endpoint.ref,
+        var_id=endpoint.var_id,
+        callback=endpoint.callback,
+        owner_ref=endpoint.owner_id,
         reason=Removal.Reason.QUARANTINED,
         detail=reason,
     )
@@ -234,10 +227,10 @@ def disable(endpoint: WebhookEndpoint, reason: str, *, now: datetime) -> bool:
         functools.partial(
             events.observer_removed.send,
             None,
-            ref=observer.id,
-            var_id=observer.var_id,
-            callback=observer.callback,
-            owner=observer.owner_id,
+            ref=endpoint.ref,
+            var_id=endpoint.var_id,
+            callback=endpoint.callback,
+            owner=endpoint.owner_id,
             reason=Removal.Reason.QUARANTINED,
         )
     )
@@ -245,7 +238,7 @@ def disable(endpoint: WebhookEndpoint, reason: str, *, now: datetime) -> bool:
 
 
 def _schedule(
-    endpoint: WebhookEndpoint,
+    endpoint: Endpoint,
     message_id: str,
     payload: str,
     *,
@@ -257,12 +250,12 @@ def _schedule(
     if delay <= conf.webhook_max_countdown():
         transaction.on_commit(
             functools.partial(
-                messages.enqueue, str(endpoint.pk), message_id, payload, attempt=attempt, countdown=delay
+                messages.enqueue, str(endpoint.ref), message_id, payload, attempt=attempt, countdown=delay
             )
         )
     else:
         WebhookRetry.objects.create(
-            endpoint=endpoint,
+            endpoint_id=endpoint.ref,
             message_id=message_id,
             body=payload,
             attempt=attempt,
