@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from django.db import IntegrityError
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -104,6 +105,19 @@ def test_the_task_reads_an_endpoint_as_the_orm_wrote_it(receiver):
         owner_id=None,
     )
     assert store.load(uuid.uuid4()) is None
+
+
+def test_an_attempt_for_a_removed_endpoint_is_refused_by_the_database():
+    with pytest.raises(IntegrityError):
+        store.add_attempt(
+            uuid.uuid4(),
+            message_id="m",
+            attempt=1,
+            status_code=200,
+            latency_ms=1,
+            error="",
+            next_retry_at=None,
+        )
 
 
 def test_a_given_secret_is_used_and_removal_deletes_the_endpoint(receiver):

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from .. import conf, counters, events
 from ..exceptions import InvalidWebhook
-from ..models import Observer, Removal, WebhookAttempt, WebhookEndpoint, WebhookRetry
+from ..models import Observer, Removal, WebhookEndpoint, WebhookRetry
 from . import client, messages, signing, store
 from .store import Endpoint
 
@@ -99,8 +99,8 @@ def _record_attempt(
     next_retry_at: datetime | None,
 ) -> None:
     """Write the attempt (an IntegrityError if its endpoint is gone) and prune the endpoint's oldest."""
-    WebhookAttempt.objects.create(
-        endpoint_id=endpoint.ref,
+    store.add_attempt(
+        endpoint.ref,
         message_id=message_id,
         attempt=attempt,
         status_code=outcome.status_code,

@@ -58,6 +58,35 @@ def load(ref: uuid.UUID) -> Endpoint | None:
     )
 
 
+def add_attempt(
+    ref: uuid.UUID,
+    *,
+    message_id: str,
+    attempt: int,
+    status_code: int | None,
+    latency_ms: float,
+    error: str,
+    next_retry_at: datetime | None,
+) -> None:
+    """Write one attempt; an IntegrityError if the endpoint is gone (at commit, inside a transaction)."""
+    stamp = connection.ops.adapt_datetimefield_value
+    prepared_rows(
+        connection,
+        f"INSERT INTO {_table(WebhookAttempt)} (endpoint_id, message_id, attempt, status_code, "  # noqa: S608
+        f"latency_ms, error, next_retry_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            _uuid_param(ref),
+            message_id,
+            attempt,
+            status_code,
+            latency_ms,
+            error,
+            stamp(next_retry_at),
+            stamp(timezone.now()),
+        ],
+    )
+
+
 def prune_attempts(ref: uuid.UUID, *, kept: int) -> None:
     """Delete the endpoint's attempts older than its newest ``kept``, in one statement."""
     attempts = _table(WebhookAttempt)
