@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from . import counters, manager, poison, registry, validation
 from .exceptions import InvalidName
 from .models import DeadLetter, Observer, Owner, StatBucket, VariableState
+from .webhooks import admin as webhooks_admin  # noqa: F401 (registers the webhook endpoints' admin)
 
 COUNT_CAP = 10_000
 

@@ -1,5 +1,6 @@
 """System checks with stable ids: where the host's configuration would defeat the hub."""
 
+import ipaddress
 from typing import Any
 
 from celery import Celery, current_app
@@ -106,6 +107,45 @@ def check_celery_wiring(**kwargs: Any) -> list[CheckMessage]:
     return messages
 
 
+def check_webhook_settings(**kwargs: Any) -> list[CheckMessage]:
+    from .webhooks import guard
+
+    errors: list[CheckMessage] = []
+    try:
+        guard.parse_allowlist(conf.webhook_allow())
+    except (ValueError, TypeError) as exc:
+        errors.append(Error(str(exc), id="observers.E006"))
+    try:
+        schedule = conf.webhook_retry_schedule()
+    except (ValueError, TypeError):
+        schedule = [-1.0]
+    if any(delay < 0 for delay in schedule):
+        errors.append(
+            Error("OBSERVERS_WEBHOOK_RETRY_SCHEDULE must list seconds, each >= 0.", id="observers.E007")
+        )
+    positive = {
+        "OBSERVERS_WEBHOOK_CONNECT_TIMEOUT": conf.webhook_connect_timeout(),
+        "OBSERVERS_WEBHOOK_TIMEOUT": conf.webhook_timeout(),
+        "OBSERVERS_WEBHOOK_DISABLE_AFTER": conf.webhook_disable_after(),
+        "OBSERVERS_WEBHOOK_DISABLE_AFTER_FAILURES": conf.webhook_disable_after_failures(),
+        "OBSERVERS_WEBHOOK_ATTEMPTS_KEPT": conf.webhook_attempts_kept(),
+        "OBSERVERS_WEBHOOK_MAX_COUNTDOWN": conf.webhook_max_countdown(),
+    }
+    errors += [
+        Error(f"{name} must be positive, not {value}.", id="observers.E008")
+        for name, value in positive.items()
+        if value <= 0
+    ]
+    for host, addresses in conf.webhook_resolve().items():
+        try:
+            [ipaddress.ip_address(address) for address in addresses]
+        except ValueError:
+            errors.append(
+                Error(f"OBSERVERS_WEBHOOK_RESOLVE[{host!r}] must list IP addresses.", id="observers.E009")
+            )
+    return errors
+
+
 def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
     from .signals import ObservedQuerySet, observed_models
 
@@ -127,3 +167,4 @@ def register() -> None:
     register_check(check_settings)
     register_check(check_celery_wiring)
     register_check(check_observed_managers)
+    register_check(check_webhook_settings)

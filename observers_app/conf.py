@@ -62,6 +62,34 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_MAX_PER_OWNER": 10_000,
 }
 
+# Webhooks (observers_app/webhooks/; docs/webhooks.md), read through the webhook_* functions below.
+WEBHOOK_DEFAULTS: dict[str, Any] = {
+    # Seconds to wait after failed attempt 1, 2, ...: one more attempt per entry, then the message is dropped.
+    "OBSERVERS_WEBHOOK_RETRY_SCHEDULE": (5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600),
+    # Retries due sooner than this are Celery countdowns; later ones wait in the database for the sweep to
+    # send them (a message held unacknowledged longer than RabbitMQ's consumer_timeout, 30 min by default,
+    # closes the worker's channel).
+    "OBSERVERS_WEBHOOK_MAX_COUNTDOWN": 600,
+    # An endpoint is disabled (quarantined) after this many failed attempts in a row...
+    "OBSERVERS_WEBHOOK_DISABLE_AFTER_FAILURES": 1000,
+    # ... or once it has failed, without a success in between, for this many seconds (5 days).
+    "OBSERVERS_WEBHOOK_DISABLE_AFTER": 5 * 24 * 3600,
+    # Seconds to connect, and for the whole exchange (every redirect hop included).
+    "OBSERVERS_WEBHOOK_CONNECT_TIMEOUT": 5.0,
+    "OBSERVERS_WEBHOOK_TIMEOUT": 15.0,
+    # Redirects followed by hand, each hop checked by the SSRF guard again.
+    "OBSERVERS_WEBHOOK_MAX_REDIRECTS": 3,
+    # Attempts kept per endpoint for the admin; older ones are deleted as new ones are recorded.
+    "OBSERVERS_WEBHOOK_ATTEMPTS_KEPT": 50,
+    # Plain http endpoints: refused unless True.
+    "OBSERVERS_WEBHOOK_ALLOW_HTTP": False,
+    # Host names, addresses and CIDR networks the SSRF guard lets through although they are not public.
+    "OBSERVERS_WEBHOOK_ALLOW": (),
+    # Fixed answers for host names, like curl's --resolve ({"hooks.internal": ["10.0.0.5"]}); the guard
+    # still checks them.
+    "OBSERVERS_WEBHOOK_RESOLVE": {},
+}
+
 
 def _get(name: str) -> Any:
     return getattr(settings, name, DEFAULTS[name])
@@ -165,3 +193,54 @@ def owner_grace() -> float:
 
 def max_deliveries() -> int:
     return int(_get("OBSERVERS_MAX_DELIVERIES"))
+
+
+def _webhook(name: str) -> Any:
+    return getattr(settings, name, WEBHOOK_DEFAULTS[name])
+
+
+def webhook_retry_schedule() -> list[float]:
+    return [float(delay) for delay in _webhook("OBSERVERS_WEBHOOK_RETRY_SCHEDULE")]
+
+
+def webhook_max_countdown() -> float:
+    return float(_webhook("OBSERVERS_WEBHOOK_MAX_COUNTDOWN"))
+
+
+def webhook_disable_after_failures() -> int:
+    return int(_webhook("OBSERVERS_WEBHOOK_DISABLE_AFTER_FAILURES"))
+
+
+def webhook_disable_after() -> float:
+    return float(_webhook("OBSERVERS_WEBHOOK_DISABLE_AFTER"))
+
+
+def webhook_connect_timeout() -> float:
+    return float(_webhook("OBSERVERS_WEBHOOK_CONNECT_TIMEOUT"))
+
+
+def webhook_timeout() -> float:
+    return float(_webhook("OBSERVERS_WEBHOOK_TIMEOUT"))
+
+
+def webhook_max_redirects() -> int:
+    return int(_webhook("OBSERVERS_WEBHOOK_MAX_REDIRECTS"))
+
+
+def webhook_attempts_kept() -> int:
+    return int(_webhook("OBSERVERS_WEBHOOK_ATTEMPTS_KEPT"))
+
+
+def webhook_allow_http() -> bool:
+    return bool(_webhook("OBSERVERS_WEBHOOK_ALLOW_HTTP"))
+
+
+def webhook_allow() -> list[str]:
+    return list(_webhook("OBSERVERS_WEBHOOK_ALLOW"))
+
+
+def webhook_resolve() -> dict[str, list[str]]:
+    return {
+        host.lower().rstrip("."): list(addresses)
+        for host, addresses in _webhook("OBSERVERS_WEBHOOK_RESOLVE").items()
+    }

@@ -67,3 +67,11 @@ class CallbackTimeout(BaseException):
 
 class BrokerUnavailable(ObserversError, ConnectionError):
     """The broker could not take or confirm a message now; what was being published is retried."""
+
+
+class InvalidWebhook(ObserversError, ValueError):
+    """A webhook URL or signing secret that is malformed, or an OBSERVERS_WEBHOOK_* setting that is."""
+
+
+class WebhookRefused(InvalidWebhook):
+    """A webhook URL the SSRF guard refuses: plain http, or an address that is not public and not allowed."""

@@ -257,3 +257,59 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} {self.task_id}"
+
+
+class WebhookEndpoint(models.Model):
+    """The HTTP endpoint of a webhook observer: where its notifications are POSTed, and its health.
+
+    Disabled is the observer's quarantine (``observer.quarantined_at``, the reason in ``last_error``).
+    """
+
+    observer = models.OneToOneField(
+        Observer, primary_key=True, on_delete=models.CASCADE, related_name="webhook"
+    )
+    url = models.URLField(max_length=2048)
+    secret = models.CharField(max_length=128, help_text="The whsec_ signing secret; never shown again.")
+    created_at = models.DateTimeField(default=timezone.now)
+    failures = models.PositiveIntegerField(default=0, help_text="Failed attempts in a row.")
+    failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="First failure since the last success."
+    )
+    last_success_at = models.DateTimeField(
+        null=True, blank=True, help_text="Written at most once a minute while the endpoint stays healthy."
+    )
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a message to an endpoint; the newest few per endpoint are kept."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="attempts")
+    message_id = models.CharField(max_length=64)
+    attempt = models.PositiveIntegerField(help_text="1 for the first try of this message.")
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["endpoint", "-id"], name="webhookattempt_endpoint_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} #{self.attempt}: {self.status_code or self.error}"
+
+
+class WebhookRetry(models.Model):
+    """A retry due later than a Celery countdown should wait: the sweep sends it when due."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="retries")
+    message_id = models.CharField(max_length=64)
+    body = models.TextField()
+    attempt = models.PositiveIntegerField(help_text="The attempt it will be.")
+    due_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.message_id} #{self.attempt} at {self.due_at}"

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from . import backpressure, coalescing, conf, counters, events, outbox, poison, pruning
 from .models import Observer, Owner, Removal
+from .webhooks import attempts
 
 Reason = Removal.Reason
 logger = logging.getLogger(__name__)
@@ -70,14 +71,17 @@ def sweep_dead_observers(*, batch_size: int | None = None, grace_s: float | None
 def sweep(*, batch_size: int | None = None) -> dict[str, int]:
     """The periodic sweep: dead owners and their observers, the count of shed notifications,
     coalescing mailboxes whose delivering worker died, durable notifications their callers left
-    unpublished (workers publish them too), and the rows nobody needs any more (see ``pruning``)."""
+    unpublished (workers publish them too), webhook retries now due, and the rows nobody needs any
+    more (see ``pruning``)."""
+    batch_size = batch_size or conf.sweep_batch_size()
     return {
         **sweep_dead_observers(batch_size=batch_size),
         "outbox_republished": outbox.publish_stale(),
         "attempts_pruned": poison.prune_attempts(),
         "notifications_shed": backpressure.drain_shed(),
         "coalescing_resumed": coalescing.resume_stalled(),
-        **pruning.prune(batch_size or conf.sweep_batch_size()),
+        **pruning.prune(batch_size),
+        "webhook_retries_sent": attempts.release_due_retries(batch_size=batch_size),
     }
 
 

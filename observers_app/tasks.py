@@ -1,4 +1,5 @@
-"""Thin Celery tasks: fan a batch of notifications out, deliver one page of observers, sweep dead owners."""
+"""Thin Celery tasks: fan a batch of notifications out, deliver one page of observers, POST a webhook,
+sweep dead owners."""
 
 import functools
 import logging
@@ -14,6 +15,7 @@ from .batching import DONE, RETRY, BatchedTask
 from .db import DATABASE_ERRORS
 from .dispatch import RETRIED_ERRORS, fan_out
 from .exceptions import BrokerUnavailable, InvalidMessage
+from .webhooks import attempts
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,13 @@ def deliver(self: Task, notification: dict[str, Any], after: str | None, upto: s
     except Exception as exc:
         poison.record_failure(task_id, f"{type(exc).__name__}: {exc}")
         raise Reject(exc, requeue=True) from exc
+
+
+@hub_task(name=wiring.WEBHOOK_TASK)
+def deliver_webhook(observer_ref: str, message_id: str, payload: str, attempt: int) -> str:
+    """One attempt at a webhook message; the retry schedule (with 429's Retry-After) lives in
+    webhooks.attempts, which sends the next attempt as a task of its own, never a sleep."""
+    return attempts.deliver(observer_ref, message_id, payload, attempt)
 
 
 @shared_task(name=wiring.SWEEP_TASK, ignore_result=True)

@@ -16,7 +16,8 @@ from . import conf
 DISPATCH_TASK = "observers.dispatch"
 DELIVER_TASK = "observers.deliver"
 SWEEP_TASK = "observers.sweep"
-TASKS = (DISPATCH_TASK, DELIVER_TASK, SWEEP_TASK)
+WEBHOOK_TASK = "observers.deliver_webhook"
+TASKS = (DISPATCH_TASK, DELIVER_TASK, SWEEP_TASK, WEBHOOK_TASK)
 SWEEP_ENTRY = "observers-sweep"
 
 
@@ -52,14 +53,22 @@ def shed_queue() -> Queue:
     return Queue(f"{conf.queue_name()}.shed", durable=True, queue_arguments=_queue_type())
 
 
-def consumed_queues() -> tuple[Queue, Queue]:
+def webhook_queue() -> Queue:
+    """Webhook POSTs and their retries: an endpoint slow to answer never delays the callbacks."""
+    name = f"{conf.queue_name()}.webhooks"
+    return Queue(name, Exchange(name), routing_key=name, queue_arguments=_queue_type())
+
+
+def consumed_queues() -> tuple[Queue, Queue, Queue]:
     """The queues hub workers consume (``-Q`` of a dedicated hub worker)."""
-    return dispatch_queue(), deliver_queue()
+    return dispatch_queue(), deliver_queue(), webhook_queue()
 
 
 def queue_for(task_name: str) -> Queue:
     """The queue a hub task's messages go to."""
-    return dispatch_queue() if task_name == DISPATCH_TASK else deliver_queue()
+    if task_name == DISPATCH_TASK:
+        return dispatch_queue()
+    return webhook_queue() if task_name == WEBHOOK_TASK else deliver_queue()
 
 
 def install(app: Celery) -> None:

@@ -141,6 +141,9 @@ OBSERVERS_SWEEP_INTERVAL = env.float("OBSERVERS_SWEEP_INTERVAL", default=30.0)
 # on another host): "Authorization: Bearer <token>".
 OBSERVERS_METRICS_TOKEN = env.str("OBSERVERS_METRICS_TOKEN", default="")
 OBSERVERS_METRICS_ALLOWED_IPS = env.list("OBSERVERS_METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+# Webhook observers (docs/webhooks.md) reach https endpoints on public addresses only, unless these say so.
+OBSERVERS_WEBHOOK_ALLOW_HTTP = env.bool("OBSERVERS_WEBHOOK_ALLOW_HTTP", default=False)
+OBSERVERS_WEBHOOK_ALLOW = env.list("OBSERVERS_WEBHOOK_ALLOW", default=[])
 # Worker-wide, for the dedicated hub worker (docs/install.md, "Production"): Celery's Django fixup
 # otherwise reconnects to the database around every task (~5-10 ms on PostgreSQL).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)

@@ -32,3 +32,13 @@ OBSERVERS_QUARANTINE_AFTER = 3
 
 # Fault tests tune these in the processes they start.
 OBSERVERS_BATCH_SIZE = int(os.environ.get("OBSERVERS_BATCH_SIZE", "250"))
+
+# Webhooks: the test receivers listen on plain http on 127.0.0.1, the one loopback address let through;
+# a short retry schedule (the last retry parked in the database, for the sweep) and a low disable limit.
+OBSERVERS_WEBHOOK_ALLOW_HTTP = True
+OBSERVERS_WEBHOOK_ALLOW = ["127.0.0.1"]
+OBSERVERS_WEBHOOK_RESOLVE = {"receiver.test": ["127.0.0.2"], "allowed.test": ["127.0.0.1"]}
+OBSERVERS_WEBHOOK_RETRY_SCHEDULE = [0.2, 0.4, 0.6, 3600]
+OBSERVERS_WEBHOOK_DISABLE_AFTER_FAILURES = 6
+OBSERVERS_WEBHOOK_TIMEOUT = 2.0
+OBSERVERS_WEBHOOK_ATTEMPTS_KEPT = 5

@@ -190,6 +190,8 @@ def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host
             with current_app.connection_for_write() as connection:
                 for name in ({queue!r}, {queue + ".deliver"!r}, {queue + ".shed"!r}, {queue + "-tasks"!r}):
                     connection.default_channel.queue_delete(name)
+                for name in ({queue + ".webhooks"!r}, {queue + ".dead"!r}):
+                    connection.default_channel.queue_delete(name)
             print("{{}}")
         """
         host_python(host_python_cleanup)

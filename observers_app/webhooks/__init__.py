@@ -1,0 +1,1 @@
+"""Webhook observers: HTTP endpoints called with signed JSON, retried, disabled when dead, SSRF-guarded."""

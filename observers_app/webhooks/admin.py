@@ -1,0 +1,107 @@
+"""Webhook endpoints in the admin, staff only: their health, recent attempts, a test event, re-enable."""
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from .. import manager
+from ..models import WebhookAttempt, WebhookEndpoint
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    """The endpoint's recent attempts, newest first (at most OBSERVERS_WEBHOOK_ATTEMPTS_KEPT are kept)."""
+
+    model = WebhookAttempt
+    fields = ("created_at", "message_id", "attempt", "status_code", "latency_ms", "error", "next_retry_at")
+    readonly_fields = fields
+    ordering = ("-id",)
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "recent attempts"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class DisabledFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "disabled"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "Enabled"), ("yes", "Disabled")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(observer__quarantined_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Never shows the signing secret: the hub shows it once, to add_webhook's caller."""
+
+    list_display = ("url", "variable", "status", "failures", "failing_since", "last_success_at", "created_at")
+    list_select_related = ("observer",)
+    list_filter = (DisabledFilter,)
+    ordering = ("-created_at",)
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
+    fields = ("url", "observer_link", "status", "failures", "failing_since", "last_success_at", "created_at")
+    readonly_fields = fields
+    inlines = (WebhookAttemptInline,)
+    actions = ("send_test_event", "reenable_endpoints", "remove_endpoints")
+
+    @admin.display(description="variable")
+    def variable(self, endpoint: WebhookEndpoint) -> str:
+        return endpoint.observer.var_id + (" (glob)" if endpoint.observer.is_glob else "")
+
+    @admin.display(description="observer")
+    def observer_link(self, endpoint: WebhookEndpoint) -> str:
+        url = reverse("admin:observers_app_observer_change", args=[endpoint.observer_id])
+        return format_html('<a href="{}">{}</a>', url, endpoint.observer_id)
+
+    @admin.display(description="status")
+    def status(self, endpoint: WebhookEndpoint) -> str:
+        if endpoint.observer.quarantined_at is not None:
+            return f"disabled: {endpoint.observer.last_error}"
+        return "failing" if endpoint.failures else "active"
+
+    @admin.action(description="Send a test event to the selected endpoints", permissions=["change"])
+    def send_test_event(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        sent = sum(manager.send_test_webhook(ref) for ref in queryset.values_list("observer_id", flat=True))
+        self.message_user(request, f"Sent a test event to {sent} endpoints.", messages.SUCCESS)
+
+    @admin.action(description="Re-enable the selected disabled endpoints", permissions=["change"])
+    def reenable_endpoints(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        refs = queryset.values_list("observer_id", flat=True)
+        enabled = sum(manager.reenable_observer(ref) for ref in refs)
+        self.message_user(request, f"Re-enabled {enabled} endpoints.", messages.SUCCESS)
+
+    @admin.action(description="Remove the selected endpoints", permissions=["change"])
+    def remove_endpoints(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        rows = queryset.values_list("observer_id", "observer__var_id")
+        removed = sum(manager.remove_observer(var_id, ref) for ref, var_id in rows)
+        self.message_user(request, f"Removed {removed} endpoints.", messages.SUCCESS)
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # removals go through the manager, which records why
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # manager.add_webhook, which vets the URL and shows the secret once
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Edited only through the actions (which go through the manager), never the form.
+        return obj is None and super().has_change_permission(request)

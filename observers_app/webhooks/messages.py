@@ -1,0 +1,55 @@
+"""Webhook messages: the JSON body POSTed for a notification, its id, and the task that sends it."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import current_app
+
+from .. import publisher, wiring
+from ..wiring import WEBHOOK_TASK
+
+# The registered callback of every webhook observer (observers_app/callbacks.py).
+WEBHOOK_CALLBACK = "observers.webhook"
+CHANGED = "variable.changed"
+TEST = "webhook.test"
+# Message ids derive from (notification, observer): a notification delivered twice (at-least-once)
+# reaches the endpoint with the same webhook-id, so the receiver can drop the repeat.
+_MESSAGE_NAMESPACE = uuid.UUID("6f1c1b0e-4f5e-4c44-9d0c-6a9f0f2b7e01")
+
+
+def message_id(notification_id: str, observer_ref: str) -> str:
+    return "msg_" + uuid.uuid5(_MESSAGE_NAMESPACE, f"{notification_id}/{observer_ref}").hex
+
+
+def body(event_type: str, var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> str:
+    """The Standard Webhooks payload shape: type, timestamp and the notification as data."""
+    return json.dumps(
+        {
+            "type": event_type,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "data": {"variable": var_id, "old": old_value, "new": new_value, "metadata": metadata},
+        },
+        separators=(",", ":"),
+    )
+
+
+def enqueue_change(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Queue the POST of one notification to one webhook observer (named in ``metadata``)."""
+    ref = metadata["observer_ref"]
+    payload = body(CHANGED, var_id, old_value, new_value, metadata)
+    args = [ref, message_id(metadata["notification_id"], ref), payload, 1]
+    # The hub's lean publish: the fan-out's callback loop only hands the message to the broker (and
+    # has it confirmed, before the page's message is acknowledged).
+    publisher.publish_confirmed([(WEBHOOK_TASK, json.dumps(args, separators=(",", ":")))])
+
+
+def enqueue(observer_ref: str, message: str, payload: str, *, attempt: int, countdown: float = 0) -> None:
+    """Queue one attempt of a message, after ``countdown`` seconds."""
+    current_app.send_task(
+        WEBHOOK_TASK,
+        args=[observer_ref, message, payload, attempt],
+        countdown=countdown,
+        queue=wiring.webhook_queue().name,
+    )

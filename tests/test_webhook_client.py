@@ -1,0 +1,54 @@
+"""The webhook client over TLS, in this process: it connects to the address the guard vetted while
+the Host header, SNI and certificate verification stay those of the URL's host name."""
+
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from observers_app.webhooks import client
+from tests.receivers import running_receiver
+
+# tests/settings.py pins allowed.test to 127.0.0.1 (OBSERVERS_WEBHOOK_RESOLVE) and lets 127.0.0.1 through.
+NAME = "allowed.test"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for allowed.test (its own trust anchor) and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={NAME}",
+         "-addext", f"subjectAltName=DNS:{NAME}", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def trusting_client(certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's webhook client, trusting only the test certificate."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    client._close_client()
+    yield
+    client._close_client()
+
+
+def test_tls_uses_the_host_name_while_connecting_to_the_vetted_address(certificate, trusting_client):
+    server_names: list[str | None] = []
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(*certificate)
+    tls.sni_callback = lambda sock, name, context: server_names.append(name)
+    with running_receiver(tls=tls) as receiver:
+        port = receiver.server.server_address[1]
+        reply = client.post(f"https://{NAME}:{port}/hook", b"{}", {})
+        assert reply.status == 200
+        assert receiver.requests[0].headers["Host"] == f"{NAME}:{port}"
+        assert server_names == [NAME]
+        # The same server by its address: the certificate does not name it, so no connection.
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.post(f"https://127.0.0.1:{port}/hook", b"{}", {})
