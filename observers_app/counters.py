@@ -23,6 +23,9 @@ NAMES = (
     "removed_owner_died",
     "removed_swept",
     "removed_quarantined",
+    "streams_opened",
+    "streams_closed_slow",
+    "stream_events_coalesced",
 )
 
 

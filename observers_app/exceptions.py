@@ -43,3 +43,7 @@ class CallbackTimeout(BaseException):
     A BaseException, like KeyboardInterrupt, so that a callback's own ``except Exception``
     cannot swallow it and keep running past its limit.
     """
+
+
+class StreamRefused(ObserversError, PermissionError):
+    """A stream the request may not open: no session or token, or not authorized for its variables."""

@@ -27,3 +27,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 OBSERVERS_CALLBACK_TIME_LIMIT = 2.0
 OBSERVERS_QUARANTINE_AFTER = 3
+# A small stream buffer, so the slow-client test needs few changes to pass it.
+OBSERVERS_STREAM_BUFFER = 20

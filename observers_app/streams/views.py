@@ -1,0 +1,95 @@
+"""The stream endpoint: ``GET <hub urls>/stream?var=NAME&var=PATTERN[&token=...]``, Server-Sent Events."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import SyncToAsync, sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.http import require_GET
+
+from .. import conf
+from ..exceptions import InvalidVariableId, ObserversError, StreamRefused
+from . import access, messages, snapshot
+from .hub import StreamHub, get_hub
+from .watcher import Watcher
+
+
+@require_GET
+async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """Send the current value of each watched variable, then each change, until the client leaves.
+
+    400 for bad parameters, 403 (with the reason) for a request that may not watch them.
+    """
+    if not isinstance(request, ASGIRequest):
+        return _plain("streams need an ASGI server (project.asgi:application, e.g. under uvicorn)", 501)
+    try:
+        var_ids = access.parse_var_ids(request.GET.getlist("var"))
+    except InvalidVariableId as exc:
+        return _plain(str(exc), 400)
+    hub = await get_hub()
+    try:
+        token = request.GET.get("token") or _bearer_token(request)
+        if token:
+            access.check_token(token, var_ids)
+        else:
+            await hub.run_db(_check_session_user, request, var_ids)
+    except StreamRefused as exc:
+        return _plain(str(exc), 403)
+    response = StreamingHttpResponse(_events(hub, var_ids), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # proxies such as nginx must pass each event on at once
+    return response
+
+
+async def _events(hub: StreamHub, var_ids: list[str]) -> AsyncIterator[bytes]:
+    """The stream's body: it starts watching only once the response is being sent, and stops the
+    moment it ends (Django cancels it when the client disconnects)."""
+    await _release_request_thread()
+    watcher = Watcher(var_ids, buffer_size=conf.stream_buffer())
+    try:
+        await hub.join(watcher)
+        first = watcher.take_snapshot(await hub.run_db(snapshot.read, var_ids))
+        yield b": watching\n\n" + b"".join(event.wire for event in first)
+        heartbeat = conf.stream_heartbeat()
+        while watcher.closed_reason is None:
+            try:
+                async with asyncio.timeout(heartbeat):
+                    await watcher.wake.wait()
+            except TimeoutError:
+                yield messages.HEARTBEAT
+                continue
+            chunk = watcher.drain()
+            if chunk:
+                yield chunk
+        yield messages.closing(watcher.closed_reason)
+    except ObserversError as exc:  # e.g. TooManyObservers while subscribing
+        yield messages.closing(str(exc))
+    finally:
+        hub.leave(watcher)
+
+
+async def _release_request_thread() -> None:
+    """Django runs each ASGI request's sync middleware on a thread of its own, kept until the
+    request ends: for a stream, hours. Close its database connection and let the thread go, so an
+    open stream costs neither (the hub's own threads do the stream's database work)."""
+    await sync_to_async(connections.close_all)()
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context else None
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
+def _check_session_user(request: HttpRequest, var_ids: list[str]) -> None:
+    access.check_user(request.user, var_ids)
+
+
+def _bearer_token(request: HttpRequest) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _plain(text: str, status: int, **kwargs: Any) -> HttpResponse:
+    return HttpResponse(text + "\n", status=status, content_type="text/plain; charset=utf-8", **kwargs)
