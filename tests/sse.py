@@ -1,5 +1,6 @@
 """A Server-Sent Events client for the tests: a real HTTP connection read on a thread of its own."""
 
+import contextlib
 import http.client
 import json
 import socket
@@ -56,9 +57,7 @@ class EventStream:
         """Disconnect as a client does: the socket goes away."""
         sock = self.connection.sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.connection.close()
         self.ended.wait(5)

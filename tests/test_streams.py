@@ -88,7 +88,7 @@ def test_the_snapshot_comes_first_then_every_later_change_once(server: str):
     session_store.set_variable(session_id, "x", "w:start")
     writer = start_client_process("sets", session_id, "300", "w")
     try:
-        wait_for(lambda: (session_store.get_variable(session_id, "x") or "").startswith("w:"), timeout=30)
+        wait_for(lambda: session_store.get_variable(session_id, "x") != "w:start", timeout=30)
         time.sleep(0.05)
         stream = open_stream(server, var)
         wait_ready(writer)
@@ -104,7 +104,7 @@ def test_the_snapshot_comes_first_then_every_later_change_once(server: str):
         for before, event in zip(values, changes, strict=False):
             assert event["data"]["old_value"] == before, "a change was lost"
         assert values[-1] == "w:299"
-        versions = [first["data"]["metadata"]["version"]] + [e["data"]["metadata"]["version"] for e in changes]
+        versions = [e["data"]["metadata"]["version"] for e in [first, *changes]]
         assert versions == list(range(versions[0], versions[0] + len(versions)))
         assert 0 < len(changes) < 300, "the connect did not race the writer; the test proved nothing"
     finally:
@@ -155,7 +155,7 @@ def test_connects_and_disconnects_leave_nothing_behind(server: str):
 
 
 def test_a_killed_web_process_is_swept():
-    session_id, var = session_var()
+    _session_id, var = session_var()
     with running_asgi_server() as (base, process):
         stream = open_stream(base, var)
         owner_id = Observer.objects.get(var_id=var).owner_id

@@ -13,9 +13,12 @@ from typing import Any, TypeVar
 from django.db import close_old_connections
 
 from .. import counters, manager
+from ..querysets import glob_matches
 from . import messages
 from .consumer import QueueConsumer
 from .forwarding import FORWARD_CALLBACK
+from .messages import StreamEvent
+from .ordering import SeqOrder
 from .watcher import Watcher
 
 T = TypeVar("T")
@@ -29,10 +32,17 @@ CONSUMER_READY_TIMEOUT_S = 30.0
 class _Subscription:
     """The process's observer on one name or pattern, and the streams watching it."""
 
-    def __init__(self, key: str, ready: "asyncio.Future[uuid.UUID]") -> None:
+    def __init__(self, key: str, ready: "asyncio.Future[uuid.UUID]", loop: asyncio.AbstractEventLoop) -> None:
         self.key = key
         self.ready = ready
         self.watchers: set[Watcher] = set()
+        self.order = SeqOrder(self.fan_out, loop)
+
+    def fan_out(self, event: StreamEvent) -> None:
+        for watcher in list(self.watchers):
+            watcher.offer(event)
+            if watcher.closed_reason is not None:
+                watcher.leave()
 
 
 class StreamHub:
@@ -68,6 +78,7 @@ class StreamHub:
         that every change committed from then on reaches it."""
         self.streams += 1
         self.pending_counts["streams_opened"] += 1
+        watcher.leave = functools.partial(self.leave, watcher)
         joined = []
         for key in watcher.keys:
             subscription = self.subscriptions.get(key) or self._subscribe(key)
@@ -78,6 +89,9 @@ class StreamHub:
 
     def leave(self, watcher: Watcher) -> None:
         """Stop delivering to ``watcher`` at once; a name's last stream leaving removes its observer."""
+        if watcher.left:
+            return
+        watcher.left = True
         self.streams -= 1
         self.pending_counts["stream_events_coalesced"] += watcher.coalesced
         self.pending_counts["streams_closed_slow"] += int(watcher.closed_reason is not None)
@@ -88,11 +102,12 @@ class StreamHub:
             subscription.watchers.discard(watcher)
             if not subscription.watchers:
                 del self.subscriptions[key]
+                subscription.order.close()
                 subscription.ready.add_done_callback(functools.partial(self._unsubscribe, key))
 
     def _subscribe(self, key: str) -> _Subscription:
         ready = asyncio.ensure_future(self.run_db(self._add_observer, key, executor=self.registrar))
-        subscription = self.subscriptions[key] = _Subscription(key, ready)
+        subscription = self.subscriptions[key] = _Subscription(key, ready, self.loop)
         ready.add_done_callback(lambda done: self._forget_failed(subscription, done))
         return subscription
 
@@ -118,9 +133,17 @@ class StreamHub:
         subscription = self.subscriptions.get(message["pattern"])
         if subscription is None:
             return  # its last stream left; the observer is on its way out
-        event = messages.from_notification(message)
-        for watcher in subscription.watchers:
-            watcher.offer(event)
+        subscription.order.push(messages.from_notification(message))
+
+    def start_positions(self, watcher: Watcher, snapshot: list[StreamEvent]) -> None:
+        """Where each snapshot variable's seqs continue, for the subscriptions that carry it."""
+        for event in snapshot:
+            if event.seq is None:
+                continue
+            for key in watcher.keys:
+                subscription = self.subscriptions.get(key)
+                if subscription is not None and glob_matches(key, event.var_id):
+                    subscription.order.start_from(event.var_id, event.seq)
 
     def _flush_counts(self) -> None:
         counts, self.pending_counts = self.pending_counts, collections.Counter()

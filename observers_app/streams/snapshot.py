@@ -25,7 +25,15 @@ def read(var_ids: list[str]) -> list[StreamEvent]:
             events += _session_variables(var_id)
         elif "*" not in var_id:
             events += _model_field(var_id)
-    return events
+    return events + _positions([v for v in var_ids if "*" not in v and v not in {e.var_id for e in events}])
+
+
+def _positions(var_ids: list[str]) -> list[StreamEvent]:
+    """Names with no value to read (or not set yet): their seq only, where their changes continue."""
+    seqs = dict(VariableState.objects.filter(var_id__in=var_ids).values_list("var_id", "seq"))
+    return [
+        messages.snapshot(name, None, seq=seqs.get(name, 0), version=None, absent=True) for name in var_ids
+    ]
 
 
 def _seq_of(var_id: Any) -> Subquery:

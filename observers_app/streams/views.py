@@ -51,7 +51,9 @@ async def _events(hub: StreamHub, var_ids: list[str]) -> AsyncIterator[bytes]:
     watcher = Watcher(var_ids, buffer_size=conf.stream_buffer())
     try:
         await hub.join(watcher)
-        first = watcher.take_snapshot(await hub.run_db(snapshot.read, var_ids))
+        values = await hub.run_db(snapshot.read, var_ids)
+        hub.start_positions(watcher, values)
+        first = watcher.take_snapshot(values)
         yield b": watching\n\n" + b"".join(event.wire for event in first)
         heartbeat = conf.stream_heartbeat()
         while watcher.closed_reason is None:

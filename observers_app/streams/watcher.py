@@ -3,7 +3,7 @@
 import asyncio
 import collections
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from . import messages
 from .messages import StreamEvent
@@ -25,6 +25,8 @@ class Watcher:
         self.closed_reason: str | None = None
         self.coalesced = 0
         self.snapshot_taken = False
+        self.left = False
+        self.leave: Callable[[], None] = lambda: None
         self._numbers = itertools.count()
         self._recent: collections.deque[str] = collections.deque(maxlen=_RECENT_IDS)
         self._covered_seq: dict[str, int] = {}
@@ -68,6 +70,7 @@ class Watcher:
                 self._covered_version[event.var_id] = event.version
         self.snapshot_taken = True
         buffered = [event for event in self.pending.values() if not self._covered(event)]
+        buffered.sort(key=lambda event: event.seq or 0)  # the hub had no position yet to order them by
         self.pending.clear()
         return [event for event in values if not event.data["metadata"].get("absent")] + buffered
 
