@@ -8,8 +8,8 @@ from django.core import signing
 
 from .. import conf
 from ..exceptions import InvalidVariableId, StreamRefused
+from ..globs import glob_matches
 from ..models import VAR_ID_MAX_LENGTH
-from ..querysets import glob_matches
 
 Authorizer = Callable[[Any, list[str]], bool]
 TOKEN_SALT = "observers.streams.token"  # noqa: S105 - a signing namespace, not a secret

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from django.db import close_old_connections
 
 from .. import counters, manager
-from ..querysets import glob_matches
+from ..globs import glob_matches
 from . import messages
 from .consumer import QueueConsumer
 from .forwarding import FORWARD_CALLBACK

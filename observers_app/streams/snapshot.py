@@ -7,8 +7,8 @@ from django.db.models import CharField, Field, OuterRef, Subquery, Value
 from django.db.models.functions import Concat
 
 from .. import signals
+from ..globs import glob_matches
 from ..models import Variable, VariableState
-from ..querysets import glob_matches
 from . import messages
 from .messages import StreamEvent
 
