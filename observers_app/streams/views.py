@@ -4,9 +4,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import SyncToAsync, sync_to_async
+from asgiref.sync import SyncToAsync
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
@@ -47,7 +46,7 @@ async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpRespo
 async def _events(hub: StreamHub, var_ids: list[str]) -> AsyncIterator[bytes]:
     """The stream's body: it starts watching only once the response is being sent, and stops the
     moment it ends (Django cancels it when the client disconnects)."""
-    await _release_request_thread()
+    _release_request_thread()
     watcher = Watcher(var_ids, buffer_size=conf.stream_buffer())
     try:
         await hub.join(watcher)
@@ -73,11 +72,11 @@ async def _events(hub: StreamHub, var_ids: list[str]) -> AsyncIterator[bytes]:
         hub.leave(watcher)
 
 
-async def _release_request_thread() -> None:
+def _release_request_thread() -> None:
     """Django runs each ASGI request's sync middleware on a thread of its own, kept until the
-    request ends: for a stream, hours. Close its database connection and let the thread go, so an
-    open stream costs neither (the hub's own threads do the stream's database work)."""
-    await sync_to_async(connections.close_all)()
+    request ends: for a stream, hours. Let it go, so that an open stream costs no thread. It holds no
+    database connection: the stream's database work (the session's user included) runs on the hub's
+    threads."""
     context = SyncToAsync.thread_sensitive_context.get(None)
     executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context else None
     if executor is not None:
