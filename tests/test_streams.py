@@ -11,12 +11,13 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from observers_app import manager, session_store
+from observers_app import dashboard, manager, session_store
 from observers_app.models import Observer
 from observers_app.streams.access import issue_token
 from tests.asgi_server import running_asgi_server
 from tests.conftest import start_client_process, wait_for, wait_ready
 from tests.sse import EventStream
+from tests.testapp.callbacks import record
 from tests.testapp.models import Order
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
@@ -231,3 +232,25 @@ def test_a_slow_reader_is_bounded_then_closed_with_the_reason(server: str):
     assert b"slow client" in received
     assert received.count(b"event: session:") < 400
     sock.close()
+
+
+def test_the_dashboard_stream_sends_the_figures_as_they_change(server: str):
+    stream = open_stream(server, dashboard.VARIABLE)
+    try:
+        wait_for(lambda: stream.of(dashboard.VARIABLE))
+        first = stream.of(dashboard.VARIABLE)[0]["data"]
+        assert first["metadata"]["snapshot"] is True
+        assert {"stats", "chart"} <= set(first["new_value"])
+        dispatched = first["new_value"]["stats"]["notifications_dispatched"]
+        var = f"dashboard:{uuid.uuid4().hex[:8]}"
+        manager.add_observer(var, record)
+        for n in range(3):
+            manager.notify_observers(var, n, n + 1)
+
+        def latest_dispatched() -> int:
+            return stream.of(dashboard.VARIABLE)[-1]["data"]["new_value"]["stats"]["notifications_dispatched"]
+
+        wait_for(lambda: latest_dispatched() >= dispatched + 3)
+        assert not Observer.objects.filter(var_id=dashboard.VARIABLE).exists(), "no observer: polled"
+    finally:
+        stream.close()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from django.db import close_old_connections
 
-from .. import counters, manager
+from .. import conf, counters, dashboard, manager
 from ..globs import glob_matches
 from . import messages
 from .consumer import QueueConsumer
@@ -27,13 +27,18 @@ logger = logging.getLogger(__name__)
 # Seconds between writes of the streams' counters (one write per process, not one per stream).
 COUNTERS_FLUSH_S = 2.0
 CONSUMER_READY_TIMEOUT_S = 30.0
+# Seconds between two readings of the dashboard's figures, while a stream of the process watches them.
+DASHBOARD_INTERVAL_S = 1.0
 
 
 class _Subscription:
     """The process's observer on one name or pattern, and the streams watching it."""
 
-    def __init__(self, key: str, ready: "asyncio.Future[uuid.UUID]", loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, key: str, ready: "asyncio.Future[uuid.UUID | None]", loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.key = key
+        self.feed: asyncio.Task[None] | None = None  # the dashboard's readings
         self.ready = ready
         self.watchers: set[Watcher] = set()
         self.order = SeqOrder(self.fan_out, loop)
@@ -52,7 +57,7 @@ class StreamHub:
         self.registrar = ThreadPoolExecutor(max_workers=1, thread_name_prefix="observers-streams-registrar")
         self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="observers-streams-db")
         self.subscriptions: dict[str, _Subscription] = {}
-        self.streams = 0
+        self.watchers: set[Watcher] = set()
         self.pending_counts: collections.Counter[str] = collections.Counter()
         self.owner: Any = None
         self.consumer: QueueConsumer | None = None
@@ -65,6 +70,7 @@ class StreamHub:
         if not ready:
             raise RuntimeError("the streams' queue consumer could not reach the broker")
         self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
+        self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
 
     async def run_db(
         self, func: Callable[..., T], *args: Any, executor: ThreadPoolExecutor | None = None
@@ -76,7 +82,7 @@ class StreamHub:
     async def join(self, watcher: Watcher) -> None:
         """Start delivering to ``watcher``; returns once the observer of each of its names exists, so
         that every change committed from then on reaches it."""
-        self.streams += 1
+        self.watchers.add(watcher)
         self.pending_counts["streams_opened"] += 1
         watcher.leave = functools.partial(self.leave, watcher)
         joined = []
@@ -92,7 +98,7 @@ class StreamHub:
         if watcher.left:
             return
         watcher.left = True
-        self.streams -= 1
+        self.watchers.discard(watcher)
         self.pending_counts["stream_events_coalesced"] += watcher.coalesced
         self.pending_counts["streams_closed_slow"] += int(watcher.closed_reason is not None)
         for key in watcher.keys:
@@ -106,21 +112,47 @@ class StreamHub:
                 subscription.ready.add_done_callback(functools.partial(self._unsubscribe, key))
 
     def _subscribe(self, key: str) -> _Subscription:
-        ready = asyncio.ensure_future(self.run_db(self._add_observer, key, executor=self.registrar))
+        if key == dashboard.VARIABLE:
+            return self._subscribe_dashboard()
+        adding = self.run_db(self._add_observer, key, executor=self.registrar)
+        ready: asyncio.Future[uuid.UUID | None] = asyncio.ensure_future(adding)
         subscription = self.subscriptions[key] = _Subscription(key, ready, self.loop)
         ready.add_done_callback(lambda done: self._forget_failed(subscription, done))
         return subscription
 
-    def _forget_failed(self, subscription: _Subscription, ready: "asyncio.Future[uuid.UUID]") -> None:
+    def _subscribe_dashboard(self) -> _Subscription:
+        """The dashboard's figures: no observer, the process reads them while a stream watches."""
+        ready: asyncio.Future[uuid.UUID | None] = self.loop.create_future()
+        ready.set_result(None)
+        subscription = self.subscriptions[dashboard.VARIABLE] = _Subscription(
+            dashboard.VARIABLE, ready, self.loop
+        )
+        subscription.feed = asyncio.ensure_future(self._feed_dashboard(subscription))
+        return subscription
+
+    async def _feed_dashboard(self, subscription: _Subscription) -> None:
+        last: dict[str, Any] | None = None
+        while self.subscriptions.get(subscription.key) is subscription:
+            try:
+                reading = await self.run_db(dashboard.reading)
+            except Exception:
+                logger.warning("event=dashboard_reading_failed", exc_info=True)
+            else:
+                if reading != last:
+                    subscription.fan_out(messages.dashboard(reading, last))
+                    last = reading
+            await asyncio.sleep(DASHBOARD_INTERVAL_S)
+
+    def _forget_failed(self, subscription: _Subscription, ready: "asyncio.Future[uuid.UUID | None]") -> None:
         failed = not ready.cancelled() and ready.exception() is not None
         if failed and self.subscriptions.get(subscription.key) is subscription:
             del self.subscriptions[subscription.key]
 
-    def _add_observer(self, key: str) -> uuid.UUID:
+    def _add_observer(self, key: str) -> uuid.UUID | None:
         return manager.add_observer(key, FORWARD_CALLBACK, owner=self.owner, glob="*" in key)
 
-    def _unsubscribe(self, key: str, ready: "asyncio.Future[uuid.UUID]") -> None:
-        if ready.cancelled() or ready.exception() is not None:
+    def _unsubscribe(self, key: str, ready: "asyncio.Future[uuid.UUID | None]") -> None:
+        if ready.cancelled() or ready.exception() is not None or ready.result() is None:
             return
         self.registrar.submit(_with_fresh_connection, manager.remove_observer, key, ready.result())
 
@@ -144,6 +176,12 @@ class StreamHub:
                 subscription = self.subscriptions.get(key)
                 if subscription is not None and glob_matches(key, event.var_id):
                     subscription.order.start_from(event.var_id, event.seq)
+
+    def _heartbeat(self) -> None:
+        """One timer for every stream of the process (not one per stream, re-armed per event)."""
+        for watcher in self.watchers:
+            watcher.heartbeat()
+        self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
 
     def _flush_counts(self) -> None:
         counts, self.pending_counts = self.pending_counts, collections.Counter()

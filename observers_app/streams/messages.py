@@ -1,8 +1,11 @@
 """Stream events and their Server-Sent Events wire form."""
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..dashboard import VARIABLE
 
 HEARTBEAT = b": heartbeat\n\n"
 
@@ -72,6 +75,25 @@ def snapshot(var_id: str, value: Any, *, seq: int, version: int | None, absent: 
         seq=seq,
         notification_id=None,
         data={"var_id": var_id, "old_value": None, "new_value": value, "metadata": metadata},
+    )
+
+
+def dashboard(
+    reading: dict[str, Any], previous: dict[str, Any] | None, *, snapshot: bool = False
+) -> StreamEvent:
+    """A reading of the dashboard's figures; its seq is the time in ms (readings are not numbered)."""
+    seq = int(time.time() * 1000)
+    old = previous["stats"] if previous else None
+    return StreamEvent(
+        var_id=VARIABLE,
+        seq=seq,
+        notification_id=None,
+        data={
+            "var_id": VARIABLE,
+            "old_value": old,
+            "new_value": reading,
+            "metadata": {"seq": seq, "snapshot": snapshot},
+        },
     )
 
 

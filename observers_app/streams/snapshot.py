@@ -6,7 +6,7 @@ from typing import Any
 from django.db.models import CharField, Field, OuterRef, Subquery, Value
 from django.db.models.functions import Concat
 
-from .. import signals
+from .. import dashboard, signals
 from ..globs import glob_matches
 from ..models import Variable, VariableState
 from . import messages
@@ -21,7 +21,9 @@ def read(var_ids: list[str]) -> list[StreamEvent]:
     """The snapshot of each readable name and session pattern among ``var_ids`` (others have none)."""
     events: list[StreamEvent] = []
     for var_id in var_ids:
-        if var_id.startswith(SESSION_PREFIX):
+        if var_id == dashboard.VARIABLE:
+            events.append(messages.dashboard(dashboard.reading(), None, snapshot=True))
+        elif var_id.startswith(SESSION_PREFIX):
             events += _session_variables(var_id)
         elif "*" not in var_id:
             events += _model_field(var_id)

@@ -1,6 +1,5 @@
 """The stream endpoint: ``GET <hub urls>/stream?var=NAME&var=PATTERN[&token=...]``, Server-Sent Events."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,16 +53,9 @@ async def _events(hub: StreamHub, var_ids: list[str]) -> AsyncIterator[bytes]:
         hub.start_positions(watcher, values)
         first = watcher.take_snapshot(values)
         yield b": watching\n\n" + b"".join(event.wire for event in first)
-        heartbeat = conf.stream_heartbeat()
         while watcher.closed_reason is None:
-            try:
-                async with asyncio.timeout(heartbeat):
-                    await watcher.wake.wait()
-            except TimeoutError:
-                yield messages.HEARTBEAT
-                continue
-            chunk = watcher.drain()
-            if chunk:
+            await watcher.wake.wait()
+            if chunk := watcher.drain():
                 yield chunk
         yield messages.closing(watcher.closed_reason)
     except ObserversError as exc:  # e.g. TooManyObservers while subscribing

@@ -25,6 +25,7 @@ class Watcher:
         self.closed_reason: str | None = None
         self.coalesced = 0
         self.snapshot_taken = False
+        self.heartbeat_due = False
         self.left = False
         self.leave: Callable[[], None] = lambda: None
         self._numbers = itertools.count()
@@ -83,9 +84,15 @@ class Watcher:
         seq = self._covered_seq.get(event.var_id)
         return seq is not None and event.seq is not None and event.seq <= seq
 
+    def heartbeat(self) -> None:
+        self.heartbeat_due = True
+        self.wake.set()
+
     def drain(self) -> bytes:
-        """Everything waiting, as one chunk of the response."""
+        """Everything waiting, as one chunk of the response (a heartbeat comment when due)."""
         chunk = b"".join(event.wire for event in self.pending.values())
+        if self.heartbeat_due:
+            chunk, self.heartbeat_due = chunk or messages.HEARTBEAT, False
         self.pending.clear()
         self.wake.clear()
         return chunk
