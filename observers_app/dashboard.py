@@ -17,7 +17,7 @@ LABELS = {
     "active_observers": "Active observers",
     "monitored_processes": "Live owners (processes and leases)",
     "queue_backlog": "Notifications waiting in the dispatch queue",
-    "uptime_ms": "Counting for (ms)",
+    "uptime_ms": "Counters running for (ms)",
     "notifications_dispatched": "Notifications dispatched",
     "notifications_sent": "Callbacks called",
     "notifications_failed": "Callbacks failed",
