@@ -29,7 +29,10 @@ class Watcher:
         self.left = False
         self.leave: Callable[[], None] = lambda: None
         self._numbers = itertools.count()
-        self._recent: collections.deque[str] = collections.deque(maxlen=_RECENT_IDS)
+        # Only a stream of several names or patterns can be sent one notification twice.
+        self._recent: collections.deque[str] | None = (
+            collections.deque(maxlen=_RECENT_IDS) if len(self.keys) > 1 else None
+        )
         self._covered_seq: dict[str, int] = {}
         self._covered_version: dict[str, int] = {}
 
@@ -37,7 +40,7 @@ class Watcher:
         """Take one event for sending (called on the event loop by the process's hub)."""
         if self.closed_reason is not None:
             return
-        if event.notification_id is not None:
+        if self._recent is not None and event.notification_id is not None:
             if event.notification_id in self._recent:
                 return
             self._recent.append(event.notification_id)
