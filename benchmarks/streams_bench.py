@@ -72,6 +72,13 @@ def process_status(pid: int) -> dict[str, int]:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -176,9 +183,11 @@ async def fan_out(
     say(f"  {streams.opened} streams open in {opened_s:.1f} s; server {loaded}")
     runs = []
     for n in range(repeats):
+        server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
         started = time.time()
         await asyncio.to_thread(manager.notify_observers, var_id, n, n + 1)
         await _wait_until(functools.partial(_at_least, streams, (n + 1) * streams_count), 30)
+        server_cpu, client_cpu = cpu_seconds(server_pid) - server_cpu, time.process_time() - client_cpu
         seq = max(streams.arrivals, key=lambda key: min(streams.arrivals[key]))
         times = streams.arrivals[seq]
         runs.append(
@@ -186,6 +195,9 @@ async def fan_out(
                 "reached": len(times),
                 "first_ms": round((min(times) - started) * 1000, 1),
                 "last_ms": round((max(times) - started) * 1000, 1),
+                # CPU each side spent meanwhile: what the fan-out costs, apart from waiting for a core.
+                "server_cpu_ms": round(server_cpu * 1000),
+                "client_cpu_ms": round(client_cpu * 1000),
             }
         )
         say(f"  notification {n + 1}: {runs[-1]}")

@@ -254,3 +254,9 @@ def test_the_dashboard_stream_sends_the_figures_as_they_change(server: str):
         assert not Observer.objects.filter(var_id=dashboard.VARIABLE).exists(), "no observer: polled"
     finally:
         stream.close()
+
+
+def test_under_wsgi_the_stream_says_it_needs_asgi():
+    response = Client().get("/observers/stream", {"var": "a"})
+    assert response.status_code == 501
+    assert b"ASGI" in response.content
