@@ -1,5 +1,6 @@
 """The stream endpoint: ``GET <hub urls>/stream?var=NAME&var=PATTERN[&token=...]``, Server-Sent Events."""
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from . import access, messages, snapshot
 from .hub import StreamHub, get_hub
 from .watcher import Watcher
 
+logger = logging.getLogger(__name__)
+
 
 @require_GET
 async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
@@ -27,7 +30,11 @@ async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpRespo
         var_ids = access.parse_var_ids(request.GET.getlist("var"))
     except InvalidVariableId as exc:
         return _plain(str(exc), 400)
-    hub = await get_hub()
+    try:
+        hub = await get_hub()
+    except Exception as exc:  # the broker or the database is unreachable: the client retries later
+        logger.exception("event=stream_hub_unavailable")
+        return _plain(f"streams are unavailable right now ({type(exc).__name__}); retry later", 503)
     try:
         token = request.GET.get("token") or _bearer_token(request)
         if token:
