@@ -98,6 +98,7 @@ class StreamHub:
         if watcher.left:
             return
         watcher.left = True
+        watcher.leave = _nothing  # no cycle left for the garbage collector to find
         self.watchers.discard(watcher)
         self.pending_counts["stream_events_coalesced"] += watcher.coalesced
         self.pending_counts["streams_closed_slow"] += int(watcher.closed_reason is not None)
@@ -188,6 +189,10 @@ class StreamHub:
         if counts:
             self.registrar.submit(_with_fresh_connection, counters.increment, dict(counts))
         self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _with_fresh_connection(func: Callable[..., T], *args: Any) -> T:

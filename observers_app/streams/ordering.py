@@ -71,3 +71,8 @@ class SeqOrder:
             timer.cancel()
         self.timers.clear()
         self.held.clear()
+        self.emit = _drop  # the subscription is gone: no cycle back to it
+
+
+def _drop(event: StreamEvent) -> None:
+    pass
