@@ -4,7 +4,6 @@ List pages stay fast on millions of rows: counts are capped or estimated, filter
 indexed columns, and no page loads an unbounded queryset.
 """
 
-from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -20,9 +19,9 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import counters, manager, poison, registry, validation
+from . import dashboard, manager, poison, registry, validation
 from .exceptions import InvalidName
-from .models import DeadLetter, Observer, Owner, StatBucket, VariableState
+from .models import DeadLetter, Observer, Owner, VariableState
 from .webhooks import admin as webhooks_admin  # noqa: F401 (registers the webhook endpoints' admin)
 
 COUNT_CAP = 10_000
@@ -241,8 +240,9 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "title": "Observers hub: stats",
-            "stats": manager.get_stats(),
-            "chart": stats_chart(),
+            "figures": dashboard.labelled(manager.get_stats()),
+            "chart": dashboard.stats_chart(),
+            "stream_url": f"{reverse('observers:stream')}?var={dashboard.VARIABLE}",
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/observers_app/stats.html", context)
@@ -261,44 +261,6 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/observers_app/inspect.html", context)
-
-
-CHART_SERIES = {
-    "notifications_dispatched": ("notifications", "#417690"),
-    "notifications_sent": ("callbacks", "#5b9a3c"),
-    "notifications_failed": ("failures", "#ba2121"),
-}
-
-
-def stats_chart(*, minutes: int = 60, width: int = 720, height: int = 200) -> dict[str, Any]:
-    """Per-minute counts of the last hour as SVG polylines, drawn by the page itself (no CDN, no JS)."""
-    now = timezone.now().replace(second=0, microsecond=0)
-    start = now - timedelta(minutes=minutes - 1)
-    values = {name: [0] * minutes for name in CHART_SERIES}
-    for minute, name, value in StatBucket.objects.filter(
-        minute__gte=start, name__in=list(CHART_SERIES)
-    ).values_list("minute", "name", "value"):
-        values[name][int((minute - start).total_seconds() // 60)] = value
-    peak = max(max(series) for series in values.values()) or 1
-    step = width / (minutes - 1)
-    return {
-        "width": width,
-        "height": height,
-        "peak": peak,
-        "series": [
-            {
-                "label": label,
-                "color": color,
-                "total": sum(values[name]),
-                "points": " ".join(
-                    f"{i * step:.1f},{height - value * height / peak:.1f}"
-                    for i, value in enumerate(values[name])
-                ),
-            }
-            for name, (label, color) in CHART_SERIES.items()
-        ],
-        "bucketed": counters.BUCKETED,
-    }
 
 
 class OwnedObserverInline(admin.TabularInline):

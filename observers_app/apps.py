@@ -14,6 +14,7 @@ class ObserversConfig(AppConfig):
         from celery import current_app
 
         from . import checks, liveness, outbox, publisher, registry, wiring
+        from .streams import forwarding  # noqa: F401 - registers the streams' forwarding callback
 
         checks.register()
         liveness.connect()

@@ -146,6 +146,21 @@ def check_webhook_settings(**kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
+def check_stream_authorizer(**kwargs: Any) -> list[CheckMessage]:
+    from .streams import access
+
+    if conf.stream_authorizer() in access.registered_authorizers():
+        return []
+    return [
+        Error(
+            f"OBSERVERS_STREAM_AUTHORIZER={conf.stream_authorizer()!r} names no registered authorizer.",
+            hint="Decorate a function (user, var_ids) -> bool with @stream_authorizer(name=...) from "
+            "observers_app.streams.access, in a module your app's ready() imports.",
+            id="observers.E010",
+        )
+    ]
+
+
 def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
     from .signals import ObservedQuerySet, observed_models
 
@@ -168,3 +183,4 @@ def register() -> None:
     register_check(check_celery_wiring)
     register_check(check_observed_managers)
     register_check(check_webhook_settings)
+    register_check(check_stream_authorizer)

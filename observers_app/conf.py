@@ -60,6 +60,14 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # Caps: add_observer raises TooManyObservers past these.
     "OBSERVERS_MAX_PER_VARIABLE": 100_000,
     "OBSERVERS_MAX_PER_OWNER": 10_000,
+    # Streams (Server-Sent Events): events a stream buffers for a slow reader before it coalesces to the
+    # latest per variable (and closes past twice that); seconds between heartbeat comments; variables per
+    # stream; lifetime of a token from issue_token; the registered name of the authorization hook.
+    "OBSERVERS_STREAM_BUFFER": 100,
+    "OBSERVERS_STREAM_HEARTBEAT": 15.0,
+    "OBSERVERS_STREAM_MAX_VARS": 50,
+    "OBSERVERS_STREAM_TOKEN_TTL": 3600.0,
+    "OBSERVERS_STREAM_AUTHORIZER": "observers.staff_only",
 }
 
 # Webhooks (observers_app/webhooks/; docs/webhooks.md), read through the webhook_* functions below.
@@ -244,3 +252,23 @@ def webhook_resolve() -> dict[str, list[str]]:
         host.lower().rstrip("."): list(addresses)
         for host, addresses in _webhook("OBSERVERS_WEBHOOK_RESOLVE").items()
     }
+
+
+def stream_buffer() -> int:
+    return int(_get("OBSERVERS_STREAM_BUFFER"))
+
+
+def stream_heartbeat() -> float:
+    return float(_get("OBSERVERS_STREAM_HEARTBEAT"))
+
+
+def stream_max_vars() -> int:
+    return int(_get("OBSERVERS_STREAM_MAX_VARS"))
+
+
+def stream_token_ttl() -> float:
+    return float(_get("OBSERVERS_STREAM_TOKEN_TTL"))
+
+
+def stream_authorizer() -> str:
+    return str(_get("OBSERVERS_STREAM_AUTHORIZER"))

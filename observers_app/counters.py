@@ -26,6 +26,9 @@ NAMES = (
     "outbox_republished",
     "messages_parked",
     "messages_replayed",
+    "streams_opened",
+    "streams_closed_slow",
+    "stream_events_coalesced",
 )
 
 

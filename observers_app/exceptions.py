@@ -75,3 +75,7 @@ class InvalidWebhook(ObserversError, ValueError):
 
 class WebhookRefused(InvalidWebhook):
     """A webhook URL the SSRF guard refuses: plain http, or an address that is not public and not allowed."""
+
+
+class StreamRefused(ObserversError, PermissionError):
+    """A stream the request may not open: no session or token, or not authorized for its variables."""

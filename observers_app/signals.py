@@ -72,7 +72,7 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
-def _field_json(field: models.Field, value: Any) -> Any:
+def field_json(field: models.Field, value: Any) -> Any:
     """The field's value as the database holds it, in JSON: an unsaved ``0`` of a DecimalField
     with two places is ``"0.00"``, as it will read back."""
     try:
@@ -89,7 +89,7 @@ def _field_json(field: models.Field, value: Any) -> Any:
 
 
 def _values(instance: models.Model, fields: Iterable[models.Field]) -> dict[str, Any]:
-    return {field.attname: _field_json(field, getattr(instance, field.attname)) for field in fields}
+    return {field.attname: field_json(field, getattr(instance, field.attname)) for field in fields}
 
 
 def _notify(spec: _Observed, pk: Any, field: models.Field, old: Any, new: Any, event: str) -> None:
@@ -110,7 +110,7 @@ def _load_deferred(sender: type[models.Model], instance: models.Model, **kwargs:
     if missing and not instance._state.adding and instance.pk is not None:
         row = sender._base_manager.using(instance._state.db).filter(pk=instance.pk).values(*missing).first()
         by_attname = {f.attname: f for f in _observed[sender].fields}
-        loaded.update({name: _field_json(by_attname[name], value) for name, value in (row or {}).items()})
+        loaded.update({name: field_json(by_attname[name], value) for name, value in (row or {}).items()})
 
 
 def _notify_saved(
@@ -128,7 +128,7 @@ def _notify_saved(
     ]
     loaded = instance.__dict__.setdefault(_LOADED, {})
     for field in fields:
-        new = _field_json(field, getattr(instance, field.attname))
+        new = field_json(field, getattr(instance, field.attname))
         if created:
             _notify(spec, instance.pk, field, None, new, "created")
         else:
@@ -140,7 +140,7 @@ def _notify_deleted(sender: type[models.Model], instance: models.Model, **kwargs
     spec = _observed[sender]
     for field in spec.fields:
         _notify(
-            spec, instance.pk, field, _field_json(field, getattr(instance, field.attname)), None, "deleted"
+            spec, instance.pk, field, field_json(field, getattr(instance, field.attname)), None, "deleted"
         )
 
 
@@ -179,8 +179,8 @@ class ObservedQuerySet(models.QuerySet):
                             spec,
                             pk,
                             field,
-                            _field_json(field, old_value),
-                            _field_json(field, new_value),
+                            field_json(field, old_value),
+                            field_json(field, new_value),
                             "updated",
                         )
                 after = pks[-1]
@@ -205,8 +205,8 @@ class ObservedQuerySet(models.QuerySet):
             for obj in objs:
                 loaded = obj.__dict__.setdefault(_LOADED, {})
                 for field, old_value in zip(observed, old.get(obj.pk, (None,) * len(observed)), strict=True):
-                    new_value = _field_json(field, getattr(obj, field.attname))
-                    _notify(spec, obj.pk, field, _field_json(field, old_value), new_value, "updated")
+                    new_value = field_json(field, getattr(obj, field.attname))
+                    _notify(spec, obj.pk, field, field_json(field, old_value), new_value, "updated")
                     loaded[field.attname] = new_value
         return updated
 

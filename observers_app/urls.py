@@ -3,9 +3,11 @@
 from django.urls import path
 
 from . import views
+from .streams.views import stream_view
 
 app_name = "observers"
 
 urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
+    path("stream", stream_view, name="stream"),
 ]

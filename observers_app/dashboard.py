@@ -1,0 +1,93 @@
+"""The stats dashboard's figures: human-readable labels, the per-minute chart, and one reading of both
+(what the admin page renders, and what its live stream sends each time the figures change)."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from . import counters, manager
+from .models import StatBucket
+
+# The variable a stream watches to receive the dashboard's readings (no observer: each web process
+# reads the figures once a second while one of its streams watches it).
+VARIABLE = "observers:stats"
+
+LABELS = {
+    "active_observers": "Active observers",
+    "monitored_processes": "Live owners (processes and leases)",
+    "queue_backlog": "Notifications waiting in the dispatch queue",
+    "uptime_ms": "Counters running for (ms)",
+    "notifications_dispatched": "Notifications dispatched",
+    "notifications_sent": "Callbacks called",
+    "notifications_failed": "Callbacks failed",
+    "empty_dispatches": "Dispatches that found no observer",
+    "notifications_shed": "Notifications shed (dispatch queue full)",
+    "notifications_coalesced": "Notifications coalesced (latest value won)",
+    "observers_added": "Observers added",
+    "observers_removed": "Observers removed (all reasons)",
+    "observers_reenabled": "Observers re-enabled after quarantine",
+    "removed_removed": "Removed by remove_observer",
+    "removed_owner_closed": "Removed: their owner closed",
+    "removed_owner_died": "Removed: their owner died",
+    "removed_swept": "Removed by the sweep",
+    "removed_quarantined": "Quarantined after failing",
+    "owners_removed": "Dead owners removed",
+    "cleanup_runs": "Sweeps run",
+    "streams_opened": "Streams opened",
+    "streams_closed_slow": "Streams closed: client too slow",
+    "stream_events_coalesced": "Stream events coalesced for slow clients",
+}
+
+
+def labelled(stats: dict[str, int]) -> list[dict[str, Any]]:
+    """The figures in display order, each with its label (an unknown key shows as itself)."""
+    order = [*LABELS, *sorted(set(stats) - set(LABELS))]
+    return [
+        {"name": name, "label": LABELS.get(name, name), "value": stats[name]}
+        for name in order
+        if name in stats
+    ]
+
+
+def reading() -> dict[str, Any]:
+    """What the dashboard shows now: the figures and the chart."""
+    return {"stats": manager.get_stats(), "chart": stats_chart()}
+
+
+CHART_SERIES = {
+    "notifications_dispatched": ("notifications", "#417690"),
+    "notifications_sent": ("callbacks", "#5b9a3c"),
+    "notifications_failed": ("failures", "#ba2121"),
+}
+
+
+def stats_chart(*, minutes: int = 60, width: int = 720, height: int = 200) -> dict[str, Any]:
+    """Per-minute counts of the last hour as SVG polylines, drawn by the page itself (no CDN, no JS)."""
+    now = timezone.now().replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=minutes - 1)
+    values = {name: [0] * minutes for name in CHART_SERIES}
+    for minute, name, value in StatBucket.objects.filter(
+        minute__gte=start, name__in=list(CHART_SERIES)
+    ).values_list("minute", "name", "value"):
+        values[name][int((minute - start).total_seconds() // 60)] = value
+    peak = max(max(series) for series in values.values()) or 1
+    step = width / (minutes - 1)
+    return {
+        "width": width,
+        "height": height,
+        "peak": peak,
+        "series": [
+            {
+                "label": label,
+                "color": color,
+                "total": sum(values[name]),
+                "points": " ".join(
+                    f"{i * step:.1f},{height - value * height / peak:.1f}"
+                    for i, value in enumerate(values[name])
+                ),
+            }
+            for name, (label, color) in CHART_SERIES.items()
+        ],
+        "bucketed": counters.BUCKETED,
+    }

@@ -1,0 +1,69 @@
+"""The web process's consumer: one thread reading the process's own queue and handing each
+notification to the event loop."""
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery import current_app
+from kombu import Connection, Queue
+
+from .forwarding import EXCHANGE, queue_name
+
+logger = logging.getLogger(__name__)
+RECONNECT_DELAY_S = 1.0
+
+
+class QueueConsumer(threading.Thread):
+    """Consumes ``observers.streams.<owner>``: exclusive and auto-deleted, so it lives exactly as long
+    as this process's connection; bound before any observer of the process exists."""
+
+    def __init__(self, owner_id: uuid.UUID, on_message: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__(name="observers-streams-consumer", daemon=True)
+        self.queue = Queue(
+            queue_name(owner_id),
+            exchange=EXCHANGE,
+            routing_key=str(owner_id),
+            exclusive=True,
+            auto_delete=True,
+            durable=False,
+        )
+        self.on_message = on_message
+        self.ready = threading.Event()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self._consume()
+            except Exception:
+                # Events published while reconnecting are lost; streams keep running.
+                logger.warning("event=stream_consumer_reconnect queue=%s", self.queue.name, exc_info=True)
+                self.stopped.wait(RECONNECT_DELAY_S)
+
+    def _consume(self) -> None:
+        with Connection(current_app.conf.broker_url, heartbeat=30) as connection:
+            consumer = connection.Consumer(
+                self.queue, on_message=self._handle, no_ack=True, prefetch_count=1000
+            )
+            with consumer:
+                self.ready.set()
+                while not self.stopped.is_set():
+                    try:
+                        connection.drain_events(timeout=1)
+                    except TimeoutError:
+                        connection.heartbeat_check()
+
+    def _handle(self, message: Any) -> None:
+        try:
+            body = json.loads(message.body)
+        except ValueError:
+            logger.error("event=stream_message_unreadable queue=%s", self.queue.name)
+            return
+        self.on_message(body)
+
+    def stop(self) -> None:
+        self.stopped.set()

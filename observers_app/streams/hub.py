@@ -1,0 +1,225 @@
+"""The web process's hub: one observer per watched name or pattern (reference-counted, owned by the
+process owner), one queue consumer, and the fan-out of each notification to the process's streams."""
+
+import asyncio
+import collections
+import functools
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.db import close_old_connections
+
+from .. import conf, counters, dashboard, manager
+from ..globs import glob_matches
+from . import messages
+from .consumer import QueueConsumer
+from .forwarding import FORWARD_CALLBACK
+from .messages import StreamEvent
+from .ordering import SeqOrder
+from .watcher import Watcher
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+# Seconds between writes of the streams' counters (one write per process, not one per stream).
+COUNTERS_FLUSH_S = 2.0
+CONSUMER_READY_TIMEOUT_S = 30.0
+# Seconds between two readings of the dashboard's figures, while a stream of the process watches them.
+DASHBOARD_INTERVAL_S = 1.0
+
+
+class _Subscription:
+    """The process's observer on one name or pattern, and the streams watching it."""
+
+    def __init__(
+        self, key: str, ready: "asyncio.Future[uuid.UUID | None]", loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.key = key
+        self.feed: asyncio.Task[None] | None = None  # the dashboard's readings
+        self.ready = ready
+        self.watchers: set[Watcher] = set()
+        self.order = SeqOrder(self.fan_out, loop)
+
+    def fan_out(self, event: StreamEvent) -> None:
+        for watcher in list(self.watchers):
+            watcher.offer(event)
+            if watcher.closed_reason is not None:
+                watcher.leave()
+
+
+class StreamHub:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # Adds and removals in order on one thread: a name's removal never overtakes its add.
+        self.registrar = ThreadPoolExecutor(max_workers=1, thread_name_prefix="observers-streams-registrar")
+        self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="observers-streams-db")
+        self.subscriptions: dict[str, _Subscription] = {}
+        self.watchers: set[Watcher] = set()
+        self.pending_counts: collections.Counter[str] = collections.Counter()
+        self.owner: Any = None
+        self.consumer: QueueConsumer | None = None
+
+    async def start(self) -> None:
+        self.owner = await self.run_db(manager.process_owner, executor=self.registrar)
+        self.consumer = QueueConsumer(self.owner.id, self._from_consumer)
+        self.consumer.start()
+        ready = await self.loop.run_in_executor(None, self.consumer.ready.wait, CONSUMER_READY_TIMEOUT_S)
+        if not ready:
+            raise RuntimeError("the streams' queue consumer could not reach the broker")
+        self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
+        self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
+
+    async def run_db(
+        self, func: Callable[..., T], *args: Any, executor: ThreadPoolExecutor | None = None
+    ) -> T:
+        """Run database work on the hub's own threads (their connections persist): never on a
+        request's thread, whose connection would stay open as long as its stream."""
+        return await self.loop.run_in_executor(executor or self.readers, _with_fresh_connection, func, *args)
+
+    async def join(self, watcher: Watcher) -> None:
+        """Start delivering to ``watcher``; returns once the observer of each of its names exists, so
+        that every change committed from then on reaches it."""
+        self.watchers.add(watcher)
+        self.pending_counts["streams_opened"] += 1
+        watcher.leave = functools.partial(self.leave, watcher)
+        joined = []
+        for key in watcher.keys:
+            subscription = self.subscriptions.get(key) or self._subscribe(key)
+            subscription.watchers.add(watcher)
+            joined.append(subscription)
+        for subscription in joined:
+            await asyncio.shield(subscription.ready)
+
+    def leave(self, watcher: Watcher) -> None:
+        """Stop delivering to ``watcher`` at once; a name's last stream leaving removes its observer."""
+        if watcher.left:
+            return
+        watcher.left = True
+        watcher.leave = _nothing  # no cycle left for the garbage collector to find
+        self.watchers.discard(watcher)
+        self.pending_counts["stream_events_coalesced"] += watcher.coalesced
+        self.pending_counts["streams_closed_slow"] += int(watcher.closed_reason is not None)
+        for key in watcher.keys:
+            subscription = self.subscriptions.get(key)
+            if subscription is None:
+                continue
+            subscription.watchers.discard(watcher)
+            if not subscription.watchers:
+                del self.subscriptions[key]
+                subscription.order.close()
+                subscription.ready.add_done_callback(functools.partial(self._unsubscribe, key))
+
+    def _subscribe(self, key: str) -> _Subscription:
+        if key == dashboard.VARIABLE:
+            return self._subscribe_dashboard()
+        adding = self.run_db(self._add_observer, key, executor=self.registrar)
+        ready: asyncio.Future[uuid.UUID | None] = asyncio.ensure_future(adding)
+        subscription = self.subscriptions[key] = _Subscription(key, ready, self.loop)
+        ready.add_done_callback(lambda done: self._forget_failed(subscription, done))
+        return subscription
+
+    def _subscribe_dashboard(self) -> _Subscription:
+        """The dashboard's figures: no observer, the process reads them while a stream watches."""
+        ready: asyncio.Future[uuid.UUID | None] = self.loop.create_future()
+        ready.set_result(None)
+        subscription = self.subscriptions[dashboard.VARIABLE] = _Subscription(
+            dashboard.VARIABLE, ready, self.loop
+        )
+        subscription.feed = asyncio.ensure_future(self._feed_dashboard(subscription))
+        return subscription
+
+    async def _feed_dashboard(self, subscription: _Subscription) -> None:
+        last: dict[str, Any] | None = None
+        while self.subscriptions.get(subscription.key) is subscription:
+            try:
+                reading = await self.run_db(dashboard.reading)
+            except Exception:
+                logger.warning("event=dashboard_reading_failed", exc_info=True)
+            else:
+                if reading != last:
+                    subscription.fan_out(messages.dashboard(reading, last))
+                    last = reading
+            await asyncio.sleep(DASHBOARD_INTERVAL_S)
+
+    def _forget_failed(self, subscription: _Subscription, ready: "asyncio.Future[uuid.UUID | None]") -> None:
+        failed = not ready.cancelled() and ready.exception() is not None
+        if failed and self.subscriptions.get(subscription.key) is subscription:
+            del self.subscriptions[subscription.key]
+
+    def _add_observer(self, key: str) -> uuid.UUID | None:
+        return manager.add_observer(key, FORWARD_CALLBACK, owner=self.owner, glob="*" in key)
+
+    def _unsubscribe(self, key: str, ready: "asyncio.Future[uuid.UUID | None]") -> None:
+        if ready.cancelled() or ready.exception() is not None or ready.result() is None:
+            return
+        self.registrar.submit(_with_fresh_connection, manager.remove_observer, key, ready.result())
+
+    def _from_consumer(self, message: dict[str, Any]) -> None:
+        """On the consumer's thread: hand the notification to the event loop."""
+        self.loop.call_soon_threadsafe(self.deliver, message)
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Fan one notification out to the streams watching the name or pattern it came for."""
+        subscription = self.subscriptions.get(message["pattern"])
+        if subscription is None:
+            return  # its last stream left; the observer is on its way out
+        subscription.order.push(messages.from_notification(message))
+
+    def start_positions(self, watcher: Watcher, snapshot: list[StreamEvent]) -> None:
+        """Where each snapshot variable's seqs continue, for the subscriptions that carry it."""
+        for event in snapshot:
+            if event.seq is None:
+                continue
+            for key in watcher.keys:
+                subscription = self.subscriptions.get(key)
+                if subscription is not None and glob_matches(key, event.var_id):
+                    subscription.order.start_from(event.var_id, event.seq)
+
+    def _heartbeat(self) -> None:
+        """One timer for every stream of the process (not one per stream, re-armed per event)."""
+        for watcher in self.watchers:
+            watcher.heartbeat()
+        self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
+
+    def _flush_counts(self) -> None:
+        counts, self.pending_counts = self.pending_counts, collections.Counter()
+        if counts:
+            self.registrar.submit(_with_fresh_connection, counters.increment, dict(counts))
+        self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _with_fresh_connection(func: Callable[..., T], *args: Any) -> T:
+    close_old_connections()  # drops a connection the database closed or that outlived CONN_MAX_AGE
+    return func(*args)
+
+
+_hub: StreamHub | None = None
+_starting: "asyncio.Future[StreamHub] | None" = None
+
+
+async def get_hub() -> StreamHub:
+    """The process's hub, started by the first stream."""
+    global _hub, _starting
+    if _hub is not None:
+        return _hub
+    if _starting is None:
+        _starting = asyncio.ensure_future(_start())
+    try:
+        _hub = await asyncio.shield(_starting)
+    except BaseException:
+        _starting = None
+        raise
+    return _hub
+
+
+async def _start() -> StreamHub:
+    hub = StreamHub(asyncio.get_running_loop())
+    await hub.start()
+    return hub

@@ -1,0 +1,95 @@
+"""The stream endpoint: ``GET <hub urls>/stream?var=NAME&var=PATTERN[&token=...]``, Server-Sent Events."""
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import SyncToAsync
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.http import require_GET
+
+from .. import conf
+from ..exceptions import InvalidVariableId, ObserversError, StreamRefused
+from . import access, messages, snapshot
+from .hub import StreamHub, get_hub
+from .watcher import Watcher
+
+logger = logging.getLogger(__name__)
+
+
+@require_GET
+async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """Send the current value of each watched variable, then each change, until the client leaves.
+
+    400 for bad parameters, 403 (with the reason) for a request that may not watch them.
+    """
+    if not isinstance(request, ASGIRequest):
+        return _plain("streams need an ASGI server (project.asgi:application, e.g. under uvicorn)", 501)
+    try:
+        var_ids = access.parse_var_ids(request.GET.getlist("var"))
+    except InvalidVariableId as exc:
+        return _plain(str(exc), 400)
+    try:
+        hub = await get_hub()
+    except Exception as exc:  # the broker or the database is unreachable: the client retries later
+        logger.exception("event=stream_hub_unavailable")
+        return _plain(f"streams are unavailable right now ({type(exc).__name__}); retry later", 503)
+    try:
+        token = request.GET.get("token") or _bearer_token(request)
+        if token:
+            access.check_token(token, var_ids)
+        else:
+            await hub.run_db(_check_session_user, request, var_ids)
+    except StreamRefused as exc:
+        return _plain(str(exc), 403)
+    response = StreamingHttpResponse(_events(hub, var_ids), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # proxies such as nginx must pass each event on at once
+    return response
+
+
+async def _events(hub: StreamHub, var_ids: list[str]) -> AsyncIterator[bytes]:
+    """The stream's body: it starts watching only once the response is being sent, and stops the
+    moment it ends (Django cancels it when the client disconnects)."""
+    _release_request_thread()
+    watcher = Watcher(var_ids, buffer_size=conf.stream_buffer())
+    try:
+        await hub.join(watcher)
+        values = await hub.run_db(snapshot.read, var_ids)
+        hub.start_positions(watcher, values)
+        first = watcher.take_snapshot(values)
+        yield b": watching\n\n" + b"".join(event.wire for event in first)
+        while watcher.closed_reason is None:
+            await watcher.wake.wait()
+            if chunk := watcher.drain():
+                yield chunk
+        yield messages.closing(watcher.closed_reason)
+    except ObserversError as exc:  # e.g. TooManyObservers while subscribing
+        yield messages.closing(str(exc))
+    finally:
+        hub.leave(watcher)
+
+
+def _release_request_thread() -> None:
+    """Django runs each ASGI request's sync middleware on a thread of its own, kept until the
+    request ends: for a stream, hours. Let it go, so that an open stream costs no thread. It holds no
+    database connection: the stream's database work (the session's user included) runs on the hub's
+    threads."""
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context else None
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
+def _check_session_user(request: HttpRequest, var_ids: list[str]) -> None:
+    access.check_user(request.user, var_ids)
+
+
+def _bearer_token(request: HttpRequest) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _plain(text: str, status: int, **kwargs: Any) -> HttpResponse:
+    return HttpResponse(text + "\n", status=status, content_type="text/plain; charset=utf-8", **kwargs)

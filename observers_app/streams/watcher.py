@@ -1,0 +1,106 @@
+"""One open stream's state: what it watches, its bounded buffer, what its snapshot already covered."""
+
+import asyncio
+import collections
+import itertools
+from collections.abc import Callable, Iterable
+
+from . import messages
+from .messages import StreamEvent
+
+# Notification ids a stream remembers to drop a second copy (a name and a glob both matching).
+_RECENT_IDS = 256
+SLOW_CLIENT = "slow client: more changes waiting than the stream's buffer holds; reconnect to resume"
+
+
+class Watcher:
+    """Buffers up to ``buffer_size`` events; past that, one event per variable, the latest (its
+    ``old_value`` the first it replaced); past ``2 * buffer_size`` the stream is closed."""
+
+    def __init__(self, keys: Iterable[str], *, buffer_size: int) -> None:
+        self.keys = tuple(dict.fromkeys(keys))
+        self.buffer_size = buffer_size
+        self.pending: dict[object, StreamEvent] = {}
+        self.wake = asyncio.Event()
+        self.closed_reason: str | None = None
+        self.coalesced = 0
+        self.snapshot_taken = False
+        self.heartbeat_due = False
+        self.left = False
+        self.leave: Callable[[], None] = lambda: None
+        self._numbers = itertools.count()
+        # Only a stream of several names or patterns can be sent one notification twice.
+        self._recent: collections.deque[str] | None = (
+            collections.deque(maxlen=_RECENT_IDS) if len(self.keys) > 1 else None
+        )
+        self._covered_seq: dict[str, int] = {}
+        self._covered_version: dict[str, int] = {}
+
+    def offer(self, event: StreamEvent) -> None:
+        """Take one event for sending (called on the event loop by the process's hub)."""
+        if self.closed_reason is not None:
+            return
+        if self._recent is not None and event.notification_id is not None:
+            if event.notification_id in self._recent:
+                return
+            self._recent.append(event.notification_id)
+        if self.snapshot_taken and self._covered(event):
+            return
+        if len(self.pending) < self.buffer_size:
+            self.pending[next(self._numbers)] = event
+        else:
+            self._coalesce(event)
+        self.wake.set()
+
+    def _coalesce(self, event: StreamEvent) -> None:
+        key = ("latest", event.var_id)
+        earlier = self.pending.get(key)
+        if earlier is not None:
+            self.pending[key] = messages.coalesced(earlier, event)
+        elif len(self.pending) >= 2 * self.buffer_size:
+            self.close(SLOW_CLIENT)
+            return
+        else:
+            self.pending[key] = event
+        self.coalesced += 1
+
+    def take_snapshot(self, values: list[StreamEvent]) -> list[StreamEvent]:
+        """Record what the snapshot read covers, and drop buffered changes it already holds; returns
+        the events to send first: the snapshot, then the changes buffered since subscribing."""
+        for event in values:
+            if event.seq is not None:
+                self._covered_seq[event.var_id] = event.seq
+            if event.version is not None:
+                self._covered_version[event.var_id] = event.version
+        self.snapshot_taken = True
+        buffered = [event for event in self.pending.values() if not self._covered(event)]
+        buffered.sort(key=lambda event: event.seq or 0)  # the hub had no position yet to order them by
+        self.pending.clear()
+        return [event for event in values if not event.data["metadata"].get("absent")] + buffered
+
+    def _covered(self, event: StreamEvent) -> bool:
+        """A change the snapshot already shows: by version where the variable has one (exact even
+        for a notification numbered after the snapshot was read), else by seq."""
+        version = self._covered_version.get(event.var_id)
+        if version is not None and event.version is not None:
+            return event.version <= version
+        seq = self._covered_seq.get(event.var_id)
+        return seq is not None and event.seq is not None and event.seq <= seq
+
+    def heartbeat(self) -> None:
+        self.heartbeat_due = True
+        self.wake.set()
+
+    def drain(self) -> bytes:
+        """Everything waiting, as one chunk of the response (a heartbeat comment when due)."""
+        chunk = b"".join(event.wire for event in self.pending.values())
+        if self.heartbeat_due:
+            chunk, self.heartbeat_due = chunk or messages.HEARTBEAT, False
+        self.pending.clear()
+        self.wake.clear()
+        return chunk
+
+    def close(self, reason: str) -> None:
+        self.closed_reason = reason
+        self.pending.clear()
+        self.wake.set()

@@ -1,0 +1,119 @@
+"""Streams in headless Chromium: EventSource receives a variable's changes, and the admin's stats
+dashboard updates its figures live while notifications flow (screenshots under
+``screenshots/test_browser_streams/``). The project runs under uvicorn with DEBUG off."""
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from playwright.sync_api import Page, sync_playwright
+
+from observers_app import manager, session_store
+from tests.asgi_server import running_asgi_server
+from tests.conftest import database_url, wait_for
+from tests.factories import unique_var
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.testapp.callbacks import record
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots" / "test_browser_streams"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    env = {"DEBUG": "false", "STATIC_ROOT": str(tmp_path / "static")}
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        env={**_environment(), **env},
+        check=True,
+        timeout=120,
+    )
+    with running_asgi_server(**env) as (base, _):
+        yield base
+
+
+def _environment() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+
+
+def shown_figures(page: Page) -> dict[str, int]:
+    return {
+        str(cell.get_attribute("data-stat")): int(cell.inner_text())
+        for cell in page.locator("#observers-stats td.stat-value").all()
+    }
+
+
+def test_eventsource_receives_changes_and_the_dashboard_goes_live(
+    server: str, monkeypatch: pytest.MonkeyPatch
+):
+    # Playwright's sync API runs an event loop in this thread: the test's own ORM calls are still sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    User.objects.create_user("operator", password="a-long-test-password", is_staff=True, is_superuser=True)
+    session_id = unique_var("browser").split(":")[1]
+    var = session_store.variable_id(session_id, "x")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        log_in(page, server, "operator")
+
+        # The browser's own EventSource, same origin, authenticated by the session cookie.
+        page.evaluate(
+            """(url) => {
+                window.received = [];
+                window.source = new EventSource(url);
+                window.source.addEventListener(url.split("var=")[1], (e) => window.received.push(
+                    {id: e.lastEventId, data: JSON.parse(e.data)}));
+                window.source.onopen = () => { window.opened = true; };
+            }""",
+            f"/observers/stream?var={var}",
+        )
+        wait_for(lambda: page.evaluate("window.opened === true"))
+        wait_for(lambda: manager.observer_count(var) == 1)
+        for n in range(3):
+            session_store.set_variable(session_id, "x", f"value {n}")
+        wait_for(lambda: page.evaluate("window.received.length") == 3)
+        received = page.evaluate("window.received")
+        assert [event["data"]["new_value"] for event in received] == ["value 0", "value 1", "value 2"]
+        assert [int(event["id"]) for event in received] == sorted(int(event["id"]) for event in received)
+        page.evaluate("window.source.close()")
+        wait_for(lambda: manager.observer_count(var) == 0, timeout=5)
+
+        page.goto(f"{server}/admin/observers_app/observer/stats/")
+        wait_for(lambda: page.locator("#observers-live").inner_text().startswith("Live"))
+        assert "Removed by remove_observer" in page.content(), "labels, not raw keys"
+        assert "removed_removed</td>" not in page.content()
+        before = shown_figures(page)
+        page.screenshot(path=str(SCREENSHOTS / "0-dashboard-before.png"), full_page=True)
+
+        loop_var = unique_var("loop")
+        manager.add_observer(loop_var, record)
+        stop = threading.Event()
+
+        def notify_loop() -> None:
+            n = 0
+            while not stop.wait(0.05):
+                manager.notify_observers(loop_var, n, n + 1)
+                n += 1
+
+        notifier = threading.Thread(target=notify_loop)
+        notifier.start()
+        try:
+            wait_for(lambda: shown_figures(page)["notifications_sent"] >= before["notifications_sent"] + 20)
+            wait_for(lambda: page.locator(".series-total[data-series=callbacks]").inner_text() != "0")
+        finally:
+            stop.set()
+            notifier.join()
+        after = shown_figures(page)
+        assert after["notifications_dispatched"] > before["notifications_dispatched"]
+        assert after["active_observers"] == before["active_observers"] + 1
+        page.screenshot(path=str(SCREENSHOTS / "1-dashboard-after.png"), full_page=True)
+        browser.close()

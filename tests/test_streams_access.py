@@ -1,0 +1,58 @@
+"""Stream parameters, tokens and the authorization hook (no server)."""
+
+from types import SimpleNamespace
+
+import pytest
+from django.test import override_settings
+
+from observers_app.exceptions import InvalidVariableId, StreamRefused
+from observers_app.streams import access
+
+
+def test_parameters_are_checked():
+    assert access.parse_var_ids(["a", "b:*", "a"]) == ["a", "b:*"]
+    for bad in ([], [""], ["x" * 256], ["a\nb"], ["v"] * 51):
+        with pytest.raises(InvalidVariableId):
+            access.parse_var_ids(bad)
+
+
+def test_a_token_grants_its_names_and_narrower_patterns_only():
+    token = access.issue_token(["session:42:*", "price:ACME"])
+    access.check_token(token, ["session:42:cart", "session:42:a*", "price:ACME"])
+    for refused in (["session:4*"], ["session:43:cart"], ["price:*"], ["price:ACME2"]):
+        with pytest.raises(StreamRefused, match="does not grant"):
+            access.check_token(token, refused)
+    with pytest.raises(StreamRefused, match="expired"):
+        access.check_token(access.issue_token(["a"], ttl_s=-1), ["a"])
+    with pytest.raises(StreamRefused, match="not valid"):
+        access.check_token(token[:-2] + "xx", ["price:ACME"])
+
+
+@access.stream_authorizer(name="tests.only_own_session")
+def only_own_session(user, var_ids):
+    return all(var_id.startswith(f"session:{user.pk}:") for var_id in var_ids)
+
+
+def person(*, pk: int, is_staff: bool) -> SimpleNamespace:
+    return SimpleNamespace(
+        is_authenticated=True, is_active=True, is_staff=is_staff, pk=pk, get_username=lambda: f"user{pk}"
+    )
+
+
+def test_the_authorizer_is_chosen_by_registered_name():
+    staff = SimpleNamespace(
+        is_authenticated=True, is_active=True, is_staff=True, pk=1, get_username=lambda: "s"
+    )
+    user = SimpleNamespace(
+        is_authenticated=True, is_active=True, is_staff=False, pk=7, get_username=lambda: "u"
+    )
+    access.check_user(staff, ["anything"])
+    with pytest.raises(StreamRefused, match="may not watch"):
+        access.check_user(user, ["session:7:x"])
+    with override_settings(OBSERVERS_STREAM_AUTHORIZER="tests.only_own_session"):
+        access.check_user(user, ["session:7:x"])
+        with pytest.raises(StreamRefused):
+            access.check_user(user, ["session:8:x"])
+    unregistered = override_settings(OBSERVERS_STREAM_AUTHORIZER="tests.not.registered")
+    with unregistered, pytest.raises(StreamRefused, match="names no registered authorizer"):
+        access.check_user(user, ["session:7:x"])

@@ -1,0 +1,86 @@
+"""A stream's buffer, its snapshot coverage and its duplicate check (pure logic, no server)."""
+
+import asyncio
+
+import pytest
+
+from observers_app.streams import messages
+from observers_app.streams.messages import StreamEvent
+from observers_app.streams.watcher import SLOW_CLIENT, Watcher
+
+
+def change(var_id: str, seq: int, *, version: int | None = None, notification_id: str = "") -> StreamEvent:
+    metadata = {"seq": seq, **({"version": version} if version is not None else {})}
+    return StreamEvent(
+        var_id=var_id,
+        seq=seq,
+        notification_id=notification_id or f"{var_id}/{seq}",
+        data={"var_id": var_id, "old_value": seq - 1, "new_value": seq, "metadata": metadata},
+    )
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    loop.close()
+
+
+def test_the_snapshot_drops_buffered_changes_it_already_shows(loop):
+    watcher = Watcher(["session:1:x", "price"], buffer_size=10)
+    for seq in (3, 4, 5):
+        watcher.offer(change("session:1:x", seq, version=seq))
+    watcher.offer(change("price", 8))
+    first = watcher.take_snapshot(
+        [
+            messages.snapshot("session:1:x", 4, seq=3, version=4),  # numbered late: version decides
+            messages.snapshot("price", None, seq=8, version=None, absent=True),
+        ]
+    )
+    assert [(e.var_id, e.seq) for e in first] == [("session:1:x", 3), ("session:1:x", 5)]
+    assert first[0].data["metadata"]["snapshot"] is True
+    watcher.offer(change("price", 8))
+    watcher.offer(change("price", 9))
+    assert [e.seq for e in watcher.pending.values()] == [9]
+
+
+def test_a_second_copy_of_a_notification_is_dropped_where_names_overlap(loop):
+    watcher = Watcher(["session:1:x", "session:1:*"], buffer_size=10)
+    watcher.take_snapshot([])
+    watcher.offer(change("session:1:x", 1, notification_id="n1"))
+    watcher.offer(change("session:1:x", 1, notification_id="n1"))
+    assert len(watcher.pending) == 1
+
+
+def test_past_the_buffer_the_latest_per_variable_then_a_close(loop):
+    watcher = Watcher(["v:*"], buffer_size=3)
+    watcher.take_snapshot([])
+    for seq in range(1, 4):
+        watcher.offer(change("v:a", seq))
+    watcher.offer(change("v:b", 1))
+    watcher.offer(change("v:b", 2))
+    waiting = list(watcher.pending.values())
+    assert [(e.var_id, e.seq) for e in waiting] == [("v:a", 1), ("v:a", 2), ("v:a", 3), ("v:b", 2)]
+    assert waiting[-1].data["old_value"] == 0 and waiting[-1].data["coalesced"] == 2
+    assert watcher.coalesced == 2
+    for n in range(5):
+        watcher.offer(change(f"v:c{n}", 1))
+    assert watcher.closed_reason == SLOW_CLIENT
+    assert not watcher.pending
+
+
+def test_drain_sends_everything_waiting_in_one_chunk_and_heartbeats_when_idle(loop):
+    watcher = Watcher(["a"], buffer_size=10)
+    watcher.take_snapshot([])
+    watcher.offer(change("a", 1))
+    watcher.offer(change("a", 2))
+    chunk = watcher.drain()
+    assert chunk.count(b"event: a\n") == 2 and chunk.startswith(b"id: 1\n")
+    watcher.heartbeat()
+    assert watcher.drain() == messages.HEARTBEAT
+    assert watcher.drain() == b""
+
+
+def test_a_name_with_a_line_break_is_sent_without_an_event_line():
+    assert b"event:" not in messages.to_wire("a\nb", 1, {"x": 1})
