@@ -13,7 +13,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import backpressure, coalescing, conf, counters, events, outbox, poison, pruning
-from .models import Observer, Owner, Removal
+from .models import Observer, Owner, Removal, WebhookEndpoint
 from .webhooks import attempts
 
 Reason = Removal.Reason
@@ -121,7 +121,11 @@ def remove_in_batches(
                 Removal(observer_ref=ref, var_id=var_id, callback=callback, owner_ref=owner_id, reason=reason)
                 for ref, var_id, callback, owner_id in rows
             )
-            deleted, _ = Observer.objects.filter(id__in=[row[0] for row in rows]).delete()
+            refs = [row[0] for row in rows]
+            # Webhook endpoints locked first: an attempt being recorded for one of them meanwhile waits
+            # for this commit, then is refused, instead of slipping in under the cascade's delete.
+            list(WebhookEndpoint.objects.select_for_update().filter(observer_id__in=refs).values_list("pk"))
+            deleted, _ = Observer.objects.filter(id__in=refs).delete()
             counters.increment({"observers_removed": deleted, f"removed_{reason}": deleted})
             counters.adjust_observer_counts(_count_by_variable(rows))
             transaction.on_commit(functools.partial(_send_removed, rows, reason))

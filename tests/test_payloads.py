@@ -34,7 +34,9 @@ def test_deliver_pages_carry_a_reference_of_bounded_size_not_the_value(monkeypat
     var = unique_var("wide")
     make_observers(var, 1000)
     sent: list[str] = []
-    monkeypatch.setattr(publisher, "publish_task", lambda task, args_json, **kw: sent.append(args_json))
+    monkeypatch.setattr(
+        publisher, "publish_confirmed", lambda messages, **kw: sent.extend(args for _, args in messages)
+    )
     monkeypatch.setattr(
         "observers_app.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
     )

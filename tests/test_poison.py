@@ -57,7 +57,7 @@ def test_a_dispatch_message_a_worker_cannot_read_is_parked_and_the_command_repla
     publisher.publish_confirmed([(wiring.DISPATCH_TASK, json.dumps([marker]))])
 
     letter = wait_for(lambda: parked_with(marker), timeout=60)
-    assert "unreadable dispatch message" in letter.reason
+    assert "InvalidMessage: a dispatch message is a list of 6 or 7 arguments" in letter.reason
 
     out = StringIO()
     call_command("observers_replay", str(letter.id), stdout=out)
