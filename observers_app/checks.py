@@ -93,12 +93,13 @@ def check_celery_wiring(**kwargs: Any) -> list[CheckMessage]:
                 id="observers.W002",
             )
         )
-    router = celery_routes.Router(celery_routes.prepare(app.conf.task_routes), app=app)
+    host_routes = [route for route in wiring.routes_of(app) if route is not wiring.route_hub_task]
+    router = celery_routes.Router(celery_routes.prepare(host_routes), app=app)
     if routed := sorted(name for name in wiring.TASKS if router.lookup_route(name)):
         messages.append(
             CheckWarning(
-                f"CELERY_TASK_ROUTES routes the hub's tasks {routed}: the hub sends them to its own queues, "
-                "so these routes are ignored.",
+                f"CELERY_TASK_ROUTES routes the hub's tasks {routed}: the hub's own router comes first and "
+                "sends them to its queues, so these routes are ignored.",
                 hint="Remove them; a dedicated hub worker consumes the hub's queues with "
                 f"-Q {','.join(queue.name for queue in wiring.consumed_queues())}.",
                 id="observers.W004",

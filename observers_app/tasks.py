@@ -52,7 +52,6 @@ class PoisonAwareBatchedTask(BatchedTask):
 @shared_task(
     base=PoisonAwareBatchedTask,
     name=wiring.DISPATCH_TASK,
-    queue=wiring.queue_for(wiring.DISPATCH_TASK).name,
     acks_late=True,
     ignore_result=True,
     typing=False,
@@ -99,7 +98,7 @@ def _parse(args: Any) -> dict[str, Any] | str:
         return f"InvalidMessage: {exc}"
 
 
-@hub_task(name=wiring.DELIVER_TASK, queue=wiring.queue_for(wiring.DELIVER_TASK).name, bind=True)
+@hub_task(name=wiring.DELIVER_TASK, bind=True)
 def deliver(self: Task, notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
     """Deliver one page; a page that fails is delivered again until poison.parked() parks it. Its
     message carries a reference to the stored notification (``{"payload": id, "notification_id":
@@ -121,13 +120,13 @@ def deliver(self: Task, notification: dict[str, Any], after: str | None, upto: s
         raise Reject(exc, requeue=True) from exc
 
 
-@hub_task(name=wiring.WEBHOOK_TASK, queue=wiring.queue_for(wiring.WEBHOOK_TASK).name)
+@hub_task(name=wiring.WEBHOOK_TASK)
 def deliver_webhook(observer_ref: str, message_id: str, payload: str, attempt: int) -> str:
     """One attempt at a webhook message; the retry schedule (with 429's Retry-After) lives in
     webhooks.attempts, which sends the next attempt as a task of its own, never a sleep."""
     return attempts.deliver(observer_ref, message_id, payload, attempt)
 
 
-@shared_task(name=wiring.SWEEP_TASK, queue=wiring.queue_for(wiring.SWEEP_TASK).name, ignore_result=True)
+@shared_task(name=wiring.SWEEP_TASK, ignore_result=True)
 def sweep() -> dict[str, int]:
     return manager.sweep()

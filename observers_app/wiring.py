@@ -1,9 +1,9 @@
 """The hub's Celery wiring: its task names, its own queues, the routes of its own tasks, its beat entry.
 
 Installed on the host's Celery app from ``AppConfig.ready()``: the hub adds its queues to the app's
-known queues (so a plain ``celery -A mysite worker`` consumes them beside the host's) and its sweep to
-beat's schedule. It never touches the host's default queue, the host's routes or worker-wide settings:
-the hub's messages name their queue themselves.
+known queues (so a plain ``celery -A mysite worker`` consumes them beside the host's), a router for its
+own tasks before the host's routes, and its sweep to beat's schedule. It never touches the host's
+default queue, the routes of the host's tasks or worker-wide settings.
 """
 
 from typing import Any
@@ -71,15 +71,36 @@ def queue_for(task_name: str) -> Queue:
     return webhook_queue() if task_name == WEBHOOK_TASK else deliver_queue()
 
 
+def route_hub_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
+    """A Celery router: each hub task to its queue; None (the host's routes decide) for any other."""
+    return {"queue": queue_for(name).name} if name in TASKS else None
+
+
+def routes_of(app: Celery) -> tuple[Any, ...]:
+    """``app``'s task_routes setting as a sequence of routers (it may be one, or none)."""
+    routes = app.conf.task_routes
+    if routes is None:
+        return ()
+    return tuple(routes) if isinstance(routes, list | tuple) else (routes,)
+
+
 def install(app: Celery) -> None:
-    """Add the hub's queues to ``app``'s known queues and its sweep to beat's schedule (once; an
-    entry the host wrote under the same name is kept)."""
+    """Add the hub's queues to ``app``'s known queues, a router for the hub's tasks before the host's
+    routes, and the sweep to beat's schedule (once; an entry the host wrote under the same name is
+    kept)."""
     queues = app.amqp.queues
     for queue in consumed_queues():
         if queue.name not in queues:
             # Among the queues a worker consumes when no -Q selects others (ready() runs before a
             # worker reads its -Q/-X options).
             queues.select_add(queue)
+    routes = routes_of(app)
+    if route_hub_task not in routes:
+        # First, so that no route of the host's sends the hub's tasks elsewhere; it answers nothing
+        # for any other task, whose routes stay the host's.
+        app.conf.task_routes = (route_hub_task, *routes)
+        app.amqp.flush_routes()
+        vars(app.amqp).pop("router", None)  # a router built before reads the new routes when rebuilt
     if SWEEP_ENTRY not in app.conf.beat_schedule:
         app.add_periodic_task(
             conf.sweep_interval(),

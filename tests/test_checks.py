@@ -59,3 +59,10 @@ def test_no_celery_app_is_warned(monkeypatch: pytest.MonkeyPatch):
     fallback = Celery("default", fixups=[], set_as_current=False)  # what Celery falls back to
     monkeypatch.setattr(checks, "_celery_app", lambda: fallback)
     assert ids(checks.check_celery_wiring()) == ["observers.W003"]
+
+
+def test_the_hubs_router_sends_its_tasks_to_its_queues_and_leaves_the_hosts_alone():
+    router = current_app.amqp.router
+    for name in wiring.TASKS:
+        assert router.route({}, name)["queue"].name == wiring.queue_for(name).name
+    assert router.route({}, "mysite.tasks.anything")["queue"].name == current_app.conf.task_default_queue
