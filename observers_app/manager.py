@@ -94,7 +94,7 @@ def add_observer(
 
 def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
     """Remove one observer; False when ``var_id`` has no observer ``ref``."""
-    validation.check_name(var_id)
+    validation.check_name(var_id, stored=True)  # one stored before names were checked can still go
     ref = validation.check_ref(ref)
     removed = removals.remove_in_batches(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
     presence.forget(var_id)

@@ -42,14 +42,17 @@ def check_name(
     what: str = "var_id",
     max_length: int = NAME_MAX_LENGTH,
     error: type[InvalidName] = InvalidVariableId,
+    stored: bool = False,
 ) -> str:
     """``name`` if it is a non-empty string of at most ``max_length`` characters with no control
-    character and no lone surrogate (which no database column, URL or log line shows faithfully)."""
+    character and no lone surrogate (which no database column, URL or log line shows faithfully).
+    ``stored=True`` accepts those characters: a name stored before names were checked can still be
+    looked up and removed."""
     if not isinstance(name, str) or not name:
         raise error(f"{what} must be a non-empty string, not {name!r:.80}")
     if len(name) > max_length:
         raise error(f"{what} is {len(name)} characters long; the limit is {max_length}")
-    if not name.isprintable():  # cheap: only names that fail it are looked at character by character
+    if not stored and not name.isprintable():  # cheap: only names failing it are looked at closely
         for position, char in enumerate(name):
             if unicodedata.category(char) in ("Cc", "Cs"):
                 raise error(
