@@ -32,6 +32,8 @@ _ESCAPE = re.compile(
     r"\\(?:ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|u(0000|d[89a-f][0-9a-f]{2})|u[0-9a-f]{4}|.)"
 )
 _CONTAINERS = (dict, list, tuple)
+# Built once: json.dumps with any option builds an encoder per call, a few microseconds each.
+_CANONICAL = json.JSONEncoder(sort_keys=True, allow_nan=False, separators=(",", ":"))
 _STR = {str}
 _SCALARS = {str, int, float, bool, type(None)}
 
@@ -100,7 +102,7 @@ def value_json(what: str, value: Any) -> str:
     if isinstance(value, _CONTAINERS):
         _check_shape(what, value)
     try:
-        text = json.dumps(value, sort_keys=True, allow_nan=False, separators=(",", ":"))
+        text = _CANONICAL.encode(value)
     except (TypeError, ValueError) as exc:
         raise NotSerializable(
             f"{what} cannot be sent as JSON ({exc}); use str, int, float, bool, None, list, dict"
