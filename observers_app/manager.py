@@ -143,7 +143,7 @@ def send_test_webhook(ref: uuid.UUID | str) -> bool:
 
 def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
     """Remove one observer; False when ``var_id`` has no observer ``ref``."""
-    validation.check_name(var_id)
+    validation.check_name(var_id, stored=True)  # one stored before names were checked can still go
     ref = validation.check_ref(ref)
     removed = removals.remove_in_batches(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
     presence.forget(var_id)

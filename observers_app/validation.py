@@ -32,6 +32,8 @@ _ESCAPE = re.compile(
     r"\\(?:ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|u(0000|d[89a-f][0-9a-f]{2})|u[0-9a-f]{4}|.)"
 )
 _CONTAINERS = (dict, list, tuple)
+# Built once: json.dumps with any option builds an encoder per call, a few microseconds each.
+_CANONICAL = json.JSONEncoder(sort_keys=True, allow_nan=False, separators=(",", ":"))
 _STR = {str}
 _SCALARS = {str, int, float, bool, type(None)}
 
@@ -42,14 +44,17 @@ def check_name(
     what: str = "var_id",
     max_length: int = NAME_MAX_LENGTH,
     error: type[InvalidName] = InvalidVariableId,
+    stored: bool = False,
 ) -> str:
     """``name`` if it is a non-empty string of at most ``max_length`` characters with no control
-    character and no lone surrogate (which no database column, URL or log line shows faithfully)."""
+    character and no lone surrogate (which no database column, URL or log line shows faithfully).
+    ``stored=True`` accepts those characters: a name stored before names were checked can still be
+    looked up and removed."""
     if not isinstance(name, str) or not name:
         raise error(f"{what} must be a non-empty string, not {name!r:.80}")
     if len(name) > max_length:
         raise error(f"{what} is {len(name)} characters long; the limit is {max_length}")
-    if not name.isprintable():  # cheap: only names that fail it are looked at character by character
+    if not stored and not name.isprintable():  # cheap: only names failing it are looked at closely
         for position, char in enumerate(name):
             if unicodedata.category(char) in ("Cc", "Cs"):
                 raise error(
@@ -97,7 +102,7 @@ def value_json(what: str, value: Any) -> str:
     if isinstance(value, _CONTAINERS):
         _check_shape(what, value)
     try:
-        text = json.dumps(value, sort_keys=True, allow_nan=False, separators=(",", ":"))
+        text = _CANONICAL.encode(value)
     except (TypeError, ValueError) as exc:
         raise NotSerializable(
             f"{what} cannot be sent as JSON ({exc}); use str, int, float, bool, None, list, dict"

@@ -113,6 +113,7 @@ def hostile_rows() -> list[str]:
 
 def test_admin_pages_stay_200_with_hostile_names_present_and_after_their_observers_go(staff_client):
     names = hostile_rows()
+    changelist = reverse("admin:observers_app_observer_changelist")
     pages = [
         reverse("admin:observers_app_observer_changelist"),
         reverse("admin:observers_app_variablestate_changelist"),
@@ -128,7 +129,10 @@ def test_admin_pages_stay_200_with_hostile_names_present_and_after_their_observe
             staff_client.get(reverse("admin:observers_app_observer_change", args=[observer.pk])).status_code
             == 200
         )
-    Observer.objects.filter(var_id__in=names).delete()
+    refs = [str(ref) for ref in Observer.objects.filter(var_id__in=names).values_list("id", flat=True)]
+    response = staff_client.post(changelist, {"action": "remove_observers", "_selected_action": refs})
+    assert response.status_code == 302
+    assert not Observer.objects.filter(var_id__in=names).exists()
     for url in pages:
         assert staff_client.get(url).status_code == 200, url
 
