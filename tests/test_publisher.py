@@ -5,8 +5,10 @@ import time
 from typing import Any
 
 import pytest
+from celery import current_app
 
 from observers_app import manager, publisher
+from observers_app.exceptions import BrokerUnavailable
 
 
 def wait_until(predicate: Any, timeout: float = 5.0) -> None:
@@ -117,3 +119,21 @@ def test_the_outbox_is_bounded_in_bytes_too(monkeypatch):
     assert outbox.flush(5)
     assert published == [big[0][:8]] + [message[:8] for message in big[-8:]]
     wait_until(lambda: manager.get_stats()["notifications_shed"] == before + 31)
+
+
+@pytest.mark.django_db
+def test_a_link_whose_connection_died_is_rebuilt_whole_on_the_next_publish():
+    publisher.publish_confirmed([("observers.test.none", "[]")])
+    dead = publisher._state.link
+    assert dead is not None
+    dead.connection.connection.sock.close()  # as a broker restart leaves it: the socket is gone
+
+    with pytest.raises(BrokerUnavailable):
+        publisher.publish_confirmed([("observers.test.none", "[1]")])
+    publisher.publish_confirmed([("observers.test.none", "[2]")])  # a new connection, channel, queues
+
+    link = publisher._state.link
+    assert link is not None and link is not dead
+    assert all(route.queue.channel is link.channel for route in link.routes.values())
+    # The app's own queue objects are never bound to a channel (one bound to a dead channel stays dead).
+    assert not any(queue.is_bound for queue in current_app.amqp.queues.values())
