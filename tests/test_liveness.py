@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from observers_app import conf, manager
+from observers_app import conf, manager, wiring
 from observers_app.exceptions import OwnerClosed, OwnerDead, UnknownOwner
 from observers_app.models import OWNER_LOCK_NAMESPACE, Observer, Owner, Removal
 from observers_app.tasks import sweep
@@ -155,7 +155,9 @@ def test_the_sweep_removes_10000_dead_observers_in_batches_and_keeps_live_ones()
 def test_the_sweep_runs_as_a_celery_task_on_the_worker():
     dead = Owner.objects.create(name="dead", kind="lease", expires_at=timezone.now() - timedelta(seconds=1))
     Observer.objects.create(var_id=unique_var(), callback="tests.testapp.callbacks.record", owner=dead)
-    sweep.delay()
+    # On the hub's queue, as beat sends it: the host's default queue ("celery") is consumed by every
+    # worker on a shared broker, not only this test's.
+    sweep.apply_async(queue=wiring.deliver_queue().name)
     wait_for(lambda: not Owner.objects.filter(id=dead.id).exists())
     assert Observer.objects.count() == 0
 
