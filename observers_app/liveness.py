@@ -76,11 +76,11 @@ class _AdvisoryLock:
                         cursor.execute("SELECT 1")
                 else:
                     held = self._retake(self.key)
-            except DatabaseError:
+            except Exception:  # any error (OperationalError, InterfaceError...): this thread must live on
                 if held:
                     logger.warning("event=owner_lock_lost key=%s retry_every_s=%s", self.key, self.KEEP_S)
                 held = False
-                with contextlib.suppress(DatabaseError):
+                with contextlib.suppress(Exception):
                     self.connection.close()
 
     def _retake(self, key: int) -> bool:

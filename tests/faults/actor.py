@@ -1,8 +1,9 @@
 """A process the fault tests start and break: ``python -m tests.faults.actor MODE VAR [ARGS]``.
 
 observe VAR COUNT [CALLBACK]: add COUNT durable observers of VAR, print "ref <ref>" for each.
-notify VAR RATE SECONDS [atomic|durable|plain|own]: notify VAR RATE times a second, print "sent <id>"
-    for each notification it returned (inside atomic(), printed after commit, unless plain or own);
+notify VAR RATE SECONDS [atomic|durable|durable-retrying|plain|own]: notify VAR RATE times a second,
+    print "sent <id>" for each notification it returned (inside atomic(), printed after commit, unless
+    plain or own; durable-retrying prints "failed <error>" for a transaction the database refused);
     then "done slowest_ms=<ms>" (its slowest call). "own" first adds 2 observers bound to its
     process_owner() (printed "ref <ref>").
 reset -: delete every observer and outbox row. stats -: print get_stats() as JSON.
@@ -26,7 +27,7 @@ import django
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     django.setup()
-    from django.db import transaction
+    from django.db import DatabaseError, transaction
 
     from observers_app import manager
 
@@ -50,7 +51,16 @@ def main() -> None:
         n, slowest = 0, 0.0
         while time.monotonic() - started < seconds:
             call_started = time.perf_counter()
-            if how in ("atomic", "durable"):
+            if how == "durable-retrying":  # the database may be down: what did not commit is not sent
+                try:
+                    with transaction.atomic():
+                        notification_id = manager.notify_observers(var_id, None, n, durable=True)
+                except DatabaseError as exc:
+                    say(f"failed {type(exc).__name__}")
+                    n += 1
+                    time.sleep(0.05)
+                    continue
+            elif how in ("atomic", "durable"):
                 with transaction.atomic():  # timed with its commit, where the message is handed over
                     notification_id = manager.notify_observers(var_id, None, n, durable=how == "durable")
             else:

@@ -16,8 +16,11 @@ def test_postgres_restarted_loses_nothing_and_a_live_owner_keeps_its_observers(
     scene: Scene, postgres: PrivatePostgres
 ):
     scene.observe("pg", 2)
+    scene.observe("pg-durable", 2)
     with scene.worker():
         caller = scene.start("notify", "pg", "50", "20", "own")  # 2 observers of its process_owner()
+        # A caller whose transactions meet the restart: those that failed were not committed.
+        durable_caller = scene.start("notify", "pg-durable", "50", "20", "durable-retrying")
         try:
             time.sleep(4)
             postgres.restart()
@@ -25,10 +28,15 @@ def test_postgres_restarted_loses_nothing_and_a_live_owner_keeps_its_observers(
             time.sleep(4)
             [count] = [line for line in scene.run("count", "pg") if line.startswith("count ")]
             out, _ = caller.communicate(timeout=120)
+            durable_out, _ = durable_caller.communicate(timeout=120)
         finally:
-            if caller.poll() is None:
-                caller.kill()
-        assert caller.returncode == 0, "the caller raised"
+            for process in (caller, durable_caller):
+                if process.poll() is None:
+                    process.kill()
+        assert caller.returncode == 0 and durable_caller.returncode == 0, "a caller raised"
+        durable_lines = durable_out.splitlines()
+        failed = sum(line.startswith("failed ") for line in durable_lines)
+        scene.expect("pg-durable", durable_lines)
         lines = out.splitlines()
         own = [line.split()[1] for line in lines if line.startswith("ref ")]
         sent = [line.split()[1] for line in lines if line.startswith("sent ")]
@@ -38,7 +46,12 @@ def test_postgres_restarted_loses_nothing_and_a_live_owner_keeps_its_observers(
     counts = {key: value for key, value in scene.count().items() if key != "unexpected"}  # own: below
     own_missed = sum(f"{ref} {nid}" not in records for ref in own for nid in sent)
     report(
-        "PostgreSQL restarted (fast)", {**counts, "owner_observers_not_called_while_relocking": own_missed}
+        "PostgreSQL restarted (fast)",
+        {
+            **counts,
+            "owner_observers_not_called_while_relocking": own_missed,
+            "durable_transactions_refused": failed,
+        },
     )
     assert counts["lost"] == 0
     assert count == "count 4", f"the live owner's observers were not counted again: {count}, swept {swept}"
