@@ -27,7 +27,7 @@ import django
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     django.setup()
-    from django.db import DatabaseError, transaction
+    from django.db import Error, transaction
 
     from observers_app import manager
 
@@ -55,7 +55,7 @@ def main() -> None:
                 try:
                     with transaction.atomic():
                         notification_id = manager.notify_observers(var_id, None, n, durable=True)
-                except DatabaseError as exc:
+                except Error as exc:  # OperationalError, InterfaceError (a closed connection)
                     say(f"failed {type(exc).__name__}")
                     n += 1
                     time.sleep(0.05)
