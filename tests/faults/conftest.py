@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +145,7 @@ def scene(rabbit: PrivateRabbit, postgres: PrivatePostgres, tmp_path: Path) -> I
     yield scene
 
 
-def report(name: str, counts: dict[str, int]) -> None:
+def report(name: str, counts: Mapping[str, float]) -> None:
     """One line per fault for docs/faults.md (printed with -s, and kept in faults-results.txt)."""
     line = f"{name}: " + " ".join(f"{key}={value}" for key, value in counts.items())
     print(line)
