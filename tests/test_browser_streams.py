@@ -80,7 +80,7 @@ def test_eventsource_receives_changes_and_the_dashboard_goes_live(
         wait_for(lambda: manager.observer_count(var) == 1)
         for n in range(3):
             session_store.set_variable(session_id, "x", f"value {n}")
-        wait_for(lambda: page.evaluate("window.received.length") == 3)
+        wait_for(lambda: page.evaluate("window.received.length") == 3, timeout=60)
         received = page.evaluate("window.received")
         assert [event["data"]["new_value"] for event in received] == ["value 0", "value 1", "value 2"]
         assert [int(event["id"]) for event in received] == sorted(int(event["id"]) for event in received)

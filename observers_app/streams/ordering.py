@@ -8,7 +8,7 @@ from .messages import StreamEvent
 
 # How long a gap in a variable's seqs is waited for before the events after it are sent anyway
 # (a notification lost with a broker connection never comes).
-GAP_WAIT_S = 0.5
+GAP_WAIT_S = 2.0
 # Variables whose last seq one subscription remembers (a pattern may match very many).
 MAX_TRACKED = 10_000
 
