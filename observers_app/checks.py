@@ -116,7 +116,7 @@ def check_stream_authorizer(**kwargs: Any) -> list[CheckMessage]:
             f"OBSERVERS_STREAM_AUTHORIZER={conf.stream_authorizer()!r} names no registered authorizer.",
             hint="Decorate a function (user, var_ids) -> bool with @stream_authorizer(name=...) from "
             "observers_app.streams.access, in a module your app's ready() imports.",
-            id="observers.E006",
+            id="observers.E010",
         )
     ]
 
