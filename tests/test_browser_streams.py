@@ -1,6 +1,7 @@
-"""Streams in headless Chromium: EventSource receives a variable's changes, and the admin's stats
-dashboard updates its figures live while notifications flow (screenshots under
-``screenshots/test_browser_streams/``). The project runs under uvicorn with DEBUG off."""
+"""Streams in headless Chromium: EventSource, and the stats dashboard updating live.
+
+The project runs under uvicorn with DEBUG off; screenshots go to ``screenshots/test_browser_streams/``.
+"""
 
 import subprocess
 import sys

@@ -1,5 +1,7 @@
-"""Puts a variable's notifications back in ``seq`` order: worker processes deliver in parallel, so
-notification 2 may reach the web process just before notification 1."""
+"""Puts a variable's notifications back in ``seq`` order in the web process.
+
+Worker processes deliver in parallel: notification 2 may arrive just before notification 1.
+"""
 
 import asyncio
 from collections.abc import Callable
