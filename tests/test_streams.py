@@ -266,3 +266,21 @@ def test_under_wsgi_the_stream_says_it_needs_asgi():
     response = Client().get("/observers/stream", {"var": "a"})
     assert response.status_code == 501
     assert b"ASGI" in response.content
+
+
+def test_an_open_stream_holds_no_thread_of_the_server():
+    """Django keeps a thread per ASGI request for its sync middleware: a stream lets it go."""
+
+    def threads(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+    _, var = session_var()
+    with running_asgi_server() as (base, process):
+        open_stream(base, var).close()  # the hub and its threads are started
+        before = threads(process.pid)
+        streams = [open_stream(base, var) for _ in range(30)]
+        held = threads(process.pid) - before
+        for stream in streams:
+            stream.close()
+    assert held < 5, f"{held} more threads with 30 streams open"
