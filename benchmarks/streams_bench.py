@@ -238,13 +238,13 @@ async def churn(
         await asyncio.gather(*(one(n) for n in range(start, min(connects, start + 10_000))))
         say(f"  {min(connects, start + 10_000)} connects, server {process_status(server_pid)}")
     elapsed = time.monotonic() - started
+    await asyncio.sleep(2)  # the last streams' observers are being removed
     left = await asyncio.to_thread(
         lambda: (
             Observer.objects.filter(var_id__in=[shared]).count()
             + Observer.objects.filter(var_id__startswith=prefix).count()
         )
     )
-    await asyncio.sleep(2)
     after = process_status(server_pid)
     return {
         "connects": connects,

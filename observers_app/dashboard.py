@@ -1,5 +1,7 @@
-"""The stats dashboard's figures: human-readable labels, the per-minute chart, and one reading of both
-(what the admin page renders, and what its live stream sends each time the figures change)."""
+"""The stats dashboard's figures: human-readable labels, the per-minute chart, one reading of both.
+
+What the admin page renders, and what its live stream sends each time the figures change.
+"""
 
 from datetime import timedelta
 from typing import Any

@@ -1,9 +1,9 @@
-"""A separate process for the tests: ``python -m tests.client_process MODE VAR COUNT [EXTRA]``.
+"""A separate process for the tests: ``python -m tests.client_process MODE VAR COUNT [EXTRA [PAUSE]]``.
 
 hold: bind COUNT observers to process_owner(), print "ready", sleep until killed.
 exit: the same, then exit normally.
 churn: add COUNT durable observers to VAR, remove half, notify the variable EXTRA ten times.
-sets: set the session variable VAR (session id, name "x") COUNT times to "EXTRA:<i>".
+sets: set the session variable VAR (session id, name "x") COUNT times to "EXTRA:<i>" (pausing PAUSE s).
 """
 
 import os
@@ -23,8 +23,10 @@ def main() -> None:
     if mode == "sets":
         from observers_app import session_store
 
+        pause = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
         for i in range(count):
             session_store.set_variable(var_id, "x", f"{sys.argv[4]}:{i}")
+            time.sleep(pause)
         print("ready done", flush=True)
         return
     if mode in ("hold", "exit"):

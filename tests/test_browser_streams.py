@@ -1,6 +1,7 @@
-"""Streams in headless Chromium: EventSource receives a variable's changes, and the admin's stats
-dashboard updates its figures live while notifications flow (screenshots under
-``screenshots/test_browser_streams/``). The project runs under uvicorn with DEBUG off."""
+"""Streams in headless Chromium: EventSource, and the stats dashboard updating live.
+
+The project runs under uvicorn with DEBUG off; screenshots go to ``screenshots/test_browser_streams/``.
+"""
 
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def test_eventsource_receives_changes_and_the_dashboard_goes_live(
         wait_for(lambda: manager.observer_count(var) == 1)
         for n in range(3):
             session_store.set_variable(session_id, "x", f"value {n}")
-        wait_for(lambda: page.evaluate("window.received.length") == 3)
+        wait_for(lambda: page.evaluate("window.received.length") == 3, timeout=60)
         received = page.evaluate("window.received")
         assert [event["data"]["new_value"] for event in received] == ["value 0", "value 1", "value 2"]
         assert [int(event["id"]) for event in received] == sorted(int(event["id"]) for event in received)

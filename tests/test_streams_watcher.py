@@ -84,3 +84,14 @@ def test_drain_sends_everything_waiting_in_one_chunk_and_heartbeats_when_idle(lo
 
 def test_a_name_with_a_line_break_is_sent_without_an_event_line():
     assert b"event:" not in messages.to_wire("a\nb", 1, {"x": 1})
+
+
+def test_nothing_coalesces_across_the_snapshot(loop):
+    watcher = Watcher(["v"], buffer_size=2)
+    for seq in range(1, 6):
+        watcher.offer(change("v", seq))
+    first = watcher.take_snapshot([messages.snapshot("v", 3, seq=3, version=None)])
+    assert [(e.seq, e.data["old_value"]) for e in first] == [(3, None), (4, 3), (5, 4)]
+    for seq in range(6, 40):
+        watcher.offer(change("v", seq))
+    assert watcher.closed_reason is None

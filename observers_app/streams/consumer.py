@@ -1,5 +1,4 @@
-"""The web process's consumer: one thread reading the process's own queue and handing each
-notification to the event loop."""
+"""The web process's queue consumer: one thread that hands each notification to the event loop."""
 
 import json
 import logging

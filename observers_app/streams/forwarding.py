@@ -1,5 +1,7 @@
-"""The worker's side of a stream: the registered callback that forwards a notification to the web
-process whose observer it is, one broker message per notification per process (not per watcher)."""
+"""The worker's side of streams: the callback forwarding a notification to its web process's queue.
+
+One broker message per notification per web process, not one per watcher.
+"""
 
 import json
 import uuid

@@ -1,5 +1,7 @@
-"""The web process's hub: one observer per watched name or pattern (reference-counted, owned by the
-process owner), one queue consumer, and the fan-out of each notification to the process's streams."""
+"""The web process's hub: its observers, its queue consumer, and the fan-out to its streams.
+
+One observer per watched name or pattern, counted per stream and owned by the process owner.
+"""
 
 import asyncio
 import collections

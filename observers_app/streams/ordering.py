@@ -1,5 +1,7 @@
-"""Puts a variable's notifications back in ``seq`` order: worker processes deliver in parallel, so
-notification 2 may reach the web process just before notification 1."""
+"""Puts a variable's notifications back in ``seq`` order in the web process.
+
+Worker processes deliver in parallel: notification 2 may arrive just before notification 1.
+"""
 
 import asyncio
 from collections.abc import Callable
@@ -8,7 +10,7 @@ from .messages import StreamEvent
 
 # How long a gap in a variable's seqs is waited for before the events after it are sent anyway
 # (a notification lost with a broker connection never comes).
-GAP_WAIT_S = 0.5
+GAP_WAIT_S = 2.0
 # Variables whose last seq one subscription remembers (a pattern may match very many).
 MAX_TRACKED = 10_000
 

@@ -1,5 +1,7 @@
-"""The current values a stream sends first: session-store variables and observed model fields, each
-read together with its notification ``seq`` in one statement (one consistent view)."""
+"""The current values a stream sends first: session-store variables and observed model fields.
+
+Each value is read with its notification ``seq`` in one statement (one consistent view).
+"""
 
 from typing import Any
 

@@ -10,6 +10,9 @@ from .messages import StreamEvent
 
 # Notification ids a stream remembers to drop a second copy (a name and a glob both matching).
 _RECENT_IDS = 256
+# Changes a stream holds while its snapshot is read, in buffers: past that it closes.
+_OPENING_FACTOR = 10
+TOO_BUSY_TO_OPEN = "more changes arrived while the stream opened than it may hold; reconnect"
 SLOW_CLIENT = "slow client: more changes waiting than the stream's buffer holds; reconnect to resume"
 
 
@@ -47,6 +50,13 @@ class Watcher:
         if self.snapshot_taken and self._covered(event):
             return
         if len(self.pending) < self.buffer_size:
+            self.pending[next(self._numbers)] = event
+        elif not self.snapshot_taken:
+            # Nothing coalesces across the snapshot (its old_value would be older than the value the
+            # snapshot sends): while it is read, changes wait in full, up to a bound.
+            if len(self.pending) >= _OPENING_FACTOR * self.buffer_size:
+                self.close(TOO_BUSY_TO_OPEN)
+                return
             self.pending[next(self._numbers)] = event
         else:
             self._coalesce(event)
