@@ -8,7 +8,6 @@ from typing import Any
 from celery import current_app
 
 from .. import publisher, wiring
-from ..wiring import WEBHOOK_TASK
 
 # The registered callback of every webhook observer (observers_app/callbacks.py).
 WEBHOOK_CALLBACK = "observers.webhook"
@@ -42,14 +41,14 @@ def enqueue_change(var_id: str, old_value: Any, new_value: Any, metadata: dict[s
     args = [ref, message_id(metadata["notification_id"], ref), payload, 1]
     # The hub's lean publish: the fan-out's callback loop only hands the message to the broker (and
     # has it confirmed, before the page's message is acknowledged).
-    publisher.publish_confirmed([(WEBHOOK_TASK, json.dumps(args, separators=(",", ":")))])
+    publisher.publish_confirmed([(wiring.WEBHOOK_TASK, json.dumps(args, separators=(",", ":")))])
 
 
-def enqueue(observer_ref: str, message: str, payload: str, *, attempt: int, countdown: float = 0) -> None:
+def enqueue(observer_ref: str, message_id: str, payload: str, *, attempt: int, countdown: float = 0) -> None:
     """Queue one attempt of a message, after ``countdown`` seconds."""
     current_app.send_task(
-        WEBHOOK_TASK,
-        args=[observer_ref, message, payload, attempt],
+        wiring.WEBHOOK_TASK,
+        args=[observer_ref, message_id, payload, attempt],
         countdown=countdown,
         queue=wiring.webhook_queue().name,
     )
