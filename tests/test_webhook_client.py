@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from observers_app.webhooks import client
-from tests.receivers import running_receiver
+from tests.receivers import Reply, running_receiver
 
 # tests/settings.py pins allowed.test to 127.0.0.1 (OBSERVERS_WEBHOOK_RESOLVE) and lets 127.0.0.1 through.
 NAME = "allowed.test"
@@ -52,3 +52,13 @@ def test_tls_uses_the_host_name_while_connecting_to_the_vetted_address(certifica
         # The same server by its address: the certificate does not name it, so no connection.
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             client.post(f"https://127.0.0.1:{port}/hook", b"{}", {})
+
+
+def test_redirects_are_followed_by_hand_a_bounded_number_of_times():
+    with running_receiver() as receiver:
+        receiver.default = Reply(302, {"Location": "/again"})
+        with pytest.raises(client.TooManyRedirects, match="OBSERVERS_WEBHOOK_MAX_REDIRECTS=3"):
+            client.post(receiver.url, b"{}", {"webhook-id": "msg_1"})
+        assert len(receiver.requests) == 4  # the POST and 3 redirects, each re-POSTed
+        assert all(r.body == b"{}" and r.headers["webhook-id"] == "msg_1" for r in receiver.requests)
+        assert [r.path for r in receiver.requests] == ["/hook", "/again", "/again", "/again"]
