@@ -328,6 +328,7 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
     )
     owner_ids = {observer.owner_id for observer in observers if observer.owner_id}
     alive_owners = set(Owner.objects.alive().filter(id__in=owner_ids).values_list("id", flat=True))
+    endpoints = _webhook_endpoints([o.id for o in observers if o.callback == messages.WEBHOOK_CALLBACK])
     return {
         "var_id": var_id,
         "observer_count": observer_count(var_id),
@@ -344,7 +345,9 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
                 "alive": observer.owner_id is None or observer.owner_id in alive_owners,
                 "quarantined": observer.quarantined_at is not None,
                 "age_ms": int((now - observer.created_at).total_seconds() * 1000),
-                "failures": observer.failures,
+                # A webhook's failures are its endpoint's (its callback only queues the POST).
+                "failures": endpoints[observer.id][1] if observer.id in endpoints else observer.failures,
+                "webhook_url": endpoints[observer.id][0] if observer.id in endpoints else None,
                 "last_error": observer.last_error,
                 # The variable's latest fan-out reached every observer that existed then.
                 "last_notified_at": last_notified
@@ -354,3 +357,10 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
             for observer in observers
         ],
     }
+
+
+def _webhook_endpoints(refs: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:
+    """The URL and failures in a row of the webhook observers ``refs``."""
+    rows = WebhookEndpoint.objects.filter(observer_id__in=refs).values_list("observer_id", "url", "failures")
+    return {ref: (url, failures) for ref, url, failures in rows}
+

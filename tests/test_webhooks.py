@@ -47,7 +47,8 @@ def test_a_notification_is_posted_signed_per_standard_webhooks(receiver):
     ref = manager.add_webhook(var, receiver.url)
     assert ref.secret.startswith("whsec_")
     assert manager.observer_count(var) == 1
-    assert manager.inspect_variable(var)["observers"][0]["callback"] == messages.WEBHOOK_CALLBACK
+    inspected = manager.inspect_variable(var)["observers"][0]
+    assert (inspected["callback"], inspected["webhook_url"]) == (messages.WEBHOOK_CALLBACK, receiver.url)
 
     notification_id = manager.notify_observers(var, {"a": 1}, {"a": 2}, {"source": "test"})
     assert notification_id is not None
