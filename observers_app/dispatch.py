@@ -29,10 +29,11 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
     yielding for each None once it is delivered, or its error if it failed: number it (unless its
     sender did), send a deliver task per further page of its observers, deliver its first page
     here. Each one's observers are read just before it is delivered, so one removed (or whose owner
-    died) meanwhile is not called. The glob patterns are read once and the counters written once,
-    at the end. A database error is raised: what was yielded before it was delivered."""
+    died) meanwhile is not called. The glob patterns that can match the batch's names are read once
+    (by their indexed prefix, not all of them) and the counters written once, at the end. A
+    database error is raised: what was yielded before it was delivered."""
     size = conf.batch_size()
-    patterns = Observer.objects.glob_patterns()
+    patterns = Observer.objects.candidate_globs({n["var_id"] for n in notifications})
     _number(notifications)
     counts: Counter[str] = Counter()
     leased: dict[str, str] = {}  # variable -> lease token, until its mailbox is delivered

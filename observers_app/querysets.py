@@ -2,15 +2,17 @@
 
 import functools
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.apps import apps
 from django.db import connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.db.models.functions import Now
 
 from .db import as_uuid, prepared_row, prepared_rows
-from .globs import glob_matches, globs_among
+from .globs import candidate_prefixes, glob_matches, globs_among
 
 # What delivering needs of each observer row.
 DELIVERY_ROW = ("id", "callback", "failures", "owner_id")
@@ -71,11 +73,15 @@ class ObserverQuerySet(models.QuerySet):
 
     def globs_matching(self, var_id: str) -> list[str]:
         """The glob patterns observed anywhere that match ``var_id``."""
-        return globs_among(self.glob_patterns(), var_id)
+        return globs_among(self.candidate_globs([var_id]), var_id)
 
-    def glob_patterns(self) -> list[str]:
-        """Every glob pattern observed (a statement compiled once: every dispatch batch asks)."""
-        return [pattern for (pattern,) in _run_compiled(self, _globs_statement(self.db))]
+    def candidate_globs(self, var_ids: Iterable[str]) -> list[str]:
+        """The glob patterns observed whose literal prefix begins one of ``var_ids``: every pattern
+        that can match one of them, and only those (an index lookup, not a scan of every pattern);
+        ``globs_among`` picks the ones that do. Every dispatch batch asks, so it skips the ORM."""
+        connection = connections[self.db]
+        sql, params = _candidate_globs(connection, self._table(), candidate_prefixes(var_ids))
+        return [pattern for (pattern,) in prepared_rows(connection, sql, params)]
 
     def first_delivery_page(self, var_id: str, *, limit: int) -> list[tuple[Any, ...]]:
         """``(id, callback, failures, owner_id, coalesce)`` of the first ``limit`` live exact
@@ -92,28 +98,44 @@ class ObserverQuerySet(models.QuerySet):
 
         Runs on the notify hot path, so it skips the ORM's query compilation (~535 us for ORM
         ``exists()`` in shared BASELINES) and, on PostgreSQL, runs as a prepared statement. The
-        glob patterns come back in the same round trip and are matched here, never by the
-        database's LIKE, so ``%`` and ``_`` in names are plain characters. Rows of a dead owner
-        count until the sweep removes them; the worker skips them.
+        glob patterns that can match (by their indexed literal prefix, see ``candidate_globs``)
+        come back in the same round trip and are matched here, never by the database's LIKE, so
+        ``%`` and ``_`` in names are plain characters. Rows of a dead owner count until the sweep
+        removes them; the worker skips them.
         """
         connection = connections[self.db]
-        table = connection.ops.quote_name(self.model._meta.db_table)
+        table = self._table()
+        candidates, candidate_params = _candidate_globs(connection, table, candidate_prefixes([var_id]))
+        params = [var_id, *candidate_params]
         if connection.vendor == "postgresql":
             exact, globs = prepared_row(
                 connection,
                 f"SELECT EXISTS(SELECT 1 FROM {table} WHERE var_id = %s AND NOT is_glob), "  # noqa: S608
-                f"ARRAY(SELECT DISTINCT var_id FROM {table} WHERE is_glob)",
-                [var_id],
+                f"ARRAY({candidates})",
+                params,
             )
             return bool(exact) or any(glob_matches(pattern, var_id) for pattern in globs)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT var_id, is_glob FROM (SELECT var_id, is_glob FROM {table} "  # noqa: S608
-                f"WHERE var_id = %s AND NOT is_glob LIMIT 1) exact "
-                f"UNION ALL SELECT DISTINCT var_id, is_glob FROM {table} WHERE is_glob",
-                [var_id],
-            )
-            return any(not is_glob or glob_matches(name, var_id) for name, is_glob in cursor.fetchall())
+        rows = prepared_rows(
+            connection,
+            f"SELECT var_id, 0 FROM (SELECT var_id FROM {table} WHERE var_id = %s "  # noqa: S608
+            f"AND NOT is_glob LIMIT 1) exact UNION ALL SELECT var_id, 1 FROM ({candidates})",
+            params,
+        )
+        return any(not is_glob or glob_matches(name, var_id) for name, is_glob in rows)
+
+    def _table(self) -> str:
+        return connections[self.db].ops.quote_name(self.model._meta.db_table)
+
+
+def _candidate_globs(
+    connection: BaseDatabaseWrapper, table: str, prefixes: list[str]
+) -> tuple[str, list[Any]]:
+    """The statement reading the distinct patterns whose prefix is one of ``prefixes``: one array
+    parameter on PostgreSQL (one prepared statement whatever the name), a list of them elsewhere."""
+    select = f"SELECT DISTINCT var_id FROM {table} WHERE is_glob AND glob_prefix"  # noqa: S608
+    if connection.vendor == "postgresql":
+        return f"{select} = ANY(%s)", [prefixes]
+    return f"{select} IN ({', '.join(['%s'] * len(prefixes))})", list(prefixes)
 
 
 # Stands for the variable name in a query compiled once; no variable name holds a NUL.
@@ -121,12 +143,6 @@ _PLACEHOLDER = "\x00observers-var-id\x00"
 
 
 # The dispatch's reads, compiled once per process and database: (SQL, parameters).
-
-
-@functools.lru_cache(maxsize=8)
-def _globs_statement(alias: str) -> tuple[str, tuple[Any, ...]]:
-    observers = apps.get_model("observers_app", "Observer").objects.using(alias)
-    return _sql(observers.filter(is_glob=True).values_list("var_id", flat=True).distinct())
 
 
 @functools.lru_cache(maxsize=8)
