@@ -21,6 +21,10 @@ DEFAULTS: dict[str, bool | float | int | str] = {
     # Seconds a process may keep believing a variable has observers without asking the database: a stale
     # "yes" only costs a message the worker finds empty (after another process removed the last observer).
     "OBSERVERS_PRESENCE_TTL": 120.0,
+    # Seconds a process may keep believing a variable has no observer (globs included) without asking the
+    # database; every add_observer waits this long after its commit, so that no process still believes it
+    # when it returns. Longer saves round trips on variables nobody observes and makes every add slower.
+    "OBSERVERS_ABSENCE_TTL": 0.25,
     # Failed calls in a row after which a durable observer is quarantined (not called).
     "OBSERVERS_QUARANTINE_AFTER": 5,
     # Days the sweep keeps removal records (the answer to "where did my observer go?").
@@ -69,6 +73,10 @@ def max_payload_bytes() -> int:
 
 def presence_ttl() -> float:
     return float(_get("OBSERVERS_PRESENCE_TTL"))
+
+
+def absence_ttl() -> float:
+    return float(_get("OBSERVERS_ABSENCE_TTL"))
 
 
 def quarantine_after() -> int:

@@ -26,6 +26,9 @@ NAMES = (
 )
 
 
+# Rows per upsert statement of observer counts (two parameters each: well under PostgreSQL's 65,535).
+UPSERT_ROWS = 5000
+
 # Counters also kept per minute, for the stats chart.
 BUCKETED = ("notifications_dispatched", "notifications_sent", "notifications_failed")
 
@@ -67,10 +70,22 @@ def adjust_observer_counts(deltas: dict[str, int]) -> None:
         prepared_rows(connection, sql, params)
 
 
-def count_one_more_observer(var_id: str) -> int:
-    """Add one to a variable's observer count and return the new count (its row stays locked)."""
-    adjust_observer_counts({var_id: 1})
-    return int(VariableState.objects.filter(var_id=var_id).values_list("observer_count", flat=True).get())
+def count_more_observers(added: dict[str, int]) -> dict[str, int]:
+    """Add to the variables' observer counts and return their new counts (their rows stay locked
+    until commit), in statements of at most UPSERT_ROWS rows taken in one lock order."""
+    names = sorted(added)
+    counts: dict[str, int] = {}
+    for start in range(0, len(names), UPSERT_ROWS):
+        rows = [(var_id, added[var_id]) for var_id in names[start : start + UPSERT_ROWS]]
+        sql, params = upsert_add(
+            VariableState._meta.db_table,
+            ("var_id",),
+            "observer_count",
+            rows,
+            returning=("var_id", "observer_count"),
+        )
+        counts.update((var_id, int(count)) for var_id, count in prepared_rows(connection, sql, params))
+    return counts
 
 
 def read() -> tuple[dict[str, int], int]:

@@ -27,3 +27,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 OBSERVERS_CALLBACK_TIME_LIMIT = 2.0
 OBSERVERS_QUARANTINE_AFTER = 3
+# Every add waits this out after its commit (a short one keeps the suite fast; the absence-lease
+# test sets a longer one for itself and its notifier process through the environment).
+OBSERVERS_ABSENCE_TTL = float(os.environ.get("OBSERVERS_ABSENCE_TTL", "0.05"))
