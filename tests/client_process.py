@@ -4,9 +4,13 @@ hold: bind COUNT observers to process_owner(), print "ready", sleep until killed
 exit: the same, then exit normally.
 churn: add COUNT durable observers to VAR, remove half, notify the variable EXTRA ten times.
 sets: set the session variable VAR (session id, name "x") COUNT times to "EXTRA:<i>".
+notify: notify VAR (i -> i + 1) every millisecond, print "ready" after the first; once a line comes
+    on stdin, COUNT more, then print the JSON list of [i, wall time the notify began] of every one.
 """
 
+import json
 import os
+import select
 import sys
 import time
 
@@ -27,6 +31,9 @@ def main() -> None:
             session_store.set_variable(var_id, "x", f"{sys.argv[4]}:{i}")
         print("ready done", flush=True)
         return
+    if mode == "notify":
+        notify_until_told(var_id, count)
+        return
     if mode in ("hold", "exit"):
         owner = manager.process_owner()
         for _ in range(count):
@@ -41,6 +48,25 @@ def main() -> None:
     for i in range(10):
         manager.notify_observers(sys.argv[4], i, i + 1)
     print(f"ready {os.getpid()}", flush=True)
+
+
+def notify_until_told(var_id: str, more: int) -> None:
+    from observers_app import manager
+
+    began: list[tuple[int, float]] = []
+
+    def notify() -> None:
+        began.append((len(began), time.time()))
+        manager.notify_observers(var_id, len(began) - 1, len(began))
+
+    notify()
+    print(f"ready {os.getpid()}", flush=True)
+    while not select.select([sys.stdin], [], [], 0.001)[0]:
+        notify()
+    for _ in range(more):
+        notify()
+        time.sleep(0.001)
+    print(json.dumps(began), flush=True)
 
 
 if __name__ == "__main__":
