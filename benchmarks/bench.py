@@ -59,9 +59,14 @@ def naive_deliver(
     registry.lookup(observer.callback)(var_id, old_value, new_value, metadata)
 
 
+def naive_queue() -> str:
+    """The naive port's own queue: never the default one, which other projects on the host may share."""
+    return f"{conf.queue_name()}.bench-naive"
+
+
 def naive_notify(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
     for ref in Observer.objects.for_variable(var_id).values_list("id", flat=True).iterator():
-        naive_deliver.apply_async((str(ref), var_id, old_value, new_value, metadata))
+        naive_deliver.apply_async((str(ref), var_id, old_value, new_value, metadata), queue=naive_queue())
 
 
 def percentiles_us(samples: list[float]) -> dict[str, float]:
@@ -85,10 +90,11 @@ def bare_round_trip(i: int) -> None:
 
 
 def bare_publish(producer: Any, i: int) -> None:
-    """A kombu publish of a body of the same size, with no Celery headers: the floor under notify."""
+    """A kombu publish of a body of the same size, with no Celery headers: the floor under notify
+    (to a queue that does not exist: the broker drops it, nobody's worker receives it)."""
     producer.publish(
         '[["bench:latency:none", 1, 2, {"bench": true}, "id", 0.0], {}, {}]',
-        routing_key=current_app.conf.task_default_queue,
+        routing_key=f"{conf.queue_name()}.bench-floor",
         content_type="application/json",
         content_encoding="utf-8",
     )
@@ -160,8 +166,11 @@ def caller_latency(*, calls: int, progress: Callable[[str], None]) -> dict[str, 
             functools.partial(bare_publish, conn.Producer()), calls=calls, warmup=200
         )
     progress("Celery apply_async of the same dispatch message (baseline)")
+    # To the hub's dispatch queue (emptied before a worker starts), never the host's default queue.
     results["celery_apply_async"] = time_calls(
-        lambda i: dispatch.apply_async(("bench:latency:none", i, i + 1, {"bench": True}, "id", 0.0)),
+        lambda i: dispatch.apply_async(
+            ("bench:latency:none", i, i + 1, {"bench": True}, "id", 0.0), queue=conf.queue_name()
+        ),
         calls=calls,
         warmup=200,
     )
@@ -321,6 +330,7 @@ def run(
         include=("benchmarks.bench",),
         env={LINES_ENV: str(stamps)},
         log_path=workdir / "worker.log",
+        queues=(naive_queue(),),
     ):
         results["fan_out"] = [
             fan_out(count, repeats=repeats, naive=n == 0, stamps=stamps, progress=progress)

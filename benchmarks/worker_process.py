@@ -22,9 +22,11 @@ def running_worker(
     log_path: Path | None = None,
     hostname: str | None = None,
     nice: int = 0,
+    queues: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``celery -A project worker`` (prefork) until the block exits, then shut it down warmly;
-    ``nice`` lowers its CPU priority (its pool processes inherit it)."""
+    ``nice`` lowers its CPU priority (its pool processes inherit it); ``queues`` are consumed besides
+    the hub's (then not the host's default queue, which others on this host may share)."""
     log_path = log_path or Path(tempfile.mkstemp(prefix="observers-worker-", suffix=".log")[1])
     command = [
         sys.executable,
@@ -51,6 +53,10 @@ def running_worker(
     ]
     if include:
         command += ["--include", ",".join(include)]
+    if queues:
+        from observers_app import wiring
+
+        command += ["--queues", ",".join([queue.name for queue in wiring.consumed_queues()] + list(queues))]
     if nice:
         command = ["nice", "-n", str(nice), *command]
     with open(log_path, "wb") as log:
