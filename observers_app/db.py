@@ -66,3 +66,8 @@ def as_uuid(value: Any) -> uuid.UUID | None:
     """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
     (its string); None stays None."""
     return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def uuid_of(value: Any) -> uuid.UUID:
+    """A UUID that cannot be None (a primary key), as ``as_uuid`` reads it."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)

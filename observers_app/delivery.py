@@ -10,7 +10,7 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from . import calls, conf, counters, events
-from .db import as_uuid
+from .db import as_uuid, uuid_of
 from .models import Observer, Removal
 from .querysets import DELIVERY_ROW, ObserverQuerySet
 
@@ -32,13 +32,19 @@ def deliver(
     coalesce: bool = False,
 ) -> None:
     """Call the live observers of one page (the coalescing ones or the others), then record the
-    outcome in one batch of writes (counting the notification too when ``dispatched``)."""
-    rows = list(
-        reached(notification["var_id"], globs)
-        .filter(coalesce=coalesce)
-        .in_page(after=as_uuid(after), upto=as_uuid(upto))
-        .values_list(*DELIVERY_ROW)
-    )
+    outcome in one batch of writes (counting the notification too when ``dispatched``). Without
+    globs (the common case) the page is read by a statement compiled once."""
+    if globs:
+        rows = list(
+            reached(notification["var_id"], globs)
+            .filter(coalesce=coalesce)
+            .in_page(after=as_uuid(after), upto=as_uuid(upto))
+            .values_list(*DELIVERY_ROW)
+        )
+    else:
+        rows = Observer.objects.delivery_page(
+            notification["var_id"], after=as_uuid(after), upto=uuid_of(upto), coalesce=coalesce
+        )
     counters.increment(call_and_record(notification, rows, dispatched=dispatched))
 
 
@@ -53,14 +59,15 @@ def call_and_record(
         time_limit=conf.callback_time_limit(),
     )
     quarantined: list[tuple[Any, ...]] = []
-    with transaction.atomic():
-        if outcome.failed:
-            newly = _record_failures(outcome.failed)
-            quarantined = [row for row in rows if row[0] in newly]
-        if quarantined:
-            _record_quarantines(notification["var_id"], quarantined, outcome.failed)
-        if outcome.recovered:
-            Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
+    if outcome.failed or outcome.recovered:
+        with transaction.atomic():
+            if outcome.failed:
+                newly = _record_failures(outcome.failed)
+                quarantined = [row for row in rows if row[0] in newly]
+            if quarantined:
+                _record_quarantines(notification["var_id"], quarantined, outcome.failed)
+            if outcome.recovered:
+                Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
     if rows:
         _send_delivery_events(notification, rows, outcome, quarantined)
     return {

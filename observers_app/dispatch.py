@@ -86,13 +86,15 @@ def _fan_out_one(
     )
     fanout = len(first_page)
     if full:
+        # Every further page's bounds in one statement, then one deliver task per page.
         after = first_page[-1][0]
         notification_json = json.dumps(notification, separators=(",", ":"))
         globs_json = json.dumps(globs)
-        ordered = delivery.reached(var_id, globs).filter(coalesce=False)
-        while page := ordered.page_ids(after=after, limit=size):
-            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{page[-1]}",{globs_json}]')
-            after, fanout = page[-1], fanout + len(page)
+        for upto, position in (
+            delivery.reached(var_id, globs).filter(coalesce=False).page_bounds(after=after, size=size)
+        ):
+            publisher.publish_task(DELIVER_TASK, f'[{notification_json},"{after}","{upto}",{globs_json}]')
+            after, fanout = upto, len(first_page) + position
     events.notification_dispatched.send(
         None,
         var_id=var_id,

@@ -11,7 +11,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from .db import as_uuid, prepared_row, prepared_rows
+from .db import as_uuid, prepared_row, prepared_rows, uuid_of
 from .globs import candidate_prefixes, glob_matches, globs_among
 
 # What delivering needs of each observer row.
@@ -71,6 +71,39 @@ class ObserverQuerySet(models.QuerySet):
         """The next ``limit`` observer ids after ``after``, in id order (keyset paging)."""
         return list(self.in_page(after=after, upto=None).order_by("id").values_list("id", flat=True)[:limit])
 
+    def page_bounds(self, *, after: uuid.UUID, size: int) -> list[tuple[uuid.UUID, int]]:
+        """The last id of every page of ``size`` observers after ``after`` in id order, each with
+        its position (the last one's is how many there are): a fan-out's pages in one statement,
+        however many there are (the database numbers the ids; a few hundred rows come back)."""
+        ids, params = _sql(self.in_page(after=after, upto=None).values("id"))
+        connection = connections[self.db]
+        rows = prepared_rows(
+            connection,
+            "SELECT id, n FROM (SELECT id, row_number() OVER w AS n, lead(id) OVER w IS NULL AS last "  # noqa: S608
+            f"FROM ({ids}) reached WINDOW w AS (ORDER BY id)) numbered WHERE n %% %s = 0 OR last ORDER BY id",
+            [*params, size],
+        )
+        return [(uuid_of(ref), int(position)) for ref, position in rows]
+
+    def delivery_page(
+        self, var_id: str, *, after: uuid.UUID | None, upto: uuid.UUID, coalesce: bool
+    ) -> list[tuple[Any, ...]]:
+        """``DELIVERY_ROW`` of the live exact observers of ``var_id`` with ``after < id <= upto``,
+        the coalescing ones or the others: every deliver task's read, compiled once and prepared."""
+        prepare = self.model._meta.pk.get_db_prep_value
+        connection = connections[self.db]
+        values = {
+            _PLACEHOLDER: var_id,
+            prepare(_AFTER, connection): prepare(after or NO_ID, connection),
+            prepare(_UPTO, connection): prepare(upto, connection),
+        }
+        return [
+            (uuid_of(ref), callback, failures, as_uuid(owner))
+            for ref, callback, failures, owner in _run_compiled(
+                self, _page_statement(self.db, coalesce), values
+            )
+        ]
+
     def globs_matching(self, var_id: str) -> list[str]:
         """The glob patterns observed anywhere that match ``var_id``."""
         return globs_among(self.candidate_globs([var_id]), var_id)
@@ -87,9 +120,9 @@ class ObserverQuerySet(models.QuerySet):
         """``(id, callback, failures, owner_id, coalesce)`` of the first ``limit`` live exact
         observers of ``var_id`` in id order: the read every dispatch starts with, compiled once."""
         return [
-            (as_uuid(ref), callback, failures, as_uuid(owner), bool(coalesce))
+            (uuid_of(ref), callback, failures, as_uuid(owner), bool(coalesce))
             for ref, callback, failures, owner, coalesce in _run_compiled(
-                self, _first_page_statement(self.db, limit), var_id=var_id
+                self, _first_page_statement(self.db, limit), {_PLACEHOLDER: var_id}
             )
         ]
 
@@ -138,8 +171,13 @@ def _candidate_globs(
     return f"{select} IN ({', '.join(['%s'] * len(prefixes))})", list(prefixes)
 
 
-# Stands for the variable name in a query compiled once; no variable name holds a NUL.
+# Stand for the variable name and the page bounds in a query compiled once: no variable name holds
+# a NUL, no observer has these ids (uuid4 never makes them).
 _PLACEHOLDER = "\x00observers-var-id\x00"
+_AFTER = uuid.UUID(int=1)
+_UPTO = uuid.UUID(int=2)
+# Before every observer id: the lower bound of a first page.
+NO_ID = uuid.UUID(int=0)
 
 
 # The dispatch's reads, compiled once per process and database: (SQL, parameters).
@@ -152,12 +190,20 @@ def _first_page_statement(alias: str, limit: int) -> tuple[str, tuple[Any, ...]]
     return _sql(page.values_list(*DELIVERY_ROW, "coalesce")[:limit])
 
 
+@functools.lru_cache(maxsize=8)
+def _page_statement(alias: str, coalesce: bool) -> tuple[str, tuple[Any, ...]]:
+    observers = apps.get_model("observers_app", "Observer").objects.using(alias)
+    page = observers.live().matching(_PLACEHOLDER, []).filter(coalesce=coalesce)
+    return _sql(page.in_page(after=_AFTER, upto=_UPTO).values_list(*DELIVERY_ROW))
+
+
 def _sql(queryset: models.QuerySet) -> tuple[str, tuple[Any, ...]]:
     return queryset.query.get_compiler(queryset.db).as_sql()
 
 
 def _run_compiled(
-    queryset: models.QuerySet, statement: tuple[str, tuple[Any, ...]], *, var_id: str = ""
+    queryset: models.QuerySet, statement: tuple[str, tuple[Any, ...]], values: dict[Any, Any]
 ) -> list[tuple[Any, ...]]:
+    """Run a compiled statement with its placeholders' parameters replaced by ``values``."""
     sql, params = statement
-    return prepared_rows(connections[queryset.db], sql, [var_id if p == _PLACEHOLDER else p for p in params])
+    return prepared_rows(connections[queryset.db], sql, [values.get(p, p) for p in params])
