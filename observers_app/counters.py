@@ -53,9 +53,14 @@ def increment(counts: dict[str, int]) -> None:
     if bucketed:
         statements.append(upsert_add(StatBucket._meta.db_table, ("minute", "name"), "value", bucketed))
     if connection.vendor == "postgresql":
-        # One round trip: both upserts as data-modifying WITH queries of one statement.
+        # One round trip: both upserts as data-modifying WITH queries of one statement. Outside a
+        # transaction it commits alone, without waiting for the WAL flush (asynchronous commit, for
+        # this statement only): a database crash may lose the last fraction of a second of counts,
+        # never consistency, and a worker counting once a page does not wait on the disk. Inside a
+        # caller's transaction it must not weaken that transaction's commit.
         ctes = ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(statements))
-        statements = [(f"WITH {ctes} SELECT 1", [p for _, params in statements for p in params])]
+        result = "1" if connection.in_atomic_block else "set_config('synchronous_commit', 'off', true)"
+        statements = [(f"WITH {ctes} SELECT {result}", [p for _, params in statements for p in params])]
     for sql, params in statements:
         prepared_rows(connection, sql, params)
 

@@ -125,7 +125,7 @@ def _send_delivery_events(
     quarantined: list[tuple[Any, ...]],
 ) -> None:
     var_id = notification["var_id"]
-    callbacks = {ref: callback for ref, callback, _, _ in rows}
+    callbacks = {ref: callback for ref, callback, _, _ in rows} if outcome.failed else {}
     for ref, error in outcome.failed.items():
         events.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
     for ref, callback, _, owner_id in quarantined:
