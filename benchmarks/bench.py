@@ -143,12 +143,11 @@ def caller_latency(*, calls: int, progress: Callable[[str], None]) -> dict[str, 
     for count in GLOB_COUNTS:
         progress(f"notify_observers: unobserved with {count} globs registered")
         if count == GLOB_COUNTS[-1]:
+            # All of them in one timed registration, as an application registering them would.
+            Observer.objects.filter(var_id__startswith="session:", is_glob=True).delete()
             started = time.perf_counter()
-            register_globs([f"session:{n}:*" for n in range(registered, count)])
-            results["register_globs"] = {
-                "globs": count - registered,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
+            register_globs([f"session:{n}:*" for n in range(count)])
+            results["register_globs"] = {"globs": count, "seconds": round(time.perf_counter() - started, 3)}
         else:
             register_globs([f"session:{n}:*" for n in range(registered, count)])
         registered = count
