@@ -120,6 +120,8 @@ def set_observers(var_id: str, count: int, *, callback: str = "observers.bench.s
 
 
 GLOB_COUNTS = (100, 1000, 10000)
+# Callbacks timed in this process, before each turn of fan-outs, for the callback time per call.
+CALLBACK_SAMPLE = 10_000
 
 
 def register_globs(patterns: list[str]) -> None:
@@ -231,7 +233,7 @@ def callback_seconds(count: int, stamps: Path) -> float:
     metadata = {"bench": True, "observer_ref": str(uuid.uuid4()), "seq": 1}
     started = time.perf_counter()
     for _ in range(count):
-        json_line("bench:fanout", 0, 1, metadata)
+        json_line("bench:fanout:0", 0, 1, metadata)
     seconds = time.perf_counter() - started
     stamps.write_bytes(b"")
     return seconds
@@ -267,38 +269,51 @@ def page_seconds(var_id: str, stamps: Path, *, repeats: int = 20) -> dict[str, f
 
 
 def fan_out(
-    observers: int, *, repeats: int, naive: bool, stamps: Path, progress: Callable[[str], None]
-) -> dict[str, Any]:
-    """Notify-to-last-callback time for ``observers`` observers whose callback appends a JSON line,
-    the hub's way (and the naive way when ``naive``), against the pure callback time per pool process."""
-    var_id = "bench:fanout"
-    set_observers(var_id, observers, callback="observers.bench.json_line")
+    sizes: tuple[int, ...], *, repeats: int, naive: bool, stamps: Path, progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Notify-to-last-callback time for each number of observers (whose callback appends a JSON
+    line), the hub's way, against the pure callback time per pool process; the first size also the
+    naive way when ``naive``. The sizes take turns in each repeat, and the callback time is measured
+    again before each turn: on a shared machine the load drifts, and runs minutes apart do not
+    compare."""
+    for size in sizes:
+        set_observers(f"bench:fanout:{size}", size, callback="observers.bench.json_line")
     _vacuum()
-    callbacks = callback_seconds(observers, stamps)
-    progress(f"fan-out to {observers} observers, hub, {repeats} runs")
-    hub_runs = [
-        fan_out_seconds(functools.partial(notify_change, var_id, i), stamps, observers)
-        for i in range(repeats)
-    ]
-    hub = statistics.median(hub_runs)
-    result: dict[str, Any] = {
-        "observers": observers,
-        "hub_s": round(hub, 4),
-        "hub_runs_s": [round(r, 4) for r in hub_runs],
-        "hub_callbacks_per_s": round(observers / hub),
+    runs: dict[int, list[float]] = {size: [] for size in sizes}
+    per_call: list[float] = []
+    for i in range(repeats):
+        per_call.append(callback_seconds(CALLBACK_SAMPLE, stamps) / CALLBACK_SAMPLE)
+        for size in sizes:
+            progress(f"fan-out to {size} observers, hub, run {i + 1} of {repeats}")
+            notify = functools.partial(notify_change, f"bench:fanout:{size}", i)
+            runs[size].append(fan_out_seconds(notify, stamps, size))
+    call_s = statistics.median(per_call)
+    results: list[dict[str, Any]] = []
+    for size in sizes:
+        hub = statistics.median(runs[size])
         # Two pool processes share the callbacks: the best a -c 2 worker can do.
-        "callbacks_per_process_s": round(callbacks / 2, 4),
-        "hub_over_callbacks": round(hub / (callbacks / 2), 2),
-    }
-    if naive:
-        progress(f"fan-out to {observers} observers, one Celery task per observer")
-        naive_s = fan_out_seconds(lambda: naive_notify(var_id, 0, 1, {}), stamps, observers)
-        result.update(
-            naive_s=round(naive_s, 4),
-            naive_callbacks_per_s=round(observers / naive_s),
-            speedup=round(naive_s / hub, 1),
+        callbacks = call_s * size / 2
+        results.append(
+            {
+                "observers": size,
+                "hub_s": round(hub, 4),
+                "hub_runs_s": [round(r, 4) for r in runs[size]],
+                "hub_callbacks_per_s": round(size / hub),
+                "callback_us": round(call_s * 1e6, 2),
+                "callbacks_per_process_s": round(callbacks, 4),
+                "hub_over_callbacks": round(hub / callbacks, 2),
+            }
         )
-    return result
+    if not naive:
+        return results
+    progress(f"fan-out to {sizes[0]} observers, one Celery task per observer")
+    naive_s = fan_out_seconds(lambda: naive_notify(f"bench:fanout:{sizes[0]}", 0, 1, {}), stamps, sizes[0])
+    results[0].update(
+        naive_s=round(naive_s, 4),
+        naive_callbacks_per_s=round(sizes[0] / naive_s),
+        speedup=round(naive_s / results[0]["hub_s"], 1),
+    )
+    return results
 
 
 def run(
@@ -307,6 +322,8 @@ def run(
     calls: int,
     fanout_observers: tuple[int, ...],
     repeats: int,
+    naive: bool,
+    fan_out_only: bool,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -314,15 +331,16 @@ def run(
     stamps.write_bytes(b"")
     os.environ[LINES_ENV] = str(stamps)
     results: dict[str, Any] = {"database": connection.vendor, "broker": _broker()}
-    # No worker runs while the caller is timed: the figures are the caller's alone.
-    results["caller_latency"] = caller_latency(calls=calls, progress=progress)
+    if not fan_out_only:
+        # No worker runs while the caller is timed: the figures are the caller's alone.
+        results["caller_latency"] = caller_latency(calls=calls, progress=progress)
+        Observer.objects.filter(var_id__startswith="bench:latency:").delete()
+        progress("one page of observers delivered in this process")
+        set_observers("bench:page", conf.batch_size(), callback="observers.bench.json_line")
+        _vacuum()
+        results["page"] = page_seconds("bench:page", stamps)
+        Observer.objects.filter(var_id="bench:page").delete()
     purge_task_queue()
-    Observer.objects.filter(var_id__startswith="bench:latency:").delete()
-    progress("one page of observers delivered in this process")
-    set_observers("bench:page", conf.batch_size(), callback="observers.bench.json_line")
-    _vacuum()
-    results["page"] = page_seconds("bench:page", stamps)
-    Observer.objects.filter(var_id="bench:page").delete()
     progress("starting one worker, prefork -c 2")
     with running_worker(
         concurrency=2,
@@ -331,11 +349,10 @@ def run(
         log_path=workdir / "worker.log",
         queues=(naive_queue(),),
     ):
-        results["fan_out"] = [
-            fan_out(count, repeats=repeats, naive=n == 0, stamps=stamps, progress=progress)
-            for n, count in enumerate(fanout_observers)
-        ]
-    Observer.objects.filter(var_id="bench:fanout").delete()
+        results["fan_out"] = fan_out(
+            fanout_observers, repeats=repeats, naive=naive, stamps=stamps, progress=progress
+        )
+    Observer.objects.filter(var_id__startswith="bench:fanout:").delete()
     return results
 
 

@@ -23,6 +23,8 @@ class Command(BaseCommand):
             help="observers in each fan-out run (the first also runs the naive way)",
         )
         parser.add_argument("--repeats", type=int, default=3, help="hub fan-out runs (median reported)")
+        parser.add_argument("--no-naive", action="store_true", help="skip the one-task-per-observer run")
+        parser.add_argument("--fan-out-only", action="store_true", help="only the fan-out runs")
         parser.add_argument("--json", type=Path, default=Path(".bench/observers_bench.json"))
         parser.add_argument(
             "--scale", action="store_true", help="only run scale-out (1-3 workers) and the memory checks"
@@ -75,25 +77,13 @@ class Command(BaseCommand):
             calls=options["calls"],
             fanout_observers=tuple(options["observers"]),
             repeats=options["repeats"],
+            naive=not options["no_naive"],
+            fan_out_only=options["fan_out_only"],
             progress=lambda text: self.stderr.write(f"... {text}"),
         )
         self.stdout.write(f"database {results['database']}, broker {results['broker']}\n")
-        self.stdout.write(f"{'caller latency':<40}{'p50 us':>10}{'p99 us':>10}{'max us':>10}")
-        latency = results["caller_latency"]
-        for name, row in latency.items():
-            if "p99_us" in row:
-                self.stdout.write(f"{name:<40}{row['p50_us']:>10}{row['p99_us']:>10}{row['max_us']:>10}")
-        cached = latency["observed_cached"]["p99_us"]
-        for name, row in latency.items():
-            if name.startswith(("unobserved", "matching")):
-                self.stdout.write(f"p99 {name} / observed_cached: {row['p99_us'] / cached:.2f}x")
-        registration = latency["register_globs"]
-        self.stdout.write(f"registering {registration['globs']} globs: {registration['seconds']} s")
-        page = results["page"]
-        self.stdout.write(
-            f"\none page of {page['observers']} observers in-process: {page['page_ms']} ms "
-            f"({page['callbacks_ms']} ms callbacks, {page['overhead_ms']} ms the rest)"
-        )
+        if "caller_latency" in results:
+            self._write_caller(results)
         for fan in results["fan_out"]:
             self.stdout.write(f"\nfan-out to {fan['observers']} observers, one worker (prefork -c 2)")
             self.stdout.write(
@@ -112,3 +102,21 @@ class Command(BaseCommand):
             self.stdout.write(f"{large['observers']} vs {small['observers']} observers: {ratio:.1f}x")
         out.write_text(json.dumps(results, indent=2))
         self.stdout.write(f"\nwrote {out}")
+
+    def _write_caller(self, results: dict[str, Any]) -> None:
+        self.stdout.write(f"{'caller latency':<40}{'p50 us':>10}{'p99 us':>10}{'max us':>10}")
+        latency = results["caller_latency"]
+        for name, row in latency.items():
+            if "p99_us" in row:
+                self.stdout.write(f"{name:<40}{row['p50_us']:>10}{row['p99_us']:>10}{row['max_us']:>10}")
+        cached = latency["observed_cached"]["p99_us"]
+        for name, row in latency.items():
+            if name.startswith(("unobserved", "matching")):
+                self.stdout.write(f"p99 {name} / observed_cached: {row['p99_us'] / cached:.2f}x")
+        registration = latency["register_globs"]
+        self.stdout.write(f"registering {registration['globs']} globs: {registration['seconds']} s")
+        page = results["page"]
+        self.stdout.write(
+            f"\none page of {page['observers']} observers in-process: {page['page_ms']} ms "
+            f"({page['callbacks_ms']} ms callbacks, {page['overhead_ms']} ms the rest)"
+        )
