@@ -14,7 +14,7 @@ from typing import Any
 from celery import current_app, shared_task
 from django.db import connection, transaction
 
-from benchmarks.worker_process import purge_task_queue, running_worker
+from benchmarks.worker_process import TICK, purge_task_queue, running_worker, tree_ticks
 from observers_app import conf, delivery, manager, registry
 from observers_app.models import Observer
 from observers_app.registry import observer_callback
@@ -228,15 +228,16 @@ def fan_out_seconds(notify: Callable[[], object], stamps: Path, expected: int) -
     return wait_for_lines(stamps, expected, timeout=600) - started
 
 
-def callback_seconds(count: int, stamps: Path) -> float:
-    """The pure callback time of ``count`` calls in this process (the floor under a fan-out)."""
+def callback_seconds(count: int, stamps: Path) -> tuple[float, float]:
+    """The pure callback time of ``count`` calls in this process (the floor under a fan-out): wall
+    and CPU seconds (on a shared machine the CPU time is the steadier figure)."""
     metadata = {"bench": True, "observer_ref": str(uuid.uuid4()), "seq": 1}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(count):
         json_line("bench:fanout:0", 0, 1, metadata)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     stamps.write_bytes(b"")
-    return seconds
+    return seconds, cpu_seconds
 
 
 def page_seconds(var_id: str, stamps: Path, *, repeats: int = 20) -> dict[str, float]:
@@ -253,23 +254,33 @@ def page_seconds(var_id: str, stamps: Path, *, repeats: int = 20) -> dict[str, f
         "seq": 1,
         "notified_at": time.time(),
     }
-    runs = []
+    runs, cpu = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         delivery.deliver(notification, after=None, upto=upto, globs=[])
         runs.append(time.perf_counter() - started)
-    callbacks = statistics.median(callback_seconds(size, stamps) for _ in range(repeats))
-    page = statistics.median(runs)
+        cpu.append(time.process_time() - cpu_started)
+    callbacks = [callback_seconds(size, stamps) for _ in range(repeats)]
+    page, callbacks_s = statistics.median(runs), statistics.median(wall for wall, _ in callbacks)
+    page_cpu, callbacks_cpu = statistics.median(cpu), statistics.median(cpu for _, cpu in callbacks)
     return {
         "observers": size,
         "page_ms": round(page * 1000, 2),
-        "callbacks_ms": round(callbacks * 1000, 2),
-        "overhead_ms": round((page - callbacks) * 1000, 2),
+        "callbacks_ms": round(callbacks_s * 1000, 2),
+        "overhead_ms": round((page - callbacks_s) * 1000, 2),
+        "page_cpu_ms": round(page_cpu * 1000, 2),
+        "callbacks_cpu_ms": round(callbacks_cpu * 1000, 2),
     }
 
 
 def fan_out(
-    sizes: tuple[int, ...], *, repeats: int, naive: bool, stamps: Path, progress: Callable[[str], None]
+    sizes: tuple[int, ...],
+    *,
+    repeats: int,
+    naive: bool,
+    worker_pid: int,
+    stamps: Path,
+    progress: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Notify-to-last-callback time for each number of observers (whose callback appends a JSON
     line), the hub's way, against the pure callback time per pool process; the first size also the
@@ -280,19 +291,25 @@ def fan_out(
         set_observers(f"bench:fanout:{size}", size, callback="observers.bench.json_line")
     _vacuum()
     runs: dict[int, list[float]] = {size: [] for size in sizes}
-    per_call: list[float] = []
+    worker_cpu: dict[int, list[float]] = {size: [] for size in sizes}
+    per_call: list[tuple[float, float]] = []
     for i in range(repeats):
-        per_call.append(callback_seconds(CALLBACK_SAMPLE, stamps) / CALLBACK_SAMPLE)
+        wall, cpu = callback_seconds(CALLBACK_SAMPLE, stamps)
+        per_call.append((wall / CALLBACK_SAMPLE, cpu / CALLBACK_SAMPLE))
         for size in sizes:
             progress(f"fan-out to {size} observers, hub, run {i + 1} of {repeats}")
             notify = functools.partial(notify_change, f"bench:fanout:{size}", i)
+            ticks = tree_ticks(worker_pid)
             runs[size].append(fan_out_seconds(notify, stamps, size))
-    call_s = statistics.median(per_call)
+            worker_cpu[size].append((tree_ticks(worker_pid) - ticks) / TICK)
+    call_s = statistics.median(wall for wall, _ in per_call)
+    call_cpu_s = statistics.median(cpu for _, cpu in per_call)
     results: list[dict[str, Any]] = []
     for size in sizes:
         hub = statistics.median(runs[size])
         # Two pool processes share the callbacks: the best a -c 2 worker can do.
         callbacks = call_s * size / 2
+        cpu = statistics.median(worker_cpu[size])
         results.append(
             {
                 "observers": size,
@@ -302,6 +319,9 @@ def fan_out(
                 "callback_us": round(call_s * 1e6, 2),
                 "callbacks_per_process_s": round(callbacks, 4),
                 "hub_over_callbacks": round(hub / callbacks, 2),
+                # The worker's CPU (main and pool processes) against the callbacks' own CPU.
+                "worker_cpu_s": round(cpu, 3),
+                "worker_cpu_over_callbacks": round(cpu / (call_cpu_s * size), 2),
             }
         )
     if not naive:
@@ -348,9 +368,14 @@ def run(
         env={LINES_ENV: str(stamps)},
         log_path=workdir / "worker.log",
         queues=(naive_queue(),),
-    ):
+    ) as worker:
         results["fan_out"] = fan_out(
-            fanout_observers, repeats=repeats, naive=naive, stamps=stamps, progress=progress
+            fanout_observers,
+            repeats=repeats,
+            naive=naive,
+            worker_pid=worker.pid,
+            stamps=stamps,
+            progress=progress,
         )
     Observer.objects.filter(var_id__startswith="bench:fanout:").delete()
     return results

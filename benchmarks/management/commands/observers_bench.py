@@ -91,6 +91,10 @@ class Command(BaseCommand):
                 f"{fan['hub_over_callbacks']}x the callback time per pool process "
                 f"({fan['callbacks_per_process_s'] * 1000:.1f} ms)"
             )
+            self.stdout.write(
+                f"  worker CPU: {fan['worker_cpu_s'] * 1000:.0f} ms, "
+                f"{fan['worker_cpu_over_callbacks']}x the callbacks' own CPU"
+            )
             if "naive_s" in fan:
                 self.stdout.write(
                     f"  naive: {fan['naive_s'] * 1000:9.1f} ms  ({fan['naive_callbacks_per_s']} "
@@ -118,5 +122,6 @@ class Command(BaseCommand):
         page = results["page"]
         self.stdout.write(
             f"\none page of {page['observers']} observers in-process: {page['page_ms']} ms "
-            f"({page['callbacks_ms']} ms callbacks, {page['overhead_ms']} ms the rest)"
+            f"({page['callbacks_ms']} ms callbacks, {page['overhead_ms']} ms the rest); CPU "
+            f"{page['page_cpu_ms']} ms ({page['callbacks_cpu_ms']} ms callbacks)"
         )
