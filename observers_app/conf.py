@@ -12,9 +12,9 @@ DEFAULTS: dict[str, bool | float | int | str] = {
     "OBSERVERS_QUORUM_QUEUES": False,
     # Seconds between beat's sweeps of dead owners, stalled coalescing and shed notifications.
     "OBSERVERS_SWEEP_INTERVAL": 30.0,
-    # Observers delivered per deliver task (and read per page): a task costs the worker ~4 ms of CPU besides its
-    # callbacks (Celery's bookkeeping, events, one read), so 1,000 keeps that a small share of 1,000 callbacks
-    # while a 10,000-observer fan-out still spreads over 10 tasks.
+    # Observers delivered per deliver task (and read per page): a task costs the worker ~4 ms of CPU besides
+    # its callbacks (Celery's bookkeeping, events, one read), so 1,000 keeps that a small share of 1,000
+    # callbacks while a 10,000-observer fan-out still spreads over 10 tasks.
     "OBSERVERS_BATCH_SIZE": 1000,
     # Seconds one callback may run before CallbackTimeout is raised inside it.
     "OBSERVERS_CALLBACK_TIME_LIMIT": 10.0,

@@ -26,7 +26,7 @@ NAMES = (
 )
 
 
-# Rows per upsert statement of observer counts (two parameters each: well under PostgreSQL's 65,535).
+# Rows per upsert statement of observer counts where no arrays can be sent (SQLite's parameter limit).
 UPSERT_ROWS = 5000
 
 # Counters also kept per minute, for the stats chart.
@@ -77,8 +77,20 @@ def adjust_observer_counts(deltas: dict[str, int]) -> None:
 
 def count_more_observers(added: dict[str, int]) -> dict[str, int]:
     """Add to the variables' observer counts and return their new counts (their rows stay locked
-    until commit), in statements of at most UPSERT_ROWS rows taken in one lock order."""
+    until commit), taking the rows in name order like every other writer of them. On PostgreSQL one
+    statement over two arrays, however many; elsewhere statements of at most UPSERT_ROWS rows."""
     names = sorted(added)
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(VariableState._meta.db_table)
+        rows = prepared_rows(
+            connection,
+            f"INSERT INTO {table} (var_id, observer_count) "
+            "SELECT unnest(%s::varchar[]), unnest(%s::bigint[]) ON CONFLICT (var_id) "
+            f"DO UPDATE SET observer_count = {table}.observer_count + excluded.observer_count "
+            "RETURNING var_id, observer_count",
+            [names, [added[var_id] for var_id in names]],
+        )
+        return {var_id: int(count) for var_id, count in rows}
     counts: dict[str, int] = {}
     for start in range(0, len(names), UPSERT_ROWS):
         rows = [(var_id, added[var_id]) for var_id in names[start : start + UPSERT_ROWS]]

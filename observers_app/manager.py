@@ -102,27 +102,52 @@ def add_observers(
                 f"{over[0]!r} already has OBSERVERS_MAX_PER_VARIABLE={conf.max_per_variable()} observers; "
                 "observe a glob or raise the cap"
             )
-        observers = Observer.objects.bulk_create(
-            [
-                Observer(var_id=var_id, is_glob=glob, coalesce=coalesce, callback=name, owner_id=owner_id)
-                for var_id in var_ids
-            ],
-            batch_size=BULK_ROWS,
-        )
-        counters.increment({"observers_added": len(observers)})
-        transaction.on_commit(lambda: _send_added(observers))
+        refs = _insert_observers(var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce)
+        counters.increment({"observers_added": len(refs)})
+        transaction.on_commit(lambda: _send_added(refs, var_ids, name, owner_id))
         presence.wait_after_commit()
     if not glob:
         for var_id in var_ids[: presence.REMEMBERED_ADDS]:
             presence.remember(var_id)
-    return [observer.id for observer in observers]
+    return refs
 
 
-def _send_added(observers: list[Observer]) -> None:
-    for observer in observers:
-        events.observer_added.send(
-            None, ref=observer.id, var_id=observer.var_id, callback=observer.callback, owner=observer.owner_id
+def _insert_observers(
+    var_ids: list[str], callback: str, *, owner_id: uuid.UUID | None, glob: bool, coalesce: bool
+) -> list[uuid.UUID]:
+    """Insert one observer row per name; returns their ids. On PostgreSQL one statement over two
+    arrays (10,000 rows: Django's bulk_create spends ~1 s preparing its 110,000 values here)."""
+    refs = [uuid.uuid4() for _ in var_ids]
+    if connection.vendor != "postgresql":
+        Observer.objects.bulk_create(
+            [
+                Observer(
+                    id=ref,
+                    var_id=var_id,
+                    is_glob=glob,
+                    coalesce=coalesce,
+                    callback=callback,
+                    owner_id=owner_id,
+                )
+                for ref, var_id in zip(refs, var_ids, strict=True)
+            ],
+            batch_size=BULK_ROWS,
         )
+        return refs
+    table = connection.ops.quote_name(Observer._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (id, var_id, is_glob, callback, created_at, failures, last_error, "
+            '"coalesce", owner_id) '
+            "SELECT unnest(%s::uuid[]), unnest(%s::varchar[]), %s, %s, %s, 0, '', %s, %s::uuid",
+            [refs, var_ids, glob, callback, timezone.now(), coalesce, owner_id],
+        )
+    return refs
+
+
+def _send_added(refs: list[uuid.UUID], var_ids: list[str], callback: str, owner: uuid.UUID | None) -> None:
+    for ref, var_id in zip(refs, var_ids, strict=True):
+        events.observer_added.send(None, ref=ref, var_id=var_id, callback=callback, owner=owner)
 
 
 def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
