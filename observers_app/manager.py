@@ -301,7 +301,7 @@ def _serialization_error(old_value: Any, new_value: Any, metadata: Any, exc: Exc
 
 
 def get_stats() -> dict[str, int]:
-    """Global figures: counters shared by all processes plus live counts (docs/how-it-works.md: each key)."""
+    """Global figures: counters shared by all processes plus live counts (docs/how-it-works.md)."""
     stats, uptime_ms = counters.read()
     stats["active_observers"] = total_observers()
     stats["monitored_processes"] = Owner.objects.alive().count()

@@ -23,11 +23,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.host_project]
 
 REPO = Path(__file__).resolve().parent.parent
 UNPACKAGED = (".git", ".venv", "build", "*.egg-info", "__pycache__", "*.sqlite3*", "docs", "screenshots")
-# The host's own additions beyond INSTALLED_APPS are for this test only: a queue name of its own (the
-# broker is shared with other runs) and a short sweep interval, so beat's sweep is seen within seconds.
+# The host's own additions beyond INSTALLED_APPS are for this test only: queue names of its own (the
+# broker is shared with other runs, whose workers consume "celery") and a short sweep interval, so
+# beat's sweep is seen within seconds.
 HOST_SETTINGS = """
 INSTALLED_APPS += ["observers_app", "hostapp", "django_celery_beat"]
 OBSERVERS_QUEUE = {queue!r}
+CELERY_TASK_DEFAULT_QUEUE = {default_queue!r}
 OBSERVERS_SWEEP_INTERVAL = 1.0
 """
 # Celery's "First steps with Django" layout, as the host writes it.
@@ -134,7 +136,7 @@ def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host
     )
     queue = f"observers-host-{uuid.uuid4().hex[:8]}"
     with open(package / "settings.py", "a") as settings:
-        settings.write(HOST_SETTINGS.format(queue=queue))
+        settings.write(HOST_SETTINGS.format(queue=queue, default_queue=f"{queue}-tasks"))
     urls = package / "urls.py"
     urls.write_text(
         urls.read_text()
@@ -186,7 +188,7 @@ def host(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host
         host_python_cleanup = f"""
             from celery import current_app
             with current_app.connection_for_write() as connection:
-                for name in ({queue!r}, {queue + ".deliver"!r}, {queue + ".shed"!r}):
+                for name in ({queue!r}, {queue + ".deliver"!r}, {queue + ".shed"!r}, {queue + "-tasks"!r}):
                     connection.default_channel.queue_delete(name)
             print("{{}}")
         """
@@ -209,7 +211,7 @@ def test_a_plain_worker_delivers_the_hubs_callbacks_and_runs_the_hosts_own_tasks
         touch.delay({str(done)!r})
         shape = {{}}
         with current_app.connection_for_write() as connection:
-            for name in ("celery", {host.queue!r}):
+            for name in ({host.queue + "-tasks"!r}, {host.queue!r}):
                 channel = connection.channel()
                 try:
                     # Redeclared without arguments: refused (406) only for a queue declared with some.
@@ -222,7 +224,7 @@ def test_a_plain_worker_delivers_the_hubs_callbacks_and_runs_the_hosts_own_tasks
     records = root / "records.jsonl"
     wait_for(lambda: records.exists() and json.loads(records.read_text().splitlines()[0]) == [var, 1, 2])
     wait_for(done.exists)
-    assert queues["celery"] == "unbounded"  # the host's default queue is the host's, not the hub's
+    assert queues[f"{host.queue}-tasks"] == "unbounded"  # the host's default queue: not bounded
     assert queues[host.queue] == "PreconditionFailed"  # the hub's dispatch queue is bounded
 
 
