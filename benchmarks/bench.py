@@ -1,10 +1,12 @@
 """The benchmark behind ``manage.py observers_bench``: caller latency and fan-out, ours and naive."""
 
 import functools
+import json
 import os
 import statistics
 import struct
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,14 @@ from typing import Any
 from celery import current_app, shared_task
 from django.db import connection, transaction
 
-from benchmarks.worker_process import purge_task_queue, running_worker
-from observers_app import manager, registry
+from benchmarks.worker_process import TICK, purge_task_queue, running_worker, tree_ticks
+from observers_app import conf, delivery, manager, registry
 from observers_app.models import Observer
 from observers_app.registry import observer_callback
 from observers_app.tasks import dispatch
 
 STAMPS_ENV = "OBSERVERS_BENCH_STAMPS"
+LINES_ENV = "OBSERVERS_BENCH_LINES"
 _append_fds: dict[tuple[int, str], int] = {}
 
 
@@ -37,18 +40,33 @@ def stamp(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any])
     append_record(STAMPS_ENV, struct.pack("d", time.time()))
 
 
+@observer_callback(name="observers.bench.json_line")
+def json_line(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Append a JSON line (the time of the call, the variable, its value, the observer): a small,
+    realistic callback, ~17 us a call. The time is fixed-width so that every line of a run has one
+    length and the file's size counts the calls."""
+    line = {"at": f"{time.time():.6f}", "var_id": var_id, "value": new_value, "ref": metadata["observer_ref"]}
+    append_record(LINES_ENV, json.dumps(line).encode() + b"\n")
+
+
 @shared_task(name="observers.bench.naive_deliver", ignore_result=True)
 def naive_deliver(
     observer_ref: str, var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]
 ) -> None:
     """One task per observer: a literal port of a one-task-per-callback design."""
     observer = Observer.objects.get(id=observer_ref)
+    metadata = {**metadata, "observer_ref": observer_ref}
     registry.lookup(observer.callback)(var_id, old_value, new_value, metadata)
+
+
+def naive_queue() -> str:
+    """The naive port's own queue: never the default one, which other projects on the host may share."""
+    return f"{conf.queue_name()}.bench-naive"
 
 
 def naive_notify(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
     for ref in Observer.objects.for_variable(var_id).values_list("id", flat=True).iterator():
-        naive_deliver.apply_async((str(ref), var_id, old_value, new_value, metadata))
+        naive_deliver.apply_async((str(ref), var_id, old_value, new_value, metadata), queue=naive_queue())
 
 
 def percentiles_us(samples: list[float]) -> dict[str, float]:
@@ -72,10 +90,11 @@ def bare_round_trip(i: int) -> None:
 
 
 def bare_publish(producer: Any, i: int) -> None:
-    """A kombu publish of a body of the same size, with no Celery headers: the floor under notify."""
+    """A kombu publish of a body of the same size, with no Celery headers: the floor under notify
+    (to a queue that does not exist: the broker drops it, nobody's worker receives it)."""
     producer.publish(
         '[["bench:latency:none", 1, 2, {"bench": true}, "id", 0.0], {}, {}]',
-        routing_key=current_app.conf.task_default_queue,
+        routing_key=f"{conf.queue_name()}.bench-floor",
         content_type="application/json",
         content_encoding="utf-8",
     )
@@ -100,26 +119,47 @@ def set_observers(var_id: str, count: int, *, callback: str = "observers.bench.s
         )
 
 
-def caller_latency(counts: tuple[int, ...], *, calls: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    """notify_observers latency by observer count, and Celery's apply_async of the same message."""
+GLOB_COUNTS = (100, 1000, 10000)
+# Callbacks timed in this process, before each turn of fan-outs, for the callback time per call.
+CALLBACK_SAMPLE = 10_000
+
+
+def register_globs(patterns: list[str]) -> None:
+    """One glob observer per pattern, as an application registers them (one call, one wait)."""
+    manager.add_observers(patterns, "observers.bench.stamp", glob=True)
+
+
+def caller_latency(*, calls: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """notify_observers latency: observed (cached), unobserved without and with N glob observers
+    (one ``session:<n>:*`` each), matching one of 10,000 globs; the uncached existence check behind
+    them; registering 10,000 globs; floors and Celery's apply_async of the same message."""
     results: dict[str, Any] = {}
-    for count in counts:
-        var_id = f"bench:latency:{count}"
-        set_observers(var_id, count)
-        progress(f"notify_observers with {count} observers")
-        results[f"notify_{count}"] = time_calls(
-            functools.partial(notify_change, var_id), calls=calls, warmup=200
-        )
-    progress("the same with 100 glob observers registered (none matching)")
-    Observer.objects.bulk_create(
-        Observer(var_id=f"bench:glob:{n}:*", is_glob=True, callback="observers.bench.stamp")
-        for n in range(100)
-    )
-    for count in (0, 1):
-        results[f"notify_{count}_with_100_globs"] = time_calls(
-            functools.partial(notify_change, f"bench:latency:{count}"), calls=calls, warmup=200
-        )
-    Observer.objects.filter(var_id__startswith="bench:glob:").delete()
+    time_notify = functools.partial(_time_notify, calls=calls)
+    uncached_check = functools.partial(_time_uncached_check, calls=calls)
+    set_observers("bench:latency:observed", 1)
+    progress("notify_observers: observed (cached), unobserved, no globs")
+    results["observed_cached"] = time_notify("bench:latency:observed")
+    results["unobserved_no_globs"] = time_notify("bench:latency:unobserved")
+    results["uncached_check_no_globs"] = uncached_check("bench:latency:unobserved")
+    registered = 0
+    for count in GLOB_COUNTS:
+        progress(f"notify_observers: unobserved with {count} globs registered")
+        if count == GLOB_COUNTS[-1]:
+            # All of them in one timed registration, as an application registering them would.
+            Observer.objects.filter(var_id__startswith="session:", is_glob=True).delete()
+            started = time.perf_counter()
+            register_globs([f"session:{n}:*" for n in range(count)])
+            results["register_globs"] = {"globs": count, "seconds": round(time.perf_counter() - started, 3)}
+        else:
+            register_globs([f"session:{n}:*" for n in range(registered, count)])
+        registered = count
+        _vacuum()
+        results[f"unobserved_{count}_globs"] = time_notify("bench:latency:unobserved")
+        results[f"uncached_check_{count}_globs"] = uncached_check("bench:latency:unobserved")
+    progress(f"notify_observers: a variable matching one of {registered} globs")
+    results[f"matching_{registered}_globs"] = time_notify("session:7:cart")
+    results[f"uncached_check_matching_{registered}_globs"] = uncached_check("session:7:cart")
+    Observer.objects.filter(var_id__startswith="session:", is_glob=True).delete()
     progress("floors: a bare database round trip and a bare kombu publish")
     results["floor_db_round_trip"] = time_calls(bare_round_trip, calls=calls, warmup=200)
     with current_app.connection_for_write() as conn:
@@ -127,12 +167,31 @@ def caller_latency(counts: tuple[int, ...], *, calls: int, progress: Callable[[s
             functools.partial(bare_publish, conn.Producer()), calls=calls, warmup=200
         )
     progress("Celery apply_async of the same dispatch message (baseline)")
+    # To the hub's dispatch queue (emptied before a worker starts), never the host's default queue.
     results["celery_apply_async"] = time_calls(
-        lambda i: dispatch.apply_async(("bench:latency:none", i, i + 1, {"bench": True}, "id", 0.0)),
+        lambda i: dispatch.apply_async(
+            ("bench:latency:none", i, i + 1, {"bench": True}, "id", 0.0), queue=conf.queue_name()
+        ),
         calls=calls,
         warmup=200,
     )
     return results
+
+
+def _time_notify(var_id: str, *, calls: int) -> dict[str, float]:
+    return time_calls(functools.partial(notify_change, var_id), calls=calls, warmup=200)
+
+
+def _time_uncached_check(var_id: str, *, calls: int) -> dict[str, float]:
+    """The database lookup a notify makes when this process remembers nothing about the variable."""
+    return time_calls(lambda i: Observer.objects.any_for_variable(var_id), calls=min(calls, 1000), warmup=50)
+
+
+def _vacuum() -> None:
+    """Visibility maps up to date, as autovacuum keeps them in a running deployment."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"VACUUM ANALYZE {Observer._meta.db_table}")
 
 
 def wait_for_stamps(path: Path, expected: int, *, timeout: float) -> float:
@@ -146,56 +205,179 @@ def wait_for_stamps(path: Path, expected: int, *, timeout: float) -> float:
     return max(struct.unpack(f"{len(data) // 8}d", data))
 
 
+def wait_for_lines(path: Path, expected: int, *, timeout: float) -> float:
+    """Block until ``expected`` JSON lines (all of one length) are in ``path``; return the latest
+    ``at`` among them. Polls the file's size only: reading it as it grows would cost the machine's
+    CPU in proportion to the fan-out."""
+    deadline = time.monotonic() + timeout
+    line_length = 0
+    while not line_length or path.stat().st_size < expected * line_length:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {path.stat().st_size} bytes of {expected} lines in {timeout} s")
+        if not line_length and path.stat().st_size:
+            with path.open("rb") as lines:
+                line_length = len(lines.readline())
+        time.sleep(0.002)
+    return max(float(json.loads(line)["at"]) for line in path.read_bytes().splitlines())
+
+
 def fan_out_seconds(notify: Callable[[], object], stamps: Path, expected: int) -> float:
     stamps.write_bytes(b"")
     started = time.time()
     notify()
-    return wait_for_stamps(stamps, expected, timeout=600) - started
+    return wait_for_lines(stamps, expected, timeout=600) - started
 
 
-def fan_out(observers: int, *, repeats: int, stamps: Path, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Notify-to-last-callback time for ``observers`` observers, the hub's way and the naive way."""
-    var_id = "bench:fanout"
-    set_observers(var_id, observers)
-    progress(f"fan-out to {observers} observers, hub, {repeats} runs")
-    hub_runs = [
-        fan_out_seconds(functools.partial(notify_change, var_id, i), stamps, observers)
-        for i in range(repeats)
-    ]
-    progress(f"fan-out to {observers} observers, one Celery task per observer")
-    naive = fan_out_seconds(lambda: naive_notify(var_id, 0, 1, {}), stamps, observers)
-    hub = statistics.median(hub_runs)
+def callback_seconds(count: int, stamps: Path) -> tuple[float, float]:
+    """The pure callback time of ``count`` calls in this process (the floor under a fan-out): wall
+    and CPU seconds (on a shared machine the CPU time is the steadier figure)."""
+    metadata = {"bench": True, "observer_ref": str(uuid.uuid4()), "seq": 1}
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(count):
+        json_line("bench:fanout:0", 0, 1, metadata)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    stamps.write_bytes(b"")
+    return seconds, cpu_seconds
+
+
+def page_seconds(var_id: str, stamps: Path, *, repeats: int = 20) -> dict[str, float]:
+    """One deliver task's work in this process (``delivery.deliver`` of a first page), median of
+    ``repeats``, against the pure time of its callbacks."""
+    size = conf.batch_size()
+    upto = Observer.objects.for_variable(var_id).order_by("id").values_list("id", flat=True)[size - 1]
+    notification = {
+        "var_id": var_id,
+        "old_value": 0,
+        "new_value": 1,
+        "metadata": {"bench": True},
+        "notification_id": str(uuid.uuid4()),
+        "seq": 1,
+        "notified_at": time.time(),
+    }
+    runs, cpu = [], []
+    for _ in range(repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        delivery.deliver(notification, after=None, upto=upto, globs=[])
+        runs.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    callbacks = [callback_seconds(size, stamps) for _ in range(repeats)]
+    page, callbacks_s = statistics.median(runs), statistics.median(wall for wall, _ in callbacks)
+    page_cpu, callbacks_cpu = statistics.median(cpu), statistics.median(cpu for _, cpu in callbacks)
     return {
-        "observers": observers,
-        "hub_s": round(hub, 4),
-        "hub_runs_s": [round(r, 4) for r in hub_runs],
-        "hub_callbacks_per_s": round(observers / hub),
-        "naive_s": round(naive, 4),
-        "naive_callbacks_per_s": round(observers / naive),
-        "speedup": round(naive / hub, 1),
+        "observers": size,
+        "page_ms": round(page * 1000, 2),
+        "callbacks_ms": round(callbacks_s * 1000, 2),
+        "overhead_ms": round((page - callbacks_s) * 1000, 2),
+        "page_cpu_ms": round(page_cpu * 1000, 2),
+        "callbacks_cpu_ms": round(callbacks_cpu * 1000, 2),
     }
 
 
+def fan_out(
+    sizes: tuple[int, ...],
+    *,
+    repeats: int,
+    naive: bool,
+    worker_pid: int,
+    stamps: Path,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Notify-to-last-callback time for each number of observers (whose callback appends a JSON
+    line), the hub's way, against the pure callback time per pool process; the first size also the
+    naive way when ``naive``. The sizes take turns in each repeat, and the callback time is measured
+    again before each turn: on a shared machine the load drifts, and runs minutes apart do not
+    compare."""
+    for size in sizes:
+        set_observers(f"bench:fanout:{size}", size, callback="observers.bench.json_line")
+    _vacuum()
+    runs: dict[int, list[float]] = {size: [] for size in sizes}
+    worker_cpu: dict[int, list[float]] = {size: [] for size in sizes}
+    per_call: list[tuple[float, float]] = []
+    for i in range(repeats):
+        wall, cpu = callback_seconds(CALLBACK_SAMPLE, stamps)
+        per_call.append((wall / CALLBACK_SAMPLE, cpu / CALLBACK_SAMPLE))
+        for size in sizes:
+            progress(f"fan-out to {size} observers, hub, run {i + 1} of {repeats}")
+            notify = functools.partial(notify_change, f"bench:fanout:{size}", i)
+            ticks = tree_ticks(worker_pid)
+            runs[size].append(fan_out_seconds(notify, stamps, size))
+            worker_cpu[size].append((tree_ticks(worker_pid) - ticks) / TICK)
+    call_s = statistics.median(wall for wall, _ in per_call)
+    call_cpu_s = statistics.median(cpu for _, cpu in per_call)
+    results: list[dict[str, Any]] = []
+    for size in sizes:
+        hub = statistics.median(runs[size])
+        # Two pool processes share the callbacks: the best a -c 2 worker can do.
+        callbacks = call_s * size / 2
+        cpu = statistics.median(worker_cpu[size])
+        results.append(
+            {
+                "observers": size,
+                "hub_s": round(hub, 4),
+                "hub_runs_s": [round(r, 4) for r in runs[size]],
+                "hub_callbacks_per_s": round(size / hub),
+                "callback_us": round(call_s * 1e6, 2),
+                "callbacks_per_process_s": round(callbacks, 4),
+                "hub_over_callbacks": round(hub / callbacks, 2),
+                # The worker's CPU (main and pool processes) against the callbacks' own CPU.
+                "worker_cpu_s": round(cpu, 3),
+                "worker_cpu_over_callbacks": round(cpu / (call_cpu_s * size), 2),
+            }
+        )
+    if not naive:
+        return results
+    progress(f"fan-out to {sizes[0]} observers, one Celery task per observer")
+    naive_s = fan_out_seconds(lambda: naive_notify(f"bench:fanout:{sizes[0]}", 0, 1, {}), stamps, sizes[0])
+    results[0].update(
+        naive_s=round(naive_s, 4),
+        naive_callbacks_per_s=round(sizes[0] / naive_s),
+        speedup=round(naive_s / results[0]["hub_s"], 1),
+    )
+    return results
+
+
 def run(
-    *, workdir: Path, calls: int, fanout_observers: int, repeats: int, progress: Callable[[str], None]
+    *,
+    workdir: Path,
+    calls: int,
+    fanout_observers: tuple[int, ...],
+    repeats: int,
+    naive: bool,
+    fan_out_only: bool,
+    progress: Callable[[str], None],
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    stamps = workdir / "stamps.bin"
+    stamps = workdir / "stamps.jsonl"
     stamps.write_bytes(b"")
+    os.environ[LINES_ENV] = str(stamps)
     results: dict[str, Any] = {"database": connection.vendor, "broker": _broker()}
-    # No worker runs while the caller is timed: the figures are the caller's alone.
-    results["caller_latency"] = caller_latency((0, 1, 1000, 10000), calls=calls, progress=progress)
+    if not fan_out_only:
+        # No worker runs while the caller is timed: the figures are the caller's alone.
+        results["caller_latency"] = caller_latency(calls=calls, progress=progress)
+        Observer.objects.filter(var_id__startswith="bench:latency:").delete()
+        progress("one page of observers delivered in this process")
+        set_observers("bench:page", conf.batch_size(), callback="observers.bench.json_line")
+        _vacuum()
+        results["page"] = page_seconds("bench:page", stamps)
+        Observer.objects.filter(var_id="bench:page").delete()
     purge_task_queue()
-    Observer.objects.filter(var_id__startswith="bench:latency:").delete()
     progress("starting one worker, prefork -c 2")
     with running_worker(
         concurrency=2,
         include=("benchmarks.bench",),
-        env={STAMPS_ENV: str(stamps)},
+        env={LINES_ENV: str(stamps)},
         log_path=workdir / "worker.log",
-    ):
-        results["fan_out"] = fan_out(fanout_observers, repeats=repeats, stamps=stamps, progress=progress)
-    Observer.objects.filter(var_id="bench:fanout").delete()
+        queues=(naive_queue(),),
+    ) as worker:
+        results["fan_out"] = fan_out(
+            fanout_observers,
+            repeats=repeats,
+            naive=naive,
+            worker_pid=worker.pid,
+            stamps=stamps,
+            progress=progress,
+        )
+    Observer.objects.filter(var_id__startswith="bench:fanout:").delete()
     return results
 
 

@@ -16,7 +16,7 @@ from celery import current_app
 from django.db import connection, transaction
 
 from benchmarks.bench import append_record
-from benchmarks.worker_process import purge_task_queue, running_worker
+from benchmarks.worker_process import TICK, proc_stat, purge_task_queue, running_worker, tree_ticks
 from observers_app import manager
 from observers_app.models import Observer, VariableState
 from observers_app.registry import observer_callback
@@ -224,23 +224,6 @@ def analyse(
 # CPU use, to see where the time goes. The machine is shared: "machine" includes other people's work,
 # and "postgres" is the whole server (every database).
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str]:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return []
-
-
-def _tree_ticks(pid: int) -> int:
-    """CPU ticks of a process, its live children and the children it has reaped: a group whose
-    members come and go (PostgreSQL backends, pool processes) is still counted in full."""
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-    return sum(sum(int(field) for field in stat[11:15]) for stat in map(_stat, pids) if stat)
-
 
 def _roots(name: str) -> list[int]:
     """The processes called ``name`` whose parent is not: a server's main processes."""
@@ -248,20 +231,20 @@ def _roots(name: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == name and (stat := _stat(int(entry.name))):
+                if (entry / "comm").read_text().strip() == name and (stat := proc_stat(int(entry.name))):
                     pids[int(entry.name)] = int(stat[1])
     return [pid for pid, parent in pids.items() if parent not in pids]
 
 
 def cpu_snapshot(worker_pids: list[int]) -> dict[str, Any]:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    own = _stat(os.getpid())
+    own = proc_stat(os.getpid())
     return {
         "at": time.monotonic(),
         "groups": {
-            "workers": sum(map(_tree_ticks, worker_pids)),
-            "postgres": sum(map(_tree_ticks, _roots("postgres"))),
-            "rabbitmq": sum(map(_tree_ticks, _roots("beam.smp"))),
+            "workers": sum(map(tree_ticks, worker_pids)),
+            "postgres": sum(map(tree_ticks, _roots("postgres"))),
+            "rabbitmq": sum(map(tree_ticks, _roots("beam.smp"))),
             "notifier": int(own[11]) + int(own[12]),  # this process alone (utime + stime)
         },
         "machine": (sum(fields) - fields[3] - fields[4], sum(fields)),  # busy, total jiffies
@@ -272,7 +255,7 @@ def cpu_cores(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]
     """Cores busy on average between two snapshots, per group and for the whole machine."""
     wall = after["at"] - before["at"]
     cores = {
-        name: round((ticks - before["groups"][name]) / _TICK / wall, 2)
+        name: round((ticks - before["groups"][name]) / TICK / wall, 2)
         for name, ticks in after["groups"].items()
     }
     busy = after["machine"][0] - before["machine"][0]

@@ -1,5 +1,6 @@
 """Starts and stops a real Celery worker process, for the demo, the benchmark and the tests."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,9 +23,11 @@ def running_worker(
     log_path: Path | None = None,
     hostname: str | None = None,
     nice: int = 0,
+    queues: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``celery -A project worker`` (prefork) until the block exits, then shut it down warmly;
-    ``nice`` lowers its CPU priority (its pool processes inherit it)."""
+    ``nice`` lowers its CPU priority (its pool processes inherit it); ``queues`` are consumed besides
+    the hub's (then not the host's default queue, which others on this host may share)."""
     log_path = log_path or Path(tempfile.mkstemp(prefix="observers-worker-", suffix=".log")[1])
     command = [
         sys.executable,
@@ -51,6 +54,10 @@ def running_worker(
     ]
     if include:
         command += ["--include", ",".join(include)]
+    if queues:
+        from observers_app import wiring
+
+        command += ["--queues", ",".join([queue.name for queue in wiring.consumed_queues()] + list(queues))]
     if nice:
         command = ["nice", "-n", str(nice), *command]
     with open(log_path, "wb") as log:
@@ -96,3 +103,23 @@ def purge_task_queue() -> None:
 
     backpressure.delete_queues()
     backpressure.declare_queues()
+
+
+# CPU ticks per second, for tree_ticks.
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name, or [] once the process is gone."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return []
+
+
+def tree_ticks(pid: int) -> int:
+    """CPU ticks of a process, its live children and the children it has reaped: a group whose
+    members come and go (PostgreSQL backends, pool processes) is still counted in full."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    return sum(sum(int(field) for field in stat[11:15]) for stat in map(proc_stat, pids) if stat)

@@ -89,7 +89,8 @@ def call_observers(
     }
     if "coalesced" in notification:
         hub_keys["coalesced"] = notification["coalesced"]
-    metadata = notification["metadata"] or {}
+    # Merged once; each callback gets a copy of its own, so none can change what the next sees.
+    metadata = {**(notification["metadata"] or {}), **hub_keys}
     deadline = _Deadline(time_limit)
     try:
         for ref, callback_name, failures in observers:
@@ -98,8 +99,7 @@ def call_observers(
                 callback = registry.lookup(callback_name)
                 deadline.arm()
                 try:
-                    # Each callback gets its own metadata dict, so none can change what the next sees.
-                    callback(var_id, old_value, new_value, {**metadata, **hub_keys, "observer_ref": str(ref)})
+                    callback(var_id, old_value, new_value, {**metadata, "observer_ref": str(ref)})
                 finally:
                     deadline.disarm()
             except CallbackTimeout:

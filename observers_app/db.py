@@ -62,7 +62,33 @@ def upsert_add(
     )
 
 
+def counting_rows(
+    select: str, params: list[Any], *, name: str, counter_table: str, bucket_table: str
+) -> tuple[str, list[Any]]:
+    """A PostgreSQL statement returning the rows of ``select`` that also adds how many there are to
+    the counter ``name`` and to its minute's bucket, committed asynchronously (see
+    ``counters.increment``): a read and its count in one round trip."""
+    quote = connection.ops.quote_name
+    counter, bucket = quote(counter_table), quote(bucket_table)
+    sql = (
+        f"WITH page AS ({select}), "  # noqa: S608
+        f"counted AS (INSERT INTO {counter} (name, value, created_at) SELECT %s, count(*), now() FROM page "
+        f"HAVING count(*) > 0 ON CONFLICT (name) DO UPDATE SET value = {counter}.value + excluded.value), "
+        f"bucketed AS (INSERT INTO {bucket} (minute, name, value) "
+        "SELECT date_trunc('minute', now()), %s, count(*) FROM page HAVING count(*) > 0 "
+        f"ON CONFLICT (minute, name) DO UPDATE SET value = {bucket}.value + excluded.value), "
+        "asynchronous AS (SELECT set_config('synchronous_commit', 'off', true)) "
+        "SELECT page.* FROM page LEFT JOIN asynchronous ON true"
+    )
+    return sql, [*params, name, name]
+
+
 def as_uuid(value: Any) -> uuid.UUID | None:
     """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
     (its string); None stays None."""
     return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def uuid_of(value: Any) -> uuid.UUID:
+    """A UUID that cannot be None (a primary key), as ``as_uuid`` reads it."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)

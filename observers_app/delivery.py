@@ -5,12 +5,12 @@ import time
 import uuid
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from . import calls, conf, counters, events
-from .db import as_uuid
+from .db import as_uuid, uuid_of
 from .models import Observer, Removal
 from .querysets import DELIVERY_ROW, ObserverQuerySet
 
@@ -32,14 +32,32 @@ def deliver(
     coalesce: bool = False,
 ) -> None:
     """Call the live observers of one page (the coalescing ones or the others), then record the
-    outcome in one batch of writes (counting the notification too when ``dispatched``)."""
-    rows = list(
-        reached(notification["var_id"], globs)
-        .filter(coalesce=coalesce)
-        .in_page(after=as_uuid(after), upto=as_uuid(upto))
-        .values_list(*DELIVERY_ROW)
-    )
-    counters.increment(call_and_record(notification, rows, dispatched=dispatched))
+    outcome in one batch of writes (counting the notification too when ``dispatched``).
+
+    Without globs (the common case) the page is read by a statement compiled once, which on
+    PostgreSQL also counts the callbacks about to be called (``notifications_sent``): a page
+    without failures costs one round trip. A worker killed in the middle of the page has counted
+    all of it, and its redelivery counts it again."""
+    counted = not globs and connection.vendor == "postgresql" and not connection.in_atomic_block
+    if globs:
+        rows = list(
+            reached(notification["var_id"], globs)
+            .filter(coalesce=coalesce)
+            .in_page(after=as_uuid(after), upto=as_uuid(upto))
+            .values_list(*DELIVERY_ROW)
+        )
+    else:
+        rows = Observer.objects.delivery_page(
+            notification["var_id"],
+            after=as_uuid(after),
+            upto=uuid_of(upto),
+            coalesce=coalesce,
+            counted_as="notifications_sent" if counted else None,
+        )
+    counts = call_and_record(notification, rows, dispatched=dispatched)
+    if counted:
+        counts["notifications_sent"] = 0  # counted as the page was read
+    counters.increment(counts)
 
 
 def call_and_record(
@@ -53,14 +71,15 @@ def call_and_record(
         time_limit=conf.callback_time_limit(),
     )
     quarantined: list[tuple[Any, ...]] = []
-    with transaction.atomic():
-        if outcome.failed:
-            newly = _record_failures(outcome.failed)
-            quarantined = [row for row in rows if row[0] in newly]
-        if quarantined:
-            _record_quarantines(notification["var_id"], quarantined, outcome.failed)
-        if outcome.recovered:
-            Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
+    if outcome.failed or outcome.recovered:
+        with transaction.atomic():
+            if outcome.failed:
+                newly = _record_failures(outcome.failed)
+                quarantined = [row for row in rows if row[0] in newly]
+            if quarantined:
+                _record_quarantines(notification["var_id"], quarantined, outcome.failed)
+            if outcome.recovered:
+                Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
     if rows:
         _send_delivery_events(notification, rows, outcome, quarantined)
     return {
@@ -118,7 +137,7 @@ def _send_delivery_events(
     quarantined: list[tuple[Any, ...]],
 ) -> None:
     var_id = notification["var_id"]
-    callbacks = {ref: callback for ref, callback, _, _ in rows}
+    callbacks = {ref: callback for ref, callback, _, _ in rows} if outcome.failed else {}
     for ref, error in outcome.failed.items():
         events.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
     for ref, callback, _, owner_id in quarantined:

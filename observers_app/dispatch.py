@@ -32,10 +32,11 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
     yielding for each None once it is delivered, or its error if it failed: number it (unless its
     sender did), send a deliver task per further page of its observers, deliver its first page
     here. Each one's observers are read just before it is delivered, so one removed (or whose owner
-    died) meanwhile is not called. The glob patterns are read once and the counters written once,
-    at the end. A database or broker error is raised: what was yielded before it was delivered."""
+    died) meanwhile is not called. The glob patterns that can match the batch's names are read once
+    (by their indexed prefix, not all of them) and the counters written once, at the end. A
+    database or broker error is raised: what was yielded before it was delivered."""
     size = conf.batch_size()
-    patterns = Observer.objects.glob_patterns()
+    patterns = Observer.objects.candidate_globs({n["var_id"] for n in notifications})
     _number(notifications)
     counts: Counter[str] = Counter()
     leased: dict[str, str] = {}  # variable -> lease token, until its mailbox is delivered
@@ -88,6 +89,7 @@ def _fan_out_one(
     )
     fanout = len(first_page)
     if full:
+        # Every further page's bounds in one statement, then one deliver task per page.
         after = first_page[-1][0]
         # Stored once: each page's message carries its reference, not a copy of the values.
         payload_id = payloads.store(notification)
@@ -96,11 +98,12 @@ def _fan_out_one(
             {"payload": str(payload_id), "notification_id": notification["notification_id"]}
         )
         globs_json = json.dumps(globs)
-        ordered = delivery.reached(var_id, globs).filter(coalesce=False)
         pages: list[tuple[str, str]] = []
-        while page := ordered.page_ids(after=after, limit=size):
-            pages.append((DELIVER_TASK, f'[{reference},"{after}","{page[-1]}",{globs_json}]'))
-            after, fanout = page[-1], fanout + len(page)
+        for upto, position in (
+            delivery.reached(var_id, globs).filter(coalesce=False).page_bounds(after=after, size=size)
+        ):
+            pages.append((DELIVER_TASK, f'[{reference},"{after}","{upto}",{globs_json}]'))
+            after, fanout = upto, len(first_page) + position
         # Confirmed before the dispatch message is acknowledged: a broker killed meanwhile loses no page.
         publisher.publish_confirmed(pages, sent_events=True)
         payloads.all_sent(payload_id, len(pages))

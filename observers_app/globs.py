@@ -1,5 +1,14 @@
 """Glob matching of variable names: ``*`` matches any run of characters, in linear time."""
 
+from collections.abc import Iterable
+
+
+def candidate_prefixes(var_ids: Iterable[str]) -> list[str]:
+    """The literal prefixes (the part before the first ``*``) a glob matching one of ``var_ids`` can
+    have: the names' own prefixes, the empty one included. A pattern with any other prefix cannot
+    match, so a lookup by these (an index on the prefix) reads only the patterns that might."""
+    return sorted({var_id[:end] for var_id in var_ids for end in range(len(var_id) + 1)})
+
 
 def globs_among(patterns: list[str], var_id: str) -> list[str]:
     """The patterns of ``patterns`` that match ``var_id``."""

@@ -3,6 +3,8 @@
 import uuid
 
 from django.db import models
+from django.db.models import F, Value
+from django.db.models.functions import Concat, Left, StrIndex
 from django.utils import timezone
 
 from .querysets import ObserverQuerySet, OwnerQuerySet
@@ -65,6 +67,13 @@ class Observer(models.Model):
     is_glob = models.BooleanField(
         default=False, help_text="var_id is a pattern; * matches any run of characters."
     )
+    # The part of var_id before its first "*" (all of it when it has none), kept by the database:
+    # only the globs whose prefix begins a name can match it, so a lookup fetches those alone.
+    glob_prefix = models.GeneratedField(
+        expression=Left(F("var_id"), StrIndex(Concat(F("var_id"), Value("*")), Value("*")) - 1),
+        output_field=models.CharField(max_length=VAR_ID_MAX_LENGTH),
+        db_persist=True,
+    )
     callback = models.CharField(max_length=255, db_index=True, help_text="Registered callback name.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     failures = models.PositiveIntegerField(default=0, help_text="Failed calls in a row.")
@@ -90,8 +99,13 @@ class Observer(models.Model):
                 include=["is_glob", "quarantined_at", "owner", "callback", "failures", "coalesce"],
                 name="observer_var_id_id_covering",
             ),
-            # The few glob patterns, read by every existence check and fan-out.
-            models.Index(fields=["var_id"], condition=models.Q(is_glob=True), name="observer_globs"),
+            # The glob patterns by literal prefix: an existence check or a fan-out looks up the
+            # prefixes of the name it has, and reads only the patterns that could match it.
+            models.Index(
+                fields=["glob_prefix", "var_id"],
+                condition=models.Q(is_glob=True),
+                name="observer_glob_prefix",
+            ),
             # The few quarantined observers, for the admin's filter.
             models.Index(
                 fields=["quarantined_at"],

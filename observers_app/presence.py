@@ -1,16 +1,22 @@
-"""Whether a variable has observers, as the notify hot path asks it: positives cached, negatives exact.
+"""Whether a variable has observers, as the notify hot path asks it: both answers cached, the "no" as a lease.
 
 A "yes" may be cached for OBSERVERS_PRESENCE_TTL seconds: if it is stale, one message is sent that
-the worker finds no observer for (counted as ``empty_dispatches``). A "no" is never cached: another
-process may add an observer at any moment, and an observer whose add_observer returned before a
-notify began must receive it, so a "no" always costs one indexed database round trip. When the
-database cannot answer (it restarts), the answer is "yes": the worker decides once it is back.
+the worker finds no observer for (counted as ``empty_dispatches``).
+
+A "no" (no observer of the name, globs included) is an absence lease (Gray and Cheriton, 1989): it
+is believed for OBSERVERS_ABSENCE_TTL seconds counted from just before the database was asked, and
+every add of an observer waits that long after its commit before it returns (``wait_after_commit``).
+So when ``add_observer`` returns, every "no" any process on any host took before the commit has
+expired, and a notify that begins then asks the database again and finds the observer. Only
+durations are compared, each on one host's monotonic clock; the wait allows for clock rates.
+
+When the database cannot answer (it restarts), the answer is "yes": the worker decides once it is back.
 """
 
 import logging
 import time
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from . import conf
 from .models import Observer
@@ -18,13 +24,23 @@ from .models import Observer
 logger = logging.getLogger(__name__)
 
 _MAX_ENTRIES = 10_000
-_known: dict[str, float] = {}
+# Names of one add_observers call remembered as observed: a bulk add does not evict the whole cache.
+REMEMBERED_ADDS = 100
+# Monotonic clocks may run apart by up to 500 ppm each under NTP's slewing: the wait allows twice that.
+MAX_CLOCK_RATE_ERROR = 0.001
+
+_known: dict[str, float] = {}  # variable -> until when "it has observers" holds
+_absent: dict[str, float] = {}  # variable -> until when "it has none" holds (the lease)
 
 
 def has_observers(var_id: str) -> bool:
+    asked_at = time.monotonic()
     expires = _known.get(var_id)
-    if expires is not None and expires > time.monotonic():
+    if expires is not None and expires > asked_at:
         return True
+    expires = _absent.get(var_id)
+    if expires is not None and expires > asked_at:
+        return False
     try:
         found = Observer.objects.any_for_variable(var_id)
     except (OperationalError, InterfaceError):
@@ -39,15 +55,35 @@ def has_observers(var_id: str) -> bool:
         remember(var_id)
         return True
     _known.pop(var_id, None)
+    _bounded_set(_absent, var_id, asked_at + conf.absence_ttl())
     return False
 
 
 def remember(var_id: str) -> None:
-    if len(_known) >= _MAX_ENTRIES:
-        # Oldest insertion first: drop it, it is re-learned on its next notify.
-        _known.pop(next(iter(_known)))
-    _known[var_id] = time.monotonic() + conf.presence_ttl()
+    _absent.pop(var_id, None)
+    _bounded_set(_known, var_id, time.monotonic() + conf.presence_ttl())
 
 
 def forget(var_id: str) -> None:
     _known.pop(var_id, None)
+
+
+def _bounded_set(cache: dict[str, float], var_id: str, expires: float) -> None:
+    if var_id not in cache and len(cache) >= _MAX_ENTRIES:
+        # Oldest insertion first: drop it, it is re-learned on its next notify.
+        cache.pop(next(iter(cache)))
+    cache[var_id] = expires
+
+
+def wait_after_commit() -> None:
+    """Make the current transaction's commit wait out every absence lease taken before it: once
+    per transaction, however many observers it adds (``transaction.on_commit``, so a rollback
+    waits for nothing, and inside a caller's ``atomic()`` the wait comes with its commit)."""
+    # Django keeps (savepoints, callback, robust) per callback; a rolled-back savepoint drops its own.
+    if not any(entry[1] is _wait_out_absence_leases for entry in connection.run_on_commit):
+        transaction.on_commit(_wait_out_absence_leases)
+
+
+def _wait_out_absence_leases() -> None:
+    # Other processes' leases end at most a TTL (on their clocks) after the commit; local ones too.
+    time.sleep(conf.absence_ttl() * (1 + MAX_CLOCK_RATE_ERROR))

@@ -18,7 +18,7 @@ from django.db.models import Model, Q, Subquery
 from django.utils import timezone
 
 from . import conf
-from .globs import glob_matches
+from .globs import globs_among
 from .models import Latest, Observer, Payload, Removal, StatBucket, Variable, VariableState
 
 
@@ -71,7 +71,6 @@ def _prune_records(batch_size: int) -> int:
 def _prune_unobserved(model: type[VariableState], unobserved: Q, batch_size: int) -> int:
     """Delete the variable states meeting ``unobserved`` (re-checked by the DELETE itself, so an
     observer added meanwhile keeps its row) that no glob pattern matches, a batch at a time."""
-    patterns = Observer.objects.glob_patterns()
     stale = unobserved & (
         Q(last_notified_at__isnull=True) | Q(last_notified_at__lt=_days_ago(conf.state_retention_days()))
     )
@@ -84,7 +83,8 @@ def _prune_unobserved(model: type[VariableState], unobserved: Q, batch_size: int
         )
         if not page:
             return pruned
-        unmatched = [var_id for var_id in page if not any(glob_matches(p, var_id) for p in patterns)]
+        patterns = Observer.objects.candidate_globs(page)  # only those whose prefix can match the page
+        unmatched = [var_id for var_id in page if not globs_among(patterns, var_id)]
         deleted, _ = model.objects.filter(stale, var_id__in=unmatched).delete()
         pruned += deleted
         after = page[-1]
@@ -106,11 +106,7 @@ def _prune_mailboxes(batch_size: int) -> int:
         if not page:
             return pruned
         exact = set(coalescing.filter(is_glob=False, var_id__in=page).values_list("var_id", flat=True))
-        unobserved = [
-            var_id
-            for var_id in page
-            if var_id not in exact and not any(glob_matches(p, var_id) for p in patterns)
-        ]
+        unobserved = [var_id for var_id in page if var_id not in exact and not globs_among(patterns, var_id)]
         deleted, _ = Latest.objects.filter(idle, var_id__in=unobserved).delete()
         pruned += deleted
         after = page[-1]

@@ -4,8 +4,11 @@ hold: bind COUNT observers to process_owner(), print "ready", sleep until killed
 exit: the same, then exit normally.
 churn: add COUNT durable observers to VAR, remove half, notify the variable EXTRA ten times.
 sets: set the session variable VAR (session id, name "x") COUNT times to "EXTRA:<i>" (pausing PAUSE s).
+notify: notify VAR once (0 -> 1), print "ready"; once a line comes on stdin, notify it COUNT more times
+    (i -> i + 1, a millisecond apart), then print the JSON list of [i, wall time the notify began].
 """
 
+import json
 import os
 import sys
 import time
@@ -29,6 +32,9 @@ def main() -> None:
             time.sleep(pause)
         print("ready done", flush=True)
         return
+    if mode == "notify":
+        notify_until_told(var_id, count)
+        return
     if mode in ("hold", "exit"):
         owner = manager.process_owner()
         for _ in range(count):
@@ -43,6 +49,24 @@ def main() -> None:
     for i in range(10):
         manager.notify_observers(sys.argv[4], i, i + 1)
     print(f"ready {os.getpid()}", flush=True)
+
+
+def notify_until_told(var_id: str, more: int) -> None:
+    from observers_app import manager
+
+    began: list[tuple[int, float]] = []
+
+    def notify() -> None:
+        began.append((len(began), time.time()))
+        manager.notify_observers(var_id, len(began) - 1, len(began))
+
+    notify()
+    print(f"ready {os.getpid()}", flush=True)
+    sys.stdin.readline()
+    for _ in range(more):
+        notify()
+        time.sleep(0.001)
+    print(json.dumps(began), flush=True)
 
 
 if __name__ == "__main__":

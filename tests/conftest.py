@@ -47,10 +47,19 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: f
         time.sleep(interval)
 
 
-def start_client_process(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+def start_client_process(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        **(extra_env or {}),
+    }
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.client_process", *args], env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tests.client_process", *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -45,3 +45,7 @@ OBSERVERS_WEBHOOK_ATTEMPTS_KEPT = 5
 
 # A small stream buffer, so the slow-client test needs few changes to pass it.
 OBSERVERS_STREAM_BUFFER = 20
+
+# Every add waits this out after its commit (a short one keeps the suite fast; the absence-lease
+# test sets a longer one for itself and its notifier process through the environment).
+OBSERVERS_ABSENCE_TTL = float(os.environ.get("OBSERVERS_ABSENCE_TTL", "0.05"))

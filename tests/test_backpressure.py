@@ -4,6 +4,7 @@ import pytest
 
 from observers_app import backpressure, conf, manager, publisher, wiring
 from observers_app.exceptions import TooManyObservers
+from observers_app.models import Observer, VariableState
 from project.celery import app
 from tests.conftest import wait_for
 from tests.factories import unique_var
@@ -50,3 +51,28 @@ def test_caps_per_variable_and_per_owner(settings):
         manager.add_observer(unique_var(), record, owner=lease)
         with pytest.raises(TooManyObservers, match="OBSERVERS_MAX_PER_OWNER=2"):
             manager.add_observer(unique_var(), record, owner=lease)
+
+
+def test_bulk_add_counts_caps_and_is_all_or_nothing(settings):
+    settings.OBSERVERS_MAX_PER_VARIABLE = 2
+    settings.OBSERVERS_MAX_PER_OWNER = 3
+    a, b = unique_var("bulk"), unique_var("bulk")
+    added_before = manager.get_stats()["observers_added"]
+    refs = manager.add_observers([a, b, a], record)
+    assert len(set(refs)) == 3
+    assert [Observer.objects.get(id=ref).var_id for ref in refs] == [a, b, a]
+    assert (manager.observer_count(a), manager.observer_count(b)) == (2, 1)
+    assert manager.get_stats()["observers_added"] == added_before + 3
+    assert dict(VariableState.objects.filter(var_id__in=[a, b]).values_list("var_id", "observer_count")) == {
+        a: 2,
+        b: 1,
+    }
+    with pytest.raises(TooManyObservers, match="OBSERVERS_MAX_PER_VARIABLE=2"):
+        manager.add_observers([b, unique_var(), a], record)
+    assert (manager.observer_count(a), manager.observer_count(b)) == (2, 1)
+    assert VariableState.objects.get(var_id=a).observer_count == 2
+    with manager.open_owner("ws", ttl_s=60) as lease:
+        manager.add_observers([unique_var(), unique_var()], record, owner=lease)
+        with pytest.raises(TooManyObservers, match="OBSERVERS_MAX_PER_OWNER=3"):
+            manager.add_observers([unique_var(), unique_var()], record, owner=lease)
+        assert Observer.objects.filter(owner_id=lease.id).count() == 2

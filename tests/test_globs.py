@@ -3,7 +3,7 @@
 import pytest
 
 from observers_app import manager
-from observers_app.globs import glob_matches
+from observers_app.globs import candidate_prefixes, glob_matches
 from observers_app.models import Observer
 from tests.conftest import wait_for
 from tests.factories import unique_var
@@ -79,3 +79,46 @@ def test_a_glob_observer_is_removed_by_its_pattern():
     assert manager.remove_observer("session:7:*", ref) is True
     assert manager.observer_count("session:7:cart") == 0
     assert Observer.objects.count() == 0
+
+
+def test_candidate_prefixes_are_every_beginning_of_the_names():
+    assert candidate_prefixes(["ab", "ac"]) == ["", "a", "ab", "ac"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lookup_reads_only_the_globs_whose_literal_prefix_begins_the_name():
+    patterns = ["session:1:*", "session:12:*", "shop:*", "*:cart", "session:12:c*t", "a%b_*", "session:*:x"]
+    manager.add_observers(patterns, record, glob=True)
+    assert {row.var_id: row.glob_prefix for row in Observer.objects.filter(var_id__in=patterns)} == {
+        pattern: pattern.split("*")[0] for pattern in patterns
+    }
+
+    assert set(Observer.objects.candidate_globs(["session:12:cart"])) == {
+        "session:12:*",
+        "*:cart",
+        "session:12:c*t",
+        "session:*:x",
+    }
+    assert manager.observer_count("session:12:cart") == 3  # "session:*:x" could, but does not match
+    assert set(Observer.objects.candidate_globs(["a%b_1"])) == {"a%b_*", "*:cart"}
+    # "%" and "_" are plain characters in prefixes too: no LIKE behind the index.
+    assert set(Observer.objects.candidate_globs(["aXbY1"])) == {"*:cart"}
+    assert manager.observer_count("aXbY1") == 0
+    assert Observer.objects.any_for_variable("a%b_1") is True
+    assert Observer.objects.any_for_variable("aXbY1") is False
+    assert Observer.objects.any_for_variable("shop:9") is True
+    assert Observer.objects.any_for_variable("shopping") is False
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("worker")
+def test_a_batch_of_notifications_reaches_the_globs_of_each_name_among_many_others():
+    prefix = unique_var("sessions")
+    refs = manager.add_observers([f"{prefix}:{n}:*" for n in range(500)], record, glob=True)
+    names = [f"{prefix}:{n}:cart" for n in (3, 30, 300)]
+    for name in names:
+        manager.notify_observers(name, 0, 1)
+    calls = Received.objects.filter(var_id__startswith=prefix)
+    wait_for(lambda: calls.count() >= 3)
+    expected = [(names[0], refs[3]), (names[1], refs[30]), (names[2], refs[300])]
+    assert sorted(calls.values_list("var_id", "observer_ref")) == sorted(expected)

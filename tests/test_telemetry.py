@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from django.test import Client
 
-from observers_app import events, manager, wiring
+from observers_app import conf, events, manager, wiring
 from tests.conftest import database_url, wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import record
@@ -124,9 +124,10 @@ def test_flower_sees_the_hubs_tasks():
 
         wait_for(sees_tasks, timeout=30)
         var = unique_var("flower")
-        make_observers(var, 300)  # two pages: a dispatch and a deliver task
+        observers = conf.batch_size() + 50  # two pages: a dispatch and a deliver task
+        make_observers(var, observers)
         notification_id = manager.notify_observers(var, 1, 2)
-        wait_for(lambda: Received.objects.filter(var_id=var).count() == 300)
+        wait_for(lambda: Received.objects.filter(var_id=var).count() == observers)
 
         def names() -> set[str]:
             tasks = get_json(f"{base}/api/tasks?limit=1000").values()

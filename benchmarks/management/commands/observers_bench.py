@@ -1,5 +1,6 @@
 """Benchmark the hub against the configured broker and database; prints a table, writes JSON."""
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--calls", type=int, default=2000, help="timed notify calls per observer count")
-        parser.add_argument("--observers", type=int, default=10000, help="observers in the fan-out run")
+        parser.add_argument(
+            "--observers",
+            type=int,
+            nargs="+",
+            default=[10000, 100000],
+            help="observers in each fan-out run (the first also runs the naive way)",
+        )
         parser.add_argument("--repeats", type=int, default=3, help="hub fan-out runs (median reported)")
+        parser.add_argument("--no-naive", action="store_true", help="skip the one-task-per-observer run")
+        parser.add_argument("--fan-out-only", action="store_true", help="only the fan-out runs")
         parser.add_argument("--json", type=Path, default=Path(".bench/observers_bench.json"))
         parser.add_argument(
             "--scale", action="store_true", help="only run scale-out (1-3 workers) and the memory checks"
@@ -79,22 +88,53 @@ class Command(BaseCommand):
         results = bench.run(
             workdir=out.parent,
             calls=options["calls"],
-            fanout_observers=options["observers"],
+            fanout_observers=tuple(options["observers"]),
             repeats=options["repeats"],
+            naive=not options["no_naive"],
+            fan_out_only=options["fan_out_only"],
             progress=lambda text: self.stderr.write(f"... {text}"),
         )
         self.stdout.write(f"database {results['database']}, broker {results['broker']}\n")
-        self.stdout.write(f"{'caller latency':<32}{'p50 us':>10}{'p99 us':>10}{'max us':>10}")
-        for name, row in results["caller_latency"].items():
-            self.stdout.write(f"{name:<32}{row['p50_us']:>10}{row['p99_us']:>10}{row['max_us']:>10}")
-        fan = results["fan_out"]
-        self.stdout.write(f"\nfan-out to {fan['observers']} observers, one worker (prefork -c 2)")
-        self.stdout.write(
-            f"  hub:   {fan['hub_s'] * 1000:9.1f} ms  ({fan['hub_callbacks_per_s']} callbacks/s)"
-        )
-        self.stdout.write(
-            f"  naive: {fan['naive_s'] * 1000:9.1f} ms  ({fan['naive_callbacks_per_s']} callbacks/s)"
-        )
-        self.stdout.write(f"  speedup: {fan['speedup']}x")
+        if "caller_latency" in results:
+            self._write_caller(results)
+        for fan in results["fan_out"]:
+            self.stdout.write(f"\nfan-out to {fan['observers']} observers, one worker (prefork -c 2)")
+            self.stdout.write(
+                f"  hub:   {fan['hub_s'] * 1000:9.1f} ms  ({fan['hub_callbacks_per_s']} callbacks/s), "
+                f"{fan['hub_over_callbacks']}x the callback time per pool process "
+                f"({fan['callbacks_per_process_s'] * 1000:.1f} ms)"
+            )
+            self.stdout.write(
+                f"  worker CPU: {fan['worker_cpu_s'] * 1000:.0f} ms, "
+                f"{fan['worker_cpu_over_callbacks']}x the callbacks' own CPU"
+            )
+            if "naive_s" in fan:
+                self.stdout.write(
+                    f"  naive: {fan['naive_s'] * 1000:9.1f} ms  ({fan['naive_callbacks_per_s']} "
+                    f"callbacks/s), hub speedup {fan['speedup']}x"
+                )
+        sizes = results["fan_out"]
+        for small, large in itertools.pairwise(sizes):
+            ratio = large["hub_s"] / small["hub_s"]
+            self.stdout.write(f"{large['observers']} vs {small['observers']} observers: {ratio:.1f}x")
         out.write_text(json.dumps(results, indent=2))
         self.stdout.write(f"\nwrote {out}")
+
+    def _write_caller(self, results: dict[str, Any]) -> None:
+        self.stdout.write(f"{'caller latency':<40}{'p50 us':>10}{'p99 us':>10}{'max us':>10}")
+        latency = results["caller_latency"]
+        for name, row in latency.items():
+            if "p99_us" in row:
+                self.stdout.write(f"{name:<40}{row['p50_us']:>10}{row['p99_us']:>10}{row['max_us']:>10}")
+        cached = latency["observed_cached"]["p99_us"]
+        for name, row in latency.items():
+            if name.startswith(("unobserved", "matching")):
+                self.stdout.write(f"p99 {name} / observed_cached: {row['p99_us'] / cached:.2f}x")
+        registration = latency["register_globs"]
+        self.stdout.write(f"registering {registration['globs']} globs: {registration['seconds']} s")
+        page = results["page"]
+        self.stdout.write(
+            f"\none page of {page['observers']} observers in-process: {page['page_ms']} ms "
+            f"({page['callbacks_ms']} ms callbacks, {page['overhead_ms']} ms the rest); CPU "
+            f"{page['page_cpu_ms']} ms ({page['callbacks_cpu_ms']} ms callbacks)"
+        )
