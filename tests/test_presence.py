@@ -35,9 +35,11 @@ def test_a_notify_begun_after_add_observer_returned_reaches_the_observer(setting
         notifier.stdin.write("stop\n")
         notifier.stdin.flush()
         began = json.loads(notifier.stdout.readline())
+        assert notifier.wait(timeout=30) == 0  # its exit flushes the notifications it left to publish
     finally:
-        notifier.kill()
-        notifier.wait()
+        if notifier.poll() is None:
+            notifier.kill()
+            notifier.wait()
     after = {i + 1 for i, started in began if started > returned_at}
     assert len(after) == 20
     wait_for(lambda: after <= set(Received.objects.filter(var_id=var).values_list("new_value", flat=True)))
