@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('observers_app', '0011_lease_holder'),
+        ('observers_app', '0015_payload'),
     ]
 
     operations = [
