@@ -10,6 +10,9 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # Notifications the dispatch queue holds; past that the oldest are dropped into the shed queue,
     # where the sweep counts them. Changing it on an existing queue needs the queue deleted first.
     "OBSERVERS_QUEUE_MAX_LENGTH": 100_000,
+    # Bytes the deliver queue holds; past that the broker refuses new pages (never drops one): the
+    # dispatch that sent them waits and is redelivered. Pages carry a ~250-byte reference, not values.
+    "OBSERVERS_DELIVER_QUEUE_MAX_BYTES": 256 * 1024 * 1024,
     # Replicated quorum queues, for a RabbitMQ cluster (drop-head and dead-lettering work on them).
     "OBSERVERS_QUORUM_QUEUES": False,
     # Seconds between beat's sweeps of dead owners, stalled coalescing and shed notifications.
@@ -115,6 +118,10 @@ def queue_name() -> str:
 
 def queue_max_length() -> int:
     return int(_get("OBSERVERS_QUEUE_MAX_LENGTH"))
+
+
+def deliver_queue_max_bytes() -> int:
+    return int(_get("OBSERVERS_DELIVER_QUEUE_MAX_BYTES"))
 
 
 def quorum_queues() -> bool:

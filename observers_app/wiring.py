@@ -43,9 +43,19 @@ def dispatch_queue() -> Queue:
 
 
 def deliver_queue() -> Queue:
-    """Pages of fan-outs already started, and the sweep: never shed."""
+    """Pages of fan-outs already started, and the sweep: bounded in bytes, never shed (when full the
+    broker refuses a page, its publisher confirm says so, and the dispatch is redelivered later)."""
     name = f"{conf.queue_name()}.deliver"
-    return Queue(name, Exchange(name), routing_key=name, queue_arguments=_queue_type())
+    return Queue(
+        name,
+        Exchange(name),
+        routing_key=name,
+        queue_arguments={
+            "x-max-length-bytes": conf.deliver_queue_max_bytes(),
+            "x-overflow": "reject-publish",
+            **_queue_type(),
+        },
+    )
 
 
 def shed_queue() -> Queue:

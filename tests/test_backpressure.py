@@ -1,9 +1,13 @@
-"""Degrading under load: a bounded dispatch queue that sheds the oldest (counted), and caps."""
+"""Degrading under load: a dispatch queue that sheds its oldest, a deliver queue that refuses, caps."""
+
+import json
+import threading
+from typing import Any
 
 import pytest
 
 from observers_app import backpressure, conf, manager, publisher, wiring
-from observers_app.exceptions import TooManyObservers
+from observers_app.exceptions import BrokerUnavailable, TooManyObservers
 from observers_app.models import Observer, VariableState
 from project.celery import app
 from tests.conftest import wait_for
@@ -76,3 +80,38 @@ def test_bulk_add_counts_caps_and_is_all_or_nothing(settings):
         with pytest.raises(TooManyObservers, match="OBSERVERS_MAX_PER_OWNER=3"):
             manager.add_observers([unique_var(), unique_var()], record, owner=lease)
         assert Observer.objects.filter(owner_id=lease.id).count() == 2
+
+
+def test_a_full_deliver_queue_refuses_pages_and_loses_none_it_took(settings):
+    """Bounded in bytes: past the bound the broker refuses a page (the publisher confirm says so and the
+    dispatch is redelivered later) instead of dropping one it already holds."""
+    settings.OBSERVERS_QUEUE = unique_var("observers-test-bytes").replace(":", "-")
+    settings.OBSERVERS_DELIVER_QUEUE_MAX_BYTES = 2_000
+    page = json.dumps(["x" * 280])  # about the size of a deliver page's reference
+    outcome: dict[str, object] = {}
+
+    def publish_until_refused() -> None:  # a thread of its own: a new broker link, on the new queue
+        accepted = 0
+        try:
+            for _ in range(50):
+                publisher.publish_confirmed([(wiring.DELIVER_TASK, page)])
+                accepted += 1
+        except BrokerUnavailable as exc:
+            outcome["refused"] = exc
+        outcome["accepted"] = accepted
+
+    thread = threading.Thread(target=publish_until_refused)
+    thread.start()
+    thread.join(30)
+    try:
+        assert isinstance(outcome.get("refused"), BrokerUnavailable)
+        accepted = outcome["accepted"]
+        assert isinstance(accepted, int) and 0 < accepted < 50
+        with app.connection_for_write() as connection:
+            channel: Any = connection.default_channel
+            declared = channel.queue_declare(wiring.deliver_queue().name, passive=True)
+            assert declared.message_count == accepted  # every page it took is still there
+    finally:
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            channel.queue_delete(wiring.deliver_queue().name)
