@@ -78,12 +78,18 @@ def test_eventsource_receives_changes_and_the_dashboard_goes_live(
             f"/observers/stream?var={var}",
         )
         wait_for(lambda: page.evaluate("window.opened === true"))
-        wait_for(lambda: manager.observer_count(var) == 1)
+        # The snapshot first: after it, every change is a change event.
+        wait_for(lambda: page.evaluate("window.received.length") == 1, timeout=30)
         for n in range(3):
             session_store.set_variable(session_id, "x", f"value {n}")
-        wait_for(lambda: page.evaluate("window.received.length") == 3, timeout=60)
+        wait_for(lambda: page.evaluate("window.received.length") == 4, timeout=60)
         received = page.evaluate("window.received")
-        assert [event["data"]["new_value"] for event in received] == ["value 0", "value 1", "value 2"]
+        assert [event["data"]["new_value"] for event in received] == [
+            "initial",
+            "value 0",
+            "value 1",
+            "value 2",
+        ]
         assert [int(event["id"]) for event in received] == sorted(int(event["id"]) for event in received)
         page.evaluate("window.source.close()")
         wait_for(lambda: manager.observer_count(var) == 0, timeout=5)
