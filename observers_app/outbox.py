@@ -24,14 +24,21 @@ SCAN_S = 1.0
 
 
 def write(notification_id: str, args_json: str) -> None:
-    """Insert the dispatch message in the current transaction (or commit it at once in autocommit)."""
+    """Insert the dispatch message in the current transaction (or commit it at once in autocommit):
+    one statement planned once per connection, on the caller's hot path."""
+    table = OutboxMessage._meta.db_table  # a model constant, never data
+    if connection.vendor == "postgresql":
+        # The id as text and the database's clock: no Python-side conversion (~60 us measured).
+        sql = f"INSERT INTO {table} (id, args, created_at) VALUES (%s::uuid, %s, now())"  # noqa: S608
+        prepared_rows(connection, sql, [notification_id, args_json])
+        return
     pk = OutboxMessage._meta.pk
     assert pk is not None
-    table = OutboxMessage._meta.db_table  # a model constant, never data
     sql = f"INSERT INTO {table} (id, args, created_at) VALUES (%s, %s, %s)"  # noqa: S608
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    params = [pk.get_db_prep_value(uuid.UUID(notification_id), connection), args_json, now]
-    prepared_rows(connection, sql, params)
+    prepared_rows(
+        connection, sql, [pk.get_db_prep_value(uuid.UUID(notification_id), connection), args_json, now]
+    )
 
 
 def mark_sent(notification_ids: list[str]) -> None:
