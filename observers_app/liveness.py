@@ -23,6 +23,7 @@ from celery.signals import worker_process_shutdown, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections
 
 from . import conf, owners
+from .db import DATABASE_ERRORS
 from .exceptions import ObserversError
 from .models import OWNER_LOCK_NAMESPACE, Owner
 
@@ -120,7 +121,9 @@ class _Heartbeat(threading.Thread):
             while not self.stopped.wait(self.ttl_s / 3):
                 try:
                     owners.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
-                except DatabaseError:  # e.g. "database is locked": the next beat tries again
+                except (
+                    DATABASE_ERRORS
+                ):  # "database is locked", a closed connection: the next beat tries again
                     logger.warning("event=owner_heartbeat_failed owner=%s", self.owner_id, exc_info=True)
                     connections.close_all()
         except ObserversError:
