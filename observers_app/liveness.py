@@ -20,10 +20,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown, worker_shutdown
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, InterfaceError, connections
 
 from . import conf, owners
-from .db import DATABASE_ERRORS
 from .exceptions import ObserversError
 from .models import OWNER_LOCK_NAMESPACE, Owner
 
@@ -121,9 +120,8 @@ class _Heartbeat(threading.Thread):
             while not self.stopped.wait(self.ttl_s / 3):
                 try:
                     owners.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
-                except (
-                    DATABASE_ERRORS
-                ):  # "database is locked", a closed connection: the next beat tries again
+                # "database is locked", a closed connection (InterfaceError): the next beat tries again.
+                except (DatabaseError, InterfaceError):
                     logger.warning("event=owner_heartbeat_failed owner=%s", self.owner_id, exc_info=True)
                     connections.close_all()
         except ObserversError:
