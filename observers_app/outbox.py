@@ -42,9 +42,14 @@ def write(notification_id: str, args_json: str) -> None:
 
 
 def mark_sent(notification_ids: list[str]) -> None:
-    """Delete the rows of messages the broker confirmed."""
+    """Delete the rows of messages the broker confirmed (on PostgreSQL one statement planned once:
+    the publishing thread shares the caller's interpreter lock)."""
     try:
-        OutboxMessage.objects.filter(id__in=notification_ids).delete()
+        if connection.vendor == "postgresql":
+            table = OutboxMessage._meta.db_table  # a model constant, never data
+            prepared_rows(connection, f"DELETE FROM {table} WHERE id = ANY(%s::uuid[])", [notification_ids])  # noqa: S608
+        else:
+            OutboxMessage.objects.filter(id__in=notification_ids).delete()
     except Exception:
         connection.close()  # a broken connection is opened afresh by the next query
         raise
