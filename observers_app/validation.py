@@ -17,8 +17,8 @@ from .exceptions import (
     ObserversError,
     UnstorableValue,
 )
+from .models import VAR_ID_MAX_LENGTH
 
-NAME_MAX_LENGTH = 255
 # Deeper values are refused: JSON encoders, decoders and the pool's pipe all recurse per level.
 MAX_DEPTH = 100
 # Longest lease open_owner grants: a longer one outlives any process that could heartbeat it.
@@ -42,7 +42,7 @@ def check_name(
     name: object,
     *,
     what: str = "var_id",
-    max_length: int = NAME_MAX_LENGTH,
+    max_length: int = VAR_ID_MAX_LENGTH,
     error: type[InvalidName] = InvalidVariableId,
     stored: bool = False,
 ) -> str:
