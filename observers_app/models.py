@@ -277,10 +277,12 @@ class WebhookEndpoint(models.Model):
     """The HTTP endpoint of a webhook observer: where its notifications are POSTed, and its health.
 
     Disabled is the observer's quarantine (``observer.quarantined_at``, the reason in ``last_error``).
+    Removals delete it with its observer (removals.remove_in_batches): a cascade here would make
+    Django load every observer a removal deletes, webhook or not.
     """
 
     observer = models.OneToOneField(
-        Observer, primary_key=True, on_delete=models.CASCADE, related_name="webhook"
+        Observer, primary_key=True, on_delete=models.DO_NOTHING, related_name="webhook"
     )
     url = models.URLField(max_length=2048)
     secret = models.CharField(max_length=128, help_text="The whsec_ signing secret; never shown again.")

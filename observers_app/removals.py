@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from . import backpressure, coalescing, conf, counters, events, outbox, poison, pruning
 from .models import Observer, Owner, Removal, WebhookEndpoint
-from .webhooks import attempts
+from .webhooks import attempts, messages
 
 Reason = Removal.Reason
 logger = logging.getLogger(__name__)
@@ -121,11 +121,9 @@ def remove_in_batches(
                 Removal(observer_ref=ref, var_id=var_id, callback=callback, owner_ref=owner_id, reason=reason)
                 for ref, var_id, callback, owner_id in rows
             )
-            refs = [row[0] for row in rows]
-            # Webhook endpoints locked first: an attempt being recorded for one of them meanwhile waits
-            # for this commit, then is refused, instead of slipping in under the cascade's delete.
-            list(WebhookEndpoint.objects.select_for_update().filter(observer_id__in=refs).values_list("pk"))
-            deleted, _ = Observer.objects.filter(id__in=refs).delete()
+            if webhooks := [ref for ref, _, callback, _ in rows if callback == messages.WEBHOOK_CALLBACK]:
+                WebhookEndpoint.objects.filter(observer_id__in=webhooks).delete()  # with their attempts
+            deleted, _ = Observer.objects.filter(id__in=[row[0] for row in rows]).delete()
             counters.increment({"observers_removed": deleted, f"removed_{reason}": deleted})
             counters.adjust_observer_counts(_count_by_variable(rows))
             transaction.on_commit(functools.partial(_send_removed, rows, reason))
