@@ -122,7 +122,7 @@ def remove_in_batches(
                 for ref, var_id, callback, owner_id in rows
             )
             if webhooks := [ref for ref, _, callback, _ in rows if callback == messages.WEBHOOK_CALLBACK]:
-                WebhookEndpoint.objects.filter(observer_id__in=webhooks).delete()  # with their attempts
+                _delete_endpoints(webhooks)
             deleted, _ = Observer.objects.filter(id__in=[row[0] for row in rows]).delete()
             counters.increment({"observers_removed": deleted, f"removed_{reason}": deleted})
             counters.adjust_observer_counts(_count_by_variable(rows))
@@ -130,6 +130,15 @@ def remove_in_batches(
         total += deleted
         if len(rows) < batch_size:
             return total
+
+
+def _delete_endpoints(refs: list[uuid.UUID]) -> None:
+    """Delete webhook endpoints with their attempts and retries. Locked first: a worker writing an
+    attempt meanwhile waits for this transaction, then finds its endpoint gone (instead of adding an
+    attempt between the deletion of the attempts and of the endpoint, which fails this one)."""
+    endpoints = WebhookEndpoint.objects.select_for_update().filter(observer_id__in=refs)
+    list(endpoints.values_list("pk", flat=True))
+    endpoints.delete()
 
 
 def _count_by_variable(rows: list[tuple[Any, ...]]) -> dict[str, int]:

@@ -1,13 +1,15 @@
 """Webhook observers end to end: a real worker POSTs to real HTTP servers on 127.0.0.1."""
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
+from django.db.models.signals import pre_delete
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -119,6 +121,41 @@ def test_an_attempt_for_a_removed_endpoint_is_refused_by_the_database():
             error="",
             next_retry_at=None,
         )
+
+
+def test_a_removal_locks_the_endpoint_so_an_attempt_written_meanwhile_waits_and_is_refused(receiver):
+    var = unique_var("race")
+    ref = manager.add_webhook(var, receiver.url)
+    outcome: list[str] = []
+    waited: list[bool] = []
+
+    def write_attempt() -> None:
+        try:
+            store.add_attempt(
+                ref, message_id="m", attempt=1, status_code=200, latency_ms=1, error="", next_retry_at=None
+            )
+            outcome.append("written")
+        except IntegrityError:
+            outcome.append("refused")
+        finally:
+            connection.close()
+
+    def write_while_removing(sender: object, **kwargs: object) -> None:
+        # Sent once the endpoint is locked, before its attempts and itself are deleted: without the
+        # lock, an attempt written now would be committed between those two deletions.
+        writer = threading.Thread(target=write_attempt)
+        writer.start()
+        writer.join(timeout=1)
+        waited.append(writer.is_alive())
+
+    pre_delete.connect(write_while_removing, sender=WebhookEndpoint, dispatch_uid="test-race")
+    try:
+        assert manager.remove_observer(var, ref)
+    finally:
+        pre_delete.disconnect(sender=WebhookEndpoint, dispatch_uid="test-race")
+    wait_for(lambda: outcome, timeout=30)
+    assert waited == [True] and outcome == ["refused"]
+    assert not WebhookEndpoint.objects.filter(observer_id=ref).exists()
 
 
 def test_a_given_secret_is_used_and_removal_deletes_the_endpoint(receiver):
