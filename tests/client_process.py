@@ -52,7 +52,7 @@ def main() -> None:
 
 
 def notify_until_told(var_id: str, more: int) -> None:
-    from observers_app import manager
+    from observers_app import manager, publisher
 
     began: list[tuple[int, float]] = []
 
@@ -66,6 +66,8 @@ def notify_until_told(var_id: str, more: int) -> None:
     for _ in range(more):
         notify()
         time.sleep(0.001)
+    # The messages are published by the outbox thread: out before the test may kill this process.
+    publisher.flush()
     print(json.dumps(began), flush=True)
 
 
