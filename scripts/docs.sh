@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/sphinx-build ] || bash scripts/setup-venv.sh
-.venv/bin/sphinx-build -W --keep-going -b html docs docs/_build/html "$@"
+.venv/bin/sphinx-build -E -W --keep-going -b html docs docs/_build/html "$@"
