@@ -9,8 +9,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
-from tests.conftest import database_url, wait_for
-from tests.test_telemetry import free_port
+from tests.conftest import database_url, free_port, wait_for
 
 
 @contextmanager

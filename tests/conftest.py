@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -34,6 +35,36 @@ def worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
     nodename = f"observers-test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
     with running_worker(concurrency=2, env=env, hostname=nodename):
         yield nodename
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_flower(**env: str) -> Iterator[str]:
+    """A real Flower process of the project on a free loopback port, sharing the test database;
+    yields its base URL."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        **env,
+    }
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "project", "flower", f"--port={port}", "--address=127.0.0.1"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        flower.terminate()
+        flower.wait(timeout=20)
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:

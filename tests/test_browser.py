@@ -15,9 +15,8 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, sync_playwright
 
 from observers_app import manager
-from tests.conftest import database_url, wait_for
+from tests.conftest import database_url, free_port, wait_for
 from tests.factories import unique_var
-from tests.test_telemetry import free_port
 from tests.testapp.callbacks import explode, record
 from tests.testapp.models import Received
 

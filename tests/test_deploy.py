@@ -6,7 +6,6 @@ import base64
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import database_url, wait_for
+from tests.conftest import running_flower, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,12 +63,6 @@ def test_the_image_runs_as_an_unprivileged_user():
     assert users and users[-1] not in ("root", "0")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def status(url: str, headers: dict[str, str] | None = None) -> int:
     try:
         with urllib.request.urlopen(
@@ -82,21 +75,7 @@ def status(url: str, headers: dict[str, str] | None = None) -> int:
 
 @pytest.mark.django_db(transaction=True)
 def test_flower_with_basic_auth_refuses_a_client_without_the_password():
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "FLOWER_BASIC_AUTH": "operator:s3cret",
-    }
-    flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "project", "flower", f"--port={port}", "--address=127.0.0.1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with running_flower(FLOWER_BASIC_AUTH="operator:s3cret") as base:
 
         def up() -> int:
             try:
@@ -108,9 +87,6 @@ def test_flower_with_basic_auth_refuses_a_client_without_the_password():
         assert status(f"{base}/tasks") == 401
         credentials = base64.b64encode(b"operator:s3cret").decode()
         assert status(f"{base}/", {"Authorization": f"Basic {credentials}"}) == 200
-    finally:
-        flower.terminate()
-        flower.wait(timeout=20)
 
 
 @pytest.mark.django_db(transaction=True)

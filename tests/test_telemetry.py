@@ -1,10 +1,6 @@
 """Telemetry: events sent by the hub, the Prometheus endpoint fed by them, and Flower seeing the tasks."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -12,7 +8,7 @@ import pytest
 from django.test import Client
 
 from observers_app import conf, events, manager, wiring
-from tests.conftest import database_url, wait_for
+from tests.conftest import running_flower, wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import record
 from tests.testapp.models import Received
@@ -77,33 +73,13 @@ def test_metrics_endpoint_merges_the_worker_processes_samples():
     assert metric(text, 'observers_notify_seconds_count{published="true"}') >= 1
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
 
 
 def test_flower_sees_the_hubs_tasks():
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "FLOWER_UNAUTHENTICATED_API": "true",
-    }
-    flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "project", "flower", f"--port={port}", "--address=127.0.0.1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with running_flower(FLOWER_UNAUTHENTICATED_API="true") as base:
 
         def up() -> bool:
             try:
@@ -134,6 +110,3 @@ def test_flower_sees_the_hubs_tasks():
             return {t["name"] for t in tasks if notification_id in (t.get("args") or "")}
 
         assert wait_for(lambda: {wiring.DISPATCH_TASK, wiring.DELIVER_TASK} <= names(), timeout=20)
-    finally:
-        flower.terminate()
-        flower.wait(timeout=20)
