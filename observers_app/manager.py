@@ -86,6 +86,8 @@ def add_observers(
     for var_id in var_ids:
         _check_var_id(var_id)
     name = registry.name_of(callback)
+    if not var_ids:
+        return []
     owner_id = _owner_id(owner)
     with transaction.atomic():
         if owner_id is not None:
