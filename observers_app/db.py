@@ -12,10 +12,6 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
-# A prepare threshold no statement reaches: see prepared_rows.
-NEVER = 2**31 - 1
-
-
 def prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:
     """One row from a statement PostgreSQL plans once per connection."""
     rows = prepared_rows(connection, sql, params)
@@ -33,12 +29,7 @@ def prepared_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) 
     import psycopg
 
     connection.ensure_connection()
-    raw = connection.connection
-    if raw.prepare_threshold is None:
-        # Django leaves psycopg's automatic preparation off (None), which also ignores prepare=True;
-        # a threshold never reached keeps the automatic one off and lets these statements be prepared.
-        raw.prepare_threshold = NEVER
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 

@@ -92,6 +92,8 @@ def add_observers(
     validation.check_flag("glob", glob)
     validation.check_flag("coalesce", coalesce)
     name = registry.name_of(callback)
+    if not var_ids:
+        return []
     owner_id = _owner_id(owner)
     with transaction.atomic():
         if owner_id is not None:

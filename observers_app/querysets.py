@@ -95,7 +95,7 @@ class ObserverQuerySet(models.QuerySet):
         counted_as: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """``DELIVERY_ROW`` of the live exact observers of ``var_id`` with ``after < id <= upto``,
-        the coalescing ones or the others: every deliver task's read, compiled once and prepared.
+        the coalescing ones or the others: every deliver task's read, compiled once.
         With ``counted_as`` (PostgreSQL, outside a transaction), the same statement adds how many
         rows it read to that counter: one round trip instead of two."""
         prepare = self.model._meta.pk.get_db_prep_value
