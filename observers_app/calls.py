@@ -103,29 +103,26 @@ def call_observers(
                 finally:
                     deadline.disarm()
             except CallbackTimeout:
-                error = f"CallbackTimeout: ran longer than {time_limit} s"
-                logger.error(
-                    "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
-                    ref,
-                    callback_name,
-                    var_id,
-                    error,
-                )
-                outcome.failed[ref] = error
+                outcome.failed[ref] = f"CallbackTimeout: ran longer than {time_limit} s"
+                _log_failure(ref, callback_name, var_id, outcome.failed[ref], traceback=False)
             except Exception as exc:
                 # Cleaned and bounded: the text is written to the observer's row.
-                error = validation.storable_text(f"{type(exc).__name__}: {exc}")
-                logger.exception(
-                    "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
-                    ref,
-                    callback_name,
-                    var_id,
-                    error,
-                )
-                outcome.failed[ref] = error
+                outcome.failed[ref] = validation.storable_text(f"{type(exc).__name__}: {exc}")
+                _log_failure(ref, callback_name, var_id, outcome.failed[ref], traceback=True)
             else:
                 if failures:
                     outcome.recovered.append(ref)
     finally:
         deadline.restore()
     return outcome
+
+
+def _log_failure(ref: uuid.UUID, callback_name: str, var_id: str, error: str, *, traceback: bool) -> None:
+    logger.error(
+        "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
+        ref,
+        callback_name,
+        var_id,
+        error,
+        exc_info=traceback,
+    )

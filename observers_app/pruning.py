@@ -12,9 +12,11 @@
   these lost a page, or their dispatcher died): a page still queued after that is logged, not delivered.
 """
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import Model, Q, Subquery
+from django.db.models import Model, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from . import conf
@@ -74,20 +76,13 @@ def _prune_unobserved(model: type[VariableState], unobserved: Q, batch_size: int
     stale = unobserved & (
         Q(last_notified_at__isnull=True) | Q(last_notified_at__lt=_days_ago(conf.state_retention_days()))
     )
-    pruned, after = 0, ""
-    while True:
-        page = list(
-            model.objects.filter(stale, var_id__gt=after)
-            .order_by("var_id")
-            .values_list("var_id", flat=True)[:batch_size]
-        )
-        if not page:
-            return pruned
+    pruned = 0
+    for page in _name_pages(model.objects.filter(stale), batch_size):
         patterns = Observer.objects.candidate_globs(page)  # only those whose prefix can match the page
         unmatched = [var_id for var_id in page if not globs_among(patterns, var_id)]
         deleted, _ = model.objects.filter(stale, var_id__in=unmatched).delete()
         pruned += deleted
-        after = page[-1]
+    return pruned
 
 
 def _prune_mailboxes(batch_size: int) -> int:
@@ -96,17 +91,21 @@ def _prune_mailboxes(batch_size: int) -> int:
     coalescing = Observer.objects.filter(coalesce=True)
     patterns = list(coalescing.filter(is_glob=True).values_list("var_id", flat=True).distinct())
     idle = Q(pending__isnull=True) & (Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now()))
-    pruned, after = 0, ""
-    while True:
-        page = list(
-            Latest.objects.filter(idle, var_id__gt=after)
-            .order_by("var_id")
-            .values_list("var_id", flat=True)[:batch_size]
-        )
-        if not page:
-            return pruned
+    pruned = 0
+    for page in _name_pages(Latest.objects.filter(idle), batch_size):
         exact = set(coalescing.filter(is_glob=False, var_id__in=page).values_list("var_id", flat=True))
         unobserved = [var_id for var_id in page if var_id not in exact and not globs_among(patterns, var_id)]
         deleted, _ = Latest.objects.filter(idle, var_id__in=unobserved).delete()
         pruned += deleted
+    return pruned
+
+
+def _name_pages(rows: QuerySet[Any], batch_size: int) -> Iterator[list[str]]:
+    """The ``var_id`` of ``rows`` in pages of ``batch_size``, in name order (keyset paging, so rows
+    deleted from a page meanwhile never shift the next one)."""
+    after = ""
+    while page := list(
+        rows.filter(var_id__gt=after).order_by("var_id").values_list("var_id", flat=True)[:batch_size]
+    ):
+        yield page
         after = page[-1]

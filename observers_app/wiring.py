@@ -25,19 +25,20 @@ def _queue_type() -> dict[str, Any]:
     return {"x-queue-type": "quorum"} if conf.quorum_queues() else {}
 
 
+def _hub_queue(name: str, **arguments: Any) -> Queue:
+    """A hub queue on an exchange of its own name, with ``arguments`` and the configured queue type."""
+    return Queue(name, Exchange(name), routing_key=name, queue_arguments={**arguments, **_queue_type()})
+
+
 def dispatch_queue() -> Queue:
     """Notifications to fan out: bounded, the oldest dropped (newest wins) into the shed queue."""
-    name = conf.queue_name()
-    return Queue(
-        name,
-        Exchange(name),
-        routing_key=name,
-        queue_arguments={
+    return _hub_queue(
+        conf.queue_name(),
+        **{
             "x-max-length": conf.queue_max_length(),
             "x-overflow": "drop-head",
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": shed_queue().name,
-            **_queue_type(),
         },
     )
 
@@ -45,16 +46,9 @@ def dispatch_queue() -> Queue:
 def deliver_queue() -> Queue:
     """Pages of fan-outs already started, and the sweep: bounded in bytes, never shed (when full the
     broker refuses a page, its publisher confirm says so, and the dispatch is redelivered later)."""
-    name = f"{conf.queue_name()}.deliver"
-    return Queue(
-        name,
-        Exchange(name),
-        routing_key=name,
-        queue_arguments={
-            "x-max-length-bytes": conf.deliver_queue_max_bytes(),
-            "x-overflow": "reject-publish",
-            **_queue_type(),
-        },
+    return _hub_queue(
+        f"{conf.queue_name()}.deliver",
+        **{"x-max-length-bytes": conf.deliver_queue_max_bytes(), "x-overflow": "reject-publish"},
     )
 
 
@@ -65,8 +59,7 @@ def shed_queue() -> Queue:
 
 def webhook_queue() -> Queue:
     """Webhook POSTs and their retries: an endpoint slow to answer never delays the callbacks."""
-    name = f"{conf.queue_name()}.webhooks"
-    return Queue(name, Exchange(name), routing_key=name, queue_arguments=_queue_type())
+    return _hub_queue(f"{conf.queue_name()}.webhooks")
 
 
 def consumed_queues() -> tuple[Queue, Queue, Queue]:
