@@ -162,6 +162,21 @@ def check_stream_authorizer(**kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+def check_stream_origins(**kwargs: Any) -> list[CheckMessage]:
+    from .streams import access
+
+    return [
+        Error(
+            f"OBSERVERS_STREAM_ALLOWED_ORIGINS lists {origin!r}, which is not an origin.",
+            hint="An origin is scheme://host[:port], without a path or a trailing slash, e.g. "
+            "'https://app.example.com'.",
+            id="observers.E011",
+        )
+        for origin in conf.stream_allowed_origins()
+        if not access.is_origin(origin)
+    ]
+
+
 def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
     from .signals import ObservedQuerySet, observed_models
 
@@ -185,3 +200,4 @@ def register() -> None:
     register_check(check_observed_managers)
     register_check(check_webhook_settings)
     register_check(check_stream_authorizer)
+    register_check(check_stream_origins)

@@ -71,12 +71,17 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_MAX_PER_OWNER": 10_000,
     # Streams (Server-Sent Events): events a stream buffers for a slow reader before it coalesces to the
     # latest per variable (and closes past twice that); seconds between heartbeat comments; variables per
-    # stream; lifetime of a token from issue_token; the registered name of the authorization hook.
+    # stream; lifetime of a token from issue_token; the registered name of the authorization hook; the
+    # other origins whose pages may read a token-authenticated stream (CORS), e.g. "https://app.example.com";
+    # whether a process serving streams freezes their objects out of full garbage collections (see
+    # streams/collector.py: without it a process with 10,000 streams stalls a second every few events).
     "OBSERVERS_STREAM_BUFFER": 100,
     "OBSERVERS_STREAM_HEARTBEAT": 15.0,
     "OBSERVERS_STREAM_MAX_VARS": 50,
     "OBSERVERS_STREAM_TOKEN_TTL": 3600.0,
     "OBSERVERS_STREAM_AUTHORIZER": "observers.staff_only",
+    "OBSERVERS_STREAM_ALLOWED_ORIGINS": [],
+    "OBSERVERS_STREAM_GC_FREEZE": True,
 }
 
 # Webhooks (observers_app/webhooks/; docs/webhooks.md), read through the webhook_* functions below.
@@ -289,3 +294,11 @@ def stream_token_ttl() -> float:
 
 def stream_authorizer() -> str:
     return str(_get("OBSERVERS_STREAM_AUTHORIZER"))
+
+
+def stream_gc_freeze() -> bool:
+    return bool(_get("OBSERVERS_STREAM_GC_FREEZE"))
+
+
+def stream_allowed_origins() -> list[str]:
+    return list(_get("OBSERVERS_STREAM_ALLOWED_ORIGINS"))

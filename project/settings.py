@@ -144,6 +144,10 @@ OBSERVERS_METRICS_ALLOWED_IPS = env.list("OBSERVERS_METRICS_ALLOWED_IPS", defaul
 # Webhook observers (docs/webhooks.md) reach https endpoints on public addresses only, unless these say so.
 OBSERVERS_WEBHOOK_ALLOW_HTTP = env.bool("OBSERVERS_WEBHOOK_ALLOW_HTTP", default=False)
 OBSERVERS_WEBHOOK_ALLOW = env.list("OBSERVERS_WEBHOOK_ALLOW", default=[])
+# Pages of these other origins may read streams opened with a token (docs/streams.md), e.g.
+# OBSERVERS_STREAM_ALLOWED_ORIGINS=https://app.example.com
+OBSERVERS_STREAM_ALLOWED_ORIGINS = env.list("OBSERVERS_STREAM_ALLOWED_ORIGINS", default=[])
+OBSERVERS_STREAM_GC_FREEZE = env.bool("OBSERVERS_STREAM_GC_FREEZE", default=True)
 # Worker-wide, for the dedicated hub worker (docs/install.md, "Production"): Celery's Django fixup
 # otherwise reconnects to the database around every task (~5-10 ms on PostgreSQL).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Page, sync_playwright
 
 from observers_app import manager, session_store
+from observers_app.streams.access import issue_token
 from tests.asgi_server import running_asgi_server
 from tests.conftest import database_url, wait_for
 from tests.factories import unique_var
@@ -125,3 +128,68 @@ def test_eventsource_receives_changes_and_the_dashboard_goes_live(
         assert after["active_observers"] == before["active_observers"] + 1
         page.screenshot(path=str(SCREENSHOTS / "1-dashboard-after.png"), full_page=True)
         browser.close()
+
+
+@contextmanager
+def page_server(html: str) -> Iterator[int]:
+    """Serves ``html`` at / on a free loopback port: a page of another origin than the hub's."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_page_of_an_allowed_other_origin_reads_a_token_stream(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop runs in this thread
+    var = unique_var("cors")
+    with page_server("<!doctype html><title>another origin</title><p>app</p>") as page_port:
+        allowed = f"http://127.0.0.1:{page_port}"
+        with running_asgi_server(OBSERVERS_STREAM_ALLOWED_ORIGINS=allowed) as (base, _):
+            url = f"{base}/observers/stream?var={var}&token={issue_token([var])}"
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                listening = browser.new_page()
+                listening.goto(f"{allowed}/")
+                refused = browser.new_page()
+                refused.goto(f"http://localhost:{page_port}/")  # same server, an origin not listed
+                for page in (listening, refused):
+                    page.evaluate(
+                        """(url) => {
+                            window.received = [];
+                            window.failed = false;
+                            window.source = new EventSource(url);
+                            window.source.onmessage = () => {};
+                            window.source.addEventListener(new URL(url).searchParams.get("var"),
+                                (e) => window.received.push(JSON.parse(e.data).new_value));
+                            window.source.onopen = () => { window.opened = true; };
+                            window.source.onerror = () => { window.failed = true; window.source.close(); };
+                        }""",
+                        url,
+                    )
+                wait_for(lambda: listening.evaluate("window.opened === true"))
+                wait_for(lambda: refused.evaluate("window.failed"))
+                wait_for(lambda: manager.observer_count(var) == 1)
+                for n in range(3):
+                    manager.notify_observers(var, n, n + 1)
+                wait_for(lambda: listening.evaluate("window.received.length") == 3, timeout=30)
+                assert listening.evaluate("window.received") == [1, 2, 3]
+                assert refused.evaluate("window.opened === true") is False
+                assert refused.evaluate("window.received") == []
+                browser.close()

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 from django.test import override_settings
 
+from observers_app import checks
 from observers_app.exceptions import InvalidVariableId, StreamRefused
 from observers_app.streams import access
 
@@ -56,3 +57,45 @@ def test_the_authorizer_is_chosen_by_registered_name():
     unregistered = override_settings(OBSERVERS_STREAM_AUTHORIZER="tests.not.registered")
     with unregistered, pytest.raises(StreamRefused, match="names no registered authorizer"):
         access.check_user(user, ["session:7:x"])
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example.com",
+        "http://127.0.0.1:8000",
+        "http://[::1]:3000",
+        "https://xn--bcher-kva.example",
+    ],
+)
+def test_an_origin_is_a_scheme_a_host_and_a_port(origin):
+    assert access.is_origin(origin)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "app.example.com",
+        "https://app.example.com/",
+        "https://app.example.com/page",
+        "https://app.example.com?x=1",
+        "ftp://app.example.com",
+        "https://user@app.example.com",
+        "https://app.example.com:port",
+        "*",
+        "",
+    ],
+)
+def test_what_is_not_an_origin_is_refused_by_the_check(settings, origin):
+    assert not access.is_origin(origin)
+    settings.OBSERVERS_STREAM_ALLOWED_ORIGINS = ["https://ok.example.com", origin]
+    assert [error.id for error in checks.check_stream_origins()] == ["observers.E011"]
+
+
+def test_only_a_listed_origin_is_allowed(settings):
+    settings.OBSERVERS_STREAM_ALLOWED_ORIGINS = ["https://app.example.com"]
+    assert access.cors_origin("https://app.example.com") == "https://app.example.com"
+    assert access.cors_origin("https://app.example.com.evil.test") is None
+    assert access.cors_origin("http://app.example.com") is None
+    assert access.cors_origin(None) is None
+    assert checks.check_stream_origins() == []

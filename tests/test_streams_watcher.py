@@ -95,3 +95,36 @@ def test_nothing_coalesces_across_the_snapshot(loop):
     for seq in range(6, 40):
         watcher.offer(change("v", seq))
     assert watcher.closed_reason is None
+
+
+def test_a_model_fields_change_numbered_after_its_snapshot_read_is_not_sent_twice(loop):
+    # The row committed 7, the snapshot read it with seq 5; the change to 7 was numbered 6 after.
+    watcher = Watcher(["shop.item:1:price"], buffer_size=10)
+    watcher.take_snapshot([messages.snapshot("shop.item:1:price", 7, seq=5, version=None)])
+    racing = change("shop.item:1:price", 6)
+    racing.data.update(old_value=6, new_value=7)
+    watcher.offer(racing)
+    assert watcher.pending == {}
+    watcher.offer(change("shop.item:1:price", 8))  # 7 -> 8: the next one is sent
+    assert [e.seq for e in watcher.pending.values()] == [8]
+
+
+def test_a_model_fields_next_change_from_the_shown_value_is_sent(loop):
+    watcher = Watcher(["shop.item:1:price"], buffer_size=10)
+    watcher.take_snapshot([messages.snapshot("shop.item:1:price", 5, seq=5, version=None)])
+    watcher.offer(change("shop.item:1:price", 6))  # 5 -> 6
+    back = change("shop.item:1:price", 7)
+    back.data.update(old_value=6, new_value=5)  # back to the shown value: a change of its own
+    watcher.offer(back)
+    assert [e.seq for e in watcher.pending.values()] == [6, 7]
+
+
+def test_a_buffered_change_the_snapshot_shows_is_dropped_in_seq_order(loop):
+    watcher = Watcher(["shop.item:1:price"], buffer_size=10)
+    later, racing = change("shop.item:1:price", 7), change("shop.item:1:price", 6)
+    later.data.update(old_value=7, new_value=True)  # 1 -> True would be a change: JSON compares
+    racing.data.update(old_value=6, new_value=7)
+    watcher.offer(later)
+    watcher.offer(racing)
+    first = watcher.take_snapshot([messages.snapshot("shop.item:1:price", 7, seq=5, version=None)])
+    assert [(e.seq, e.data["new_value"]) for e in first] == [(5, 7), (7, True)]

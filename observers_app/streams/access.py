@@ -3,6 +3,7 @@
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core import signing
 
@@ -91,6 +92,28 @@ def check_token(token: str, var_ids: list[str]) -> None:
     refused = [var_id for var_id in var_ids if not any(glob_matches(grant, var_id) for grant in granted)]
     if refused:
         raise StreamRefused(f"the token does not grant {refused}")
+
+
+def is_origin(origin: str) -> bool:
+    """``scheme://host[:port]``, as a browser sends it in ``Origin``."""
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not (parts.path or parts.query or parts.fragment or parts.username)
+        and origin == f"{parts.scheme}://{parts.netloc}"
+    )
+
+
+def cors_origin(origin: str | None) -> str | None:
+    """The origin to allow in ``Access-Control-Allow-Origin``: a page of another origin listed in
+    OBSERVERS_STREAM_ALLOWED_ORIGINS may read a stream (authenticated by its token: the site's
+    cookies are never allowed along, so a session cannot be used from there)."""
+    return origin if origin and origin in conf.stream_allowed_origins() else None
 
 
 def check_user(user: Any, var_ids: list[str]) -> None:

@@ -17,6 +17,7 @@ from django.db import close_old_connections
 from .. import conf, counters, dashboard, manager
 from ..globs import glob_matches
 from . import messages
+from .collector import Collector
 from .consumer import QueueConsumer
 from .forwarding import FORWARD_CALLBACK
 from .messages import StreamEvent
@@ -31,6 +32,8 @@ COUNTERS_FLUSH_S = 2.0
 CONSUMER_READY_TIMEOUT_S = 30.0
 # Seconds between two readings of the dashboard's figures, while a stream of the process watches them.
 DASHBOARD_INTERVAL_S = 1.0
+# Seconds between two steps of the process's garbage collection policy (see collector.py).
+COLLECTOR_TICK_S = 1.0
 
 
 class _Subscription:
@@ -63,6 +66,7 @@ class StreamHub:
         self.pending_counts: collections.Counter[str] = collections.Counter()
         self.owner: Any = None
         self.consumer: QueueConsumer | None = None
+        self.collector = Collector() if conf.stream_gc_freeze() else None
 
     async def start(self) -> None:
         self.owner = await self.run_db(manager.process_owner, executor=self.registrar)
@@ -73,6 +77,8 @@ class StreamHub:
             raise RuntimeError("the streams' queue consumer could not reach the broker")
         self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
         self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
+        if self.collector is not None:
+            self.loop.call_later(COLLECTOR_TICK_S, self._collect)
 
     async def run_db(
         self, func: Callable[..., T], *args: Any, executor: ThreadPoolExecutor | None = None
@@ -87,6 +93,8 @@ class StreamHub:
         self.watchers.add(watcher)
         self.pending_counts["streams_opened"] += 1
         watcher.leave = functools.partial(self.leave, watcher)
+        if self.collector is not None:
+            self.collector.opened()
         joined = []
         for key in watcher.keys:
             subscription = self.subscriptions.get(key) or self._subscribe(key)
@@ -102,6 +110,8 @@ class StreamHub:
         watcher.left = True
         watcher.leave = _nothing  # no cycle left for the garbage collector to find
         self.watchers.discard(watcher)
+        if self.collector is not None:
+            self.collector.closed()
         self.pending_counts["stream_events_coalesced"] += watcher.coalesced
         self.pending_counts["streams_closed_slow"] += int(watcher.closed_reason is not None)
         for key in watcher.keys:
@@ -185,6 +195,11 @@ class StreamHub:
         for watcher in self.watchers:
             watcher.heartbeat()
         self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
+
+    def _collect(self) -> None:
+        assert self.collector is not None
+        self.collector.tick(len(self.watchers))
+        self.loop.call_later(COLLECTOR_TICK_S, self._collect)
 
     def _flush_counts(self) -> None:
         counts, self.pending_counts = self.pending_counts, collections.Counter()

@@ -7,6 +7,7 @@ from typing import Any
 from asgiref.sync import SyncToAsync
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
 from .. import conf
@@ -22,8 +23,17 @@ logger = logging.getLogger(__name__)
 async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     """Send the current value of each watched variable, then each change, until the client leaves.
 
-    400 for bad parameters, 403 (with the reason) for a request that may not watch them.
+    400 for bad parameters, 403 (with the reason) for a request that may not watch them. A page of
+    an origin in OBSERVERS_STREAM_ALLOWED_ORIGINS may read the answer (CORS, without credentials).
     """
+    response = await _answer(request)
+    patch_vary_headers(response, ["Origin"])
+    if origin := access.cors_origin(request.headers.get("Origin")):
+        response["Access-Control-Allow-Origin"] = origin
+    return response
+
+
+async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if not isinstance(request, ASGIRequest):
         return _plain("streams need an ASGI server (project.asgi:application, e.g. under uvicorn)", 501)
     try:

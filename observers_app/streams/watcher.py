@@ -3,6 +3,7 @@
 import asyncio
 import collections
 import itertools
+import json
 from collections.abc import Callable, Iterable
 
 from . import messages
@@ -38,6 +39,7 @@ class Watcher:
         )
         self._covered_seq: dict[str, int] = {}
         self._covered_version: dict[str, int] = {}
+        self._shown_value: dict[str, str] = {}  # snapshot values without a version, as JSON
 
     def offer(self, event: StreamEvent) -> None:
         """Take one event for sending (called on the event loop by the process's hub)."""
@@ -82,20 +84,34 @@ class Watcher:
                 self._covered_seq[event.var_id] = event.seq
             if event.version is not None:
                 self._covered_version[event.var_id] = event.version
+            elif not event.data["metadata"].get("absent"):
+                self._shown_value[event.var_id] = _canonical(event.data["new_value"])
         self.snapshot_taken = True
-        buffered = [event for event in self.pending.values() if not self._covered(event)]
-        buffered.sort(key=lambda event: event.seq or 0)  # the hub had no position yet to order them by
+        # In seq order (the hub had no position yet to order them by): a value the snapshot shows is
+        # recognised on the first change after its seq.
+        buffered = sorted(self.pending.values(), key=lambda event: event.seq or 0)
+        buffered = [event for event in buffered if not self._covered(event)]
         self.pending.clear()
         return [event for event in values if not event.data["metadata"].get("absent")] + buffered
 
     def _covered(self, event: StreamEvent) -> bool:
         """A change the snapshot already shows: by version where the variable has one (exact even
-        for a notification numbered after the snapshot was read), else by seq."""
+        for a notification numbered after the snapshot was read), else by seq; and a model field's
+        change numbered just after its row committed (the snapshot read the new value with the seq
+        before it) by its values: the first change past the snapshot's seq that leads to the shown
+        value from another one (a change that follows the shown value starts from it)."""
         version = self._covered_version.get(event.var_id)
         if version is not None and event.version is not None:
             return event.version <= version
         seq = self._covered_seq.get(event.var_id)
-        return seq is not None and event.seq is not None and event.seq <= seq
+        if seq is not None and event.seq is not None and event.seq <= seq:
+            return True
+        shown = self._shown_value.pop(event.var_id, None)
+        return (
+            shown is not None
+            and _canonical(event.data["new_value"]) == shown
+            and _canonical(event.data["old_value"]) != shown
+        )
 
     def heartbeat(self) -> None:
         self.heartbeat_due = True
@@ -114,3 +130,8 @@ class Watcher:
         self.closed_reason = reason
         self.pending.clear()
         self.wake.set()
+
+
+def _canonical(value: object) -> str:
+    """A value's JSON as the hub compares values (``1`` and ``True`` differ)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

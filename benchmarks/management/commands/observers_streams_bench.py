@@ -14,7 +14,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--streams", type=int, default=10_000, help="open streams in the fan-out run")
-        parser.add_argument("--repeats", type=int, default=3, help="notifications sent to all of them")
+        parser.add_argument("--repeats", type=int, default=15, help="notifications sent to all of them")
+        parser.add_argument(
+            "--no-baseline",
+            dest="baseline",
+            action="store_false",
+            help="skip the fan-out on a server without OBSERVERS_STREAM_GC_FREEZE",
+        )
         parser.add_argument("--notifications", type=int, default=300, help="timed single-watcher notifies")
         parser.add_argument("--churn", type=int, default=100_000, help="connects and disconnects (0: none)")
         parser.add_argument("--port", type=int, default=8765)
