@@ -6,6 +6,7 @@ The project runs under uvicorn with DEBUG off; screenshots go to ``screenshots/t
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -184,12 +185,15 @@ def test_a_page_of_an_allowed_other_origin_reads_a_token_stream(monkeypatch: pyt
                         url,
                     )
                 wait_for(lambda: listening.evaluate("window.opened === true"))
-                wait_for(lambda: refused.evaluate("window.failed"))
+                # Refused by the browser (EventSource closes itself on a CORS failure).
+                wait_for(lambda: refused.evaluate("window.failed || window.source.readyState === 2"))
                 wait_for(lambda: manager.observer_count(var) == 1)
                 for n in range(3):
                     manager.notify_observers(var, n, n + 1)
-                wait_for(lambda: listening.evaluate("window.received.length") == 3, timeout=30)
-                assert listening.evaluate("window.received") == [1, 2, 3]
+                wait_for(lambda: listening.evaluate("window.received.length") >= 3, timeout=30)
+                time.sleep(0.5)  # a second copy of any would arrive meanwhile
+                # Numbered by the workers in the order they dispatch: the values in any order, once.
+                assert sorted(listening.evaluate("window.received")) == [1, 2, 3]
                 assert refused.evaluate("window.opened === true") is False
                 assert refused.evaluate("window.received") == []
                 browser.close()

@@ -80,11 +80,13 @@ class Watcher:
         """Record what the snapshot read covers, and drop buffered changes it already holds; returns
         the events to send first: the snapshot, then the changes buffered since subscribing."""
         for event in values:
-            if event.seq is not None:
-                self._covered_seq[event.var_id] = event.seq
             if event.version is not None:
                 self._covered_version[event.var_id] = event.version
-            elif not event.data["metadata"].get("absent"):
+            if event.data["metadata"].get("absent"):
+                continue  # nothing shown: every change the stream's observer brings is sent
+            if event.seq is not None:
+                self._covered_seq[event.var_id] = event.seq
+            if event.version is None:
                 self._shown_value[event.var_id] = _canonical(event.data["new_value"])
         self.snapshot_taken = True
         # In seq order (the hub had no position yet to order them by): a value the snapshot shows is
