@@ -3,9 +3,9 @@
 import asyncio
 import collections
 import itertools
-import json
 from collections.abc import Callable, Iterable
 
+from ..validation import value_json
 from . import messages
 from .messages import StreamEvent
 
@@ -136,4 +136,4 @@ class Watcher:
 
 def _canonical(value: object) -> str:
     """A value's JSON as the hub compares values (``1`` and ``True`` differ)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value_json("value", value)
