@@ -5,7 +5,9 @@ and worker processes, before they start) every process writes its samples there 
 merges them; without it, ``/metrics`` shows the serving process only.
 """
 
+import glob
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -18,6 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 
 from . import events
 
@@ -78,10 +81,25 @@ def connect() -> None:
     events.observers_swept.connect(_on_swept, dispatch_uid="observers.metrics")
 
 
+class _Collector(multiprocess.MultiProcessCollector):
+    """prometheus_client's merge of the processes' files, skipping a file still being created."""
+
+    def collect(self) -> Iterable[Metric]:
+        return self.merge([path for path in glob.glob(os.path.join(self._path, "*.db")) if _started(path)])
+
+
+def _started(path: str) -> bool:
+    """A process creates its file empty, then sizes it: reading it in between fails."""
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:
+        return False
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """The Prometheus exposition of every process's samples (see the module docstring)."""
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        _Collector(registry)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

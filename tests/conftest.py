@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -52,6 +53,8 @@ def running_flower(**env: str) -> Iterator[str]:
         **os.environ,
         "DATABASE_URL": database_url(),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
+        # Flower's own gauges stay out of the directory /observers/metrics merges.
+        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="flower-metrics-"),
         **env,
     }
     flower = subprocess.Popen(

@@ -1,8 +1,10 @@
 """Telemetry: events sent by the hub, the Prometheus endpoint fed by them, and Flower seeing the tasks."""
 
 import json
+import os
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -71,6 +73,19 @@ def test_metrics_endpoint_merges_the_worker_processes_samples():
     assert metric(text, "observers_fanout_width_count") >= 1
     assert metric(text, "observers_notify_to_callback_seconds_count") >= 1
     assert metric(text, 'observers_notify_seconds_count{published="true"}') >= 1
+
+
+def test_metrics_endpoint_answers_while_a_process_is_creating_its_file():
+    manager.notify_observers(unique_var("nobody"), 1, 2)
+    starting = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / "gauge_all_999999.db"
+    starting.touch()  # opened by a starting process, not yet sized
+    try:
+        response = Client().get("/observers/metrics")
+    finally:
+        starting.unlink()
+
+    assert response.status_code == 200
+    assert metric(response.content.decode(), 'observers_notify_seconds_count{published="false"}') >= 1
 
 
 def get_json(url: str):
