@@ -165,14 +165,23 @@ def check_stream_authorizer(**kwargs: Any) -> list[CheckMessage]:
 def check_stream_origins(**kwargs: Any) -> list[CheckMessage]:
     from .streams import access
 
+    origins = getattr(settings, "OBSERVERS_STREAM_ALLOWED_ORIGINS", [])
+    if not isinstance(origins, list | tuple):
+        return [
+            Error(
+                f"OBSERVERS_STREAM_ALLOWED_ORIGINS is a {type(origins).__name__}, not a list of origins.",
+                hint="e.g. ['https://app.example.com']",
+                id="observers.E011",
+            )
+        ]
     return [
         Error(
-            f"OBSERVERS_STREAM_ALLOWED_ORIGINS lists {origin!r}, which is not an origin.",
-            hint="An origin is scheme://host[:port], without a path or a trailing slash, e.g. "
-            "'https://app.example.com'.",
+            f"OBSERVERS_STREAM_ALLOWED_ORIGINS lists {origin!r}, which is not an origin as browsers send it.",
+            hint="An origin is scheme://host[:port] in lower case, with a punycode host, without a "
+            "default port, a path or a trailing slash, e.g. 'https://app.example.com'.",
             id="observers.E011",
         )
-        for origin in conf.stream_allowed_origins()
+        for origin in origins
         if not access.is_origin(origin)
     ]
 

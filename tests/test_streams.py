@@ -209,6 +209,25 @@ def test_refusals_say_why(server: str):
     granted.close()
 
 
+def test_only_a_token_stream_is_shared_with_a_listed_origin():
+    _, var = session_var()
+    User.objects.create_user("staff", password="a-long-test-password", is_staff=True)
+    origin = "http://app.example.test"  # a header's value only: nothing connects to it
+    with running_asgi_server(OBSERVERS_STREAM_ALLOWED_ORIGINS=origin) as (base, _):
+        token = [("var", var), ("token", issue_token([var]))]
+        by_token = EventStream(base, token, headers={"Origin": origin})
+        by_session = EventStream(
+            base, [("var", var)], headers={"Origin": origin, "Cookie": session_cookie("staff")}
+        )
+        unlisted = EventStream(base, token, headers={"Origin": "http://other.example.test"})
+        streams = (by_token, by_session, unlisted)
+        assert [stream.status for stream in streams] == [200, 200, 200]
+        allowed = [stream.response.getheader("Access-Control-Allow-Origin") for stream in streams]
+        for stream in streams:
+            stream.close()
+    assert allowed == [origin, None, None]
+
+
 def session_cookie(username: str) -> str:
     client = Client()
     assert client.login(username=username, password="a-long-test-password")

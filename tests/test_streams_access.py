@@ -82,6 +82,11 @@ def test_an_origin_is_a_scheme_a_host_and_a_port(origin):
         "ftp://app.example.com",
         "https://user@app.example.com",
         "https://app.example.com:port",
+        "https://app.example.com:99999",
+        "HTTPS://App.Example.com",
+        "https://app.example.com:443",
+        "http://app.example.com:80",
+        "https://bücher.example",
         "*",
         "",
     ],
@@ -90,6 +95,12 @@ def test_what_is_not_an_origin_is_refused_by_the_check(settings, origin):
     assert not access.is_origin(origin)
     settings.OBSERVERS_STREAM_ALLOWED_ORIGINS = ["https://ok.example.com", origin]
     assert [error.id for error in checks.check_stream_origins()] == ["observers.E011"]
+
+
+def test_origins_given_as_one_string_are_refused_by_the_check(settings):
+    settings.OBSERVERS_STREAM_ALLOWED_ORIGINS = "https://app.example.com"
+    assert [error.id for error in checks.check_stream_origins()] == ["observers.E011"]
+    assert access.cors_origin("https://app.example.com") is None
 
 
 def test_only_a_listed_origin_is_allowed(settings):

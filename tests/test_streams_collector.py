@@ -51,3 +51,26 @@ def test_a_reclaim_is_due_after_a_quarter_of_the_open_streams_closed_or_after_a_
     collector.tick(open_streams=1)
     assert not collector.reclaim_due(1, collector.last_reclaim + RECLAIM_AFTER_S - 1)
     assert collector.reclaim_due(1, collector.last_reclaim + RECLAIM_AFTER_S)
+
+
+def test_a_host_that_froze_objects_or_disabled_the_collector_keeps_its_choice():
+    gc.freeze()
+    try:
+        host_froze = Collector()
+        frozen = gc.get_freeze_count()
+        host_froze.opened()
+        for _ in range(RECLAIM_MIN_CLOSED):
+            host_froze.closed()
+        host_froze.tick(open_streams=1)
+        assert gc.get_freeze_count() == frozen, "neither unfrozen nor frozen further"
+    finally:
+        gc.unfreeze()
+
+    disabled = Collector()
+    disabled.opened()
+    gc.disable()
+    try:
+        disabled.tick(open_streams=1)
+    finally:
+        gc.enable()
+    assert gc.get_freeze_count() == 0

@@ -94,16 +94,23 @@ def check_token(token: str, var_ids: list[str]) -> None:
         raise StreamRefused(f"the token does not grant {refused}")
 
 
-def is_origin(origin: str) -> bool:
-    """``scheme://host[:port]``, as a browser sends it in ``Origin``."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def is_origin(origin: object) -> bool:
+    """``scheme://host[:port]`` exactly as a browser sends it in ``Origin``: lower case, an ASCII
+    (punycode) host, no default port; any other spelling would never match a request."""
+    if not isinstance(origin, str) or not origin.isascii() or origin != origin.lower():
+        return False
     try:
         parts = urlsplit(origin)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except (ValueError, TypeError, AttributeError):
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
         return False
     return (
-        parts.scheme in ("http", "https")
+        parts.scheme in DEFAULT_PORTS
         and bool(parts.hostname)
+        and port != DEFAULT_PORTS[parts.scheme]
         and not (parts.path or parts.query or parts.fragment or parts.username)
         and origin == f"{parts.scheme}://{parts.netloc}"
     )

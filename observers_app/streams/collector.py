@@ -1,13 +1,4 @@
-"""Garbage collection in a process serving streams: what its open streams hold is frozen out of the
-collector's full passes, which otherwise stall every stream of the process (a second at 10,000).
-
-Each open stream keeps about 160 objects the collector tracks (Django's request and handler, the
-server's protocol, the stream's coroutines), and each event sent re-allocates a few that outlive
-young collections: Python then runs a full collection every few notifications, over all of them,
-finding nothing. Frozen objects are skipped until the next reclaim; what a closed stream leaves in
-reference cycles (Django's handler keeps the request in one) waits for that reclaim, a full
-collection that runs once enough streams closed, or after RECLAIM_AFTER_S.
-"""
+"""The garbage collection policy of a process serving streams (docs/streams.md#garbage-collection)."""
 
 import gc
 import time
@@ -20,11 +11,15 @@ RECLAIM_MIN_CLOSED = 100
 
 
 class Collector:
+    """Freezes what open streams hold out of full collections; reclaims what closed ones left."""
+
     def __init__(self) -> None:
         self.opened_since_freeze = 0
         self.closed_since_reclaim = 0
         self.last_reclaim = time.monotonic()
         self.frozen_since_reclaim = False
+        # A host that froze objects itself manages its collector: unfreezing would undo that.
+        self.host_froze = gc.get_freeze_count() > 0
 
     def opened(self) -> None:
         self.opened_since_freeze += 1
@@ -34,7 +29,9 @@ class Collector:
 
     def tick(self, open_streams: int) -> None:
         """Called every second or so by the process's hub: reclaim when due, else freeze what new
-        streams allocated."""
+        streams allocated. Stands down while the host manages collection itself."""
+        if self.host_froze or not gc.isenabled():
+            return
         if self.reclaim_due(open_streams, time.monotonic()):
             self.reclaim()
         elif self.opened_since_freeze:

@@ -32,8 +32,8 @@ COUNTERS_FLUSH_S = 2.0
 CONSUMER_READY_TIMEOUT_S = 30.0
 # Seconds between two readings of the dashboard's figures, while a stream of the process watches them.
 DASHBOARD_INTERVAL_S = 1.0
-# Notification ids a subscription remembers, to drop a second copy.
-RECENT_IDS = 1024
+# Notifications the process remembers (name or pattern, id), to drop a second copy of one.
+RECENT_IDS = 4096
 # Seconds between two steps of the process's garbage collection policy (see collector.py).
 COLLECTOR_TICK_S = 1.0
 
@@ -49,19 +49,6 @@ class _Subscription:
         self.ready = ready
         self.watchers: set[Watcher] = set()
         self.order = SeqOrder(self.fan_out, loop)
-        self._seen: dict[str, None] = {}  # recent notification ids, oldest first
-
-    def seen(self, notification_id: str | None) -> bool:
-        """Whether this notification came already: a name's observer re-added while its previous
-        one was being removed forwards each notification twice for a moment."""
-        if notification_id is None:
-            return False
-        if notification_id in self._seen:
-            return True
-        self._seen[notification_id] = None
-        if len(self._seen) > RECENT_IDS:
-            del self._seen[next(iter(self._seen))]
-        return False
 
     def fan_out(self, event: StreamEvent) -> None:
         for watcher in list(self.watchers):
@@ -82,6 +69,7 @@ class StreamHub:
         self.owner: Any = None
         self.consumer: QueueConsumer | None = None
         self.collector = Collector() if conf.stream_gc_freeze() else None
+        self.recent: dict[tuple[str, str], None] = {}  # oldest first
 
     async def start(self) -> None:
         self.owner = await self.run_db(manager.process_owner, executor=self.registrar)
@@ -194,8 +182,20 @@ class StreamHub:
         if subscription is None:
             return  # its last stream left; the observer is on its way out
         event = messages.from_notification(message)
-        if not subscription.seen(event.notification_id):
+        if not self._seen(subscription.key, event.notification_id):
             subscription.order.push(event)
+
+    def _seen(self, key: str, notification_id: str | None) -> bool:
+        """Whether this notification came already for ``key``: a name's observer re-added while its
+        previous one was being removed forwards each notification twice for a moment."""
+        if notification_id is None:
+            return False
+        if (key, notification_id) in self.recent:
+            return True
+        self.recent[key, notification_id] = None
+        if len(self.recent) > RECENT_IDS:
+            del self.recent[next(iter(self.recent))]
+        return False
 
     def start_positions(self, watcher: Watcher, snapshot: list[StreamEvent]) -> None:
         """Where each snapshot variable's seqs continue, for the subscriptions that carry it."""

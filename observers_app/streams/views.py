@@ -28,7 +28,8 @@ async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpRespo
     """
     response = await _answer(request)
     patch_vary_headers(response, ["Origin"])
-    if origin := access.cors_origin(request.headers.get("Origin")):
+    origin = access.cors_origin(request.headers.get("Origin"))
+    if origin and _token(request):  # a session-authenticated answer stays with its own origin
         response["Access-Control-Allow-Origin"] = origin
     return response
 
@@ -46,8 +47,7 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         logger.exception("event=stream_hub_unavailable")
         return _plain(f"streams are unavailable right now ({type(exc).__name__}); retry later", 503)
     try:
-        token = request.GET.get("token") or _bearer_token(request)
-        if token:
+        if token := _token(request):
             access.check_token(token, var_ids)
         else:
             await hub.run_db(_check_session_user, request, var_ids)
@@ -96,9 +96,10 @@ def _check_session_user(request: HttpRequest, var_ids: list[str]) -> None:
     access.check_user(request.user, var_ids)
 
 
-def _bearer_token(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+def _token(request: HttpRequest) -> str | None:
+    """``?token=``, else ``Authorization: Bearer``; a request with neither uses the session."""
+    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+    return request.GET.get("token") or (bearer.strip() if scheme.lower() == "bearer" else "") or None
 
 
 def _plain(text: str, status: int, **kwargs: Any) -> HttpResponse:
