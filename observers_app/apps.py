@@ -13,12 +13,13 @@ class ObserversConfig(AppConfig):
     def ready(self) -> None:
         from celery import current_app
 
-        from . import checks, liveness, outbox, publisher, registry, wiring
+        from . import checks, liveness, outbox, publisher, registry, sender, wiring
         from .streams import forwarding  # noqa: F401 - registers the streams' forwarding callback
 
         checks.register()
         liveness.connect()
         publisher.connect()
+        sender.connect()
         outbox.connect()
         if find_spec("prometheus_client"):  # the [prometheus] extra
             from . import metrics

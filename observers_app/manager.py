@@ -22,9 +22,9 @@ from . import (
     outbox,
     owners,
     presence,
-    publisher,
     registry,
     removals,
+    sender,
     validation,
 )
 from .exceptions import (
@@ -338,7 +338,7 @@ def _publish_dispatch(var_id: str, args_json: str, durable_id: str | None) -> No
         # Published by this process's publishing thread: the caller never waits on the broker. One
         # broker message per call, so no "task-sent" event: the worker's task events show every
         # dispatch in Flower, and the deliver tasks it sends carry their sent events.
-        publisher.send_soon(DISPATCH_TASK, args_json, durable_id=durable_id)
+        sender.send_soon(DISPATCH_TASK, args_json, durable_id=durable_id)
     events.notification_published.send(
         None, var_id=var_id, published=published, duration_s=time.perf_counter() - started
     )

@@ -11,7 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from . import conf, counters, publisher
+from . import conf, counters, publisher, sender
 from .db import prepared_rows
 from .models import OutboxMessage
 from .wiring import DISPATCH_TASK
@@ -104,7 +104,7 @@ _republisher: _Republisher | None = None
 def connect() -> None:
     """Every worker publishes what dead callers left, from its main process: no extra process to run
     (called once, from ``AppConfig.ready()``)."""
-    publisher.when_durable_sent(mark_sent)
+    sender.when_durable_sent(mark_sent)
     worker_ready.connect(_start_republisher, weak=False)
     worker_shutdown.connect(_stop_republisher, weak=False)
 

@@ -52,7 +52,7 @@ def main() -> None:
 
 
 def notify_until_told(var_id: str, more: int) -> None:
-    from observers_app import manager, publisher
+    from observers_app import manager, sender
 
     began: list[tuple[int, float]] = []
 
@@ -67,7 +67,7 @@ def notify_until_told(var_id: str, more: int) -> None:
         notify()
         time.sleep(0.001)
     # The messages are published by the outbox thread: out before the test may kill this process.
-    publisher.flush()
+    sender.flush()
     print(json.dumps(began), flush=True)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from observers_app import backpressure, conf, manager, publisher, wiring
+from observers_app import backpressure, conf, manager, publisher, sender, wiring
 from observers_app.exceptions import BrokerUnavailable, TooManyObservers
 from observers_app.models import Observer, VariableState
 from project.celery import app
@@ -30,7 +30,7 @@ def test_an_overflowing_dispatch_queue_sheds_the_oldest_and_counts_them(worker: 
         wait_for(lambda: manager.get_stats()["queue_backlog"] == 0)
         for n in range(limit + 50):
             manager.notify_observers(var, n, n + 1)  # returns at once, whatever the backlog
-        assert publisher.flush()
+        assert sender.flush()
         wait_for(lambda: manager.get_stats()["queue_backlog"] == limit)
     finally:
         app.control.add_consumer(queue, reply=True, timeout=5, destination=[worker])

@@ -203,13 +203,13 @@ def test_a_plain_worker_delivers_the_hubs_callbacks_and_runs_the_hosts_own_tasks
     done = root / "host-task-done"
     queues = host_python(f"""
         from celery import current_app
-        from observers_app import manager, publisher
+        from observers_app import manager, sender
         from hostapp.callbacks import record
         from hostapp.tasks import touch
 
         manager.add_observer({var!r}, record)
         manager.notify_observers({var!r}, 1, 2)
-        assert publisher.flush()
+        assert sender.flush()
         touch.delay({str(done)!r})
         shape = {{}}
         with current_app.connection_for_write() as connection:
