@@ -165,7 +165,8 @@ def check_stream_authorizer(**kwargs: Any) -> list[CheckMessage]:
 def check_stream_origins(**kwargs: Any) -> list[CheckMessage]:
     from .streams import access
 
-    origins = getattr(settings, "OBSERVERS_STREAM_ALLOWED_ORIGINS", [])
+    name = "OBSERVERS_STREAM_ALLOWED_ORIGINS"
+    origins = getattr(settings, name, conf.DEFAULTS[name])
     if not isinstance(origins, list | tuple):
         return [
             Error(

@@ -301,4 +301,5 @@ def stream_gc_freeze() -> bool:
 
 
 def stream_allowed_origins() -> list[str]:
-    return list(_get("OBSERVERS_STREAM_ALLOWED_ORIGINS"))
+    origins = _get("OBSERVERS_STREAM_ALLOWED_ORIGINS")
+    return [] if isinstance(origins, str) else list(origins)  # a string allows nothing (E011)

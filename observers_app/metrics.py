@@ -84,8 +84,12 @@ def connect() -> None:
 class _Collector(multiprocess.MultiProcessCollector):
     """prometheus_client's merge of the processes' files, skipping a file still being created."""
 
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self.path = path
+        super().__init__(registry, path)
+
     def collect(self) -> Iterable[Metric]:
-        return self.merge([path for path in glob.glob(os.path.join(self._path, "*.db")) if _started(path)])
+        return self.merge([path for path in glob.glob(os.path.join(self.path, "*.db")) if _started(path)])
 
 
 def _started(path: str) -> bool:
@@ -99,7 +103,7 @@ def _started(path: str) -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """The Prometheus exposition of every process's samples (see the module docstring)."""
     registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if path := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        _Collector(registry)
+        _Collector(registry, path)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -49,25 +49,27 @@ def running_flower(**env: str) -> Iterator[str]:
     """A real Flower process of the project on a free loopback port, sharing the test database;
     yields its base URL."""
     port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        # Flower's own gauges stay out of the directory /observers/metrics merges.
-        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="flower-metrics-"),
-        **env,
-    }
-    flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "project", "flower", f"--port={port}", "--address=127.0.0.1"],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        flower.terminate()
-        flower.wait(timeout=20)
+    with tempfile.TemporaryDirectory(prefix="flower-metrics-") as metrics_dir:
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            # Flower's own gauges stay out of the directory /observers/metrics merges.
+            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            **env,
+        }
+        command = [sys.executable, "-m", "celery", "-A", "project", "flower", f"--port={port}"]
+        flower = subprocess.Popen(
+            [*command, "--address=127.0.0.1"],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            flower.terminate()
+            flower.wait(timeout=20)
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -1,5 +1,6 @@
 """Who may watch what: the stream's parameters, signed expiring tokens, and the authorization hook."""
 
+import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -98,22 +99,24 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def is_origin(origin: object) -> bool:
-    """``scheme://host[:port]`` exactly as a browser sends it in ``Origin``: lower case, an ASCII
-    (punycode) host, no default port; any other spelling would never match a request."""
-    if not isinstance(origin, str) or not origin.isascii() or origin != origin.lower():
+    """``scheme://host[:port]`` exactly as a browser serializes it in ``Origin``: lower case, an ASCII
+    (punycode) host, IPv6 in its short form, no default port; any other spelling never matches."""
+    if not isinstance(origin, str) or not origin.isascii():
         return False
     try:
         parts = urlsplit(origin)
         port = parts.port
     except ValueError:  # a port that is not a number, or out of range
         return False
-    return (
-        parts.scheme in DEFAULT_PORTS
-        and bool(parts.hostname)
-        and port != DEFAULT_PORTS[parts.scheme]
-        and not (parts.path or parts.query or parts.fragment or parts.username)
-        and origin == f"{parts.scheme}://{parts.netloc}"
-    )
+    host = parts.hostname
+    if parts.scheme not in DEFAULT_PORTS or not host or port == DEFAULT_PORTS[parts.scheme]:
+        return False
+    if ":" in host:
+        try:
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            return False
+    return origin == f"{parts.scheme}://{host}" + ("" if port is None else f":{port}")
 
 
 def cors_origin(origin: str | None) -> str | None:

@@ -32,8 +32,10 @@ COUNTERS_FLUSH_S = 2.0
 CONSUMER_READY_TIMEOUT_S = 30.0
 # Seconds between two readings of the dashboard's figures, while a stream of the process watches them.
 DASHBOARD_INTERVAL_S = 1.0
-# Notifications the process remembers (name or pattern, id), to drop a second copy of one.
-RECENT_IDS = 4096
+# Notifications the process remembers (name or pattern, id), to drop a second copy of one: the
+# copy comes within the same dispatch, seconds at most, and this is several seconds at the rate the
+# broker delivers to one process here (~0.2 KB each).
+RECENT_IDS = 16_384
 # Seconds between two steps of the process's garbage collection policy (see collector.py).
 COLLECTOR_TICK_S = 1.0
 

@@ -24,7 +24,8 @@ async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpRespo
     """Send the current value of each watched variable, then each change, until the client leaves.
 
     400 for bad parameters, 403 (with the reason) for a request that may not watch them. A page of
-    an origin in OBSERVERS_STREAM_ALLOWED_ORIGINS may read the answer (CORS, without credentials).
+    an origin in OBSERVERS_STREAM_ALLOWED_ORIGINS may read a token-authenticated answer (CORS,
+    without credentials).
     """
     response = await _answer(request)
     patch_vary_headers(response, ["Origin"])
