@@ -1,6 +1,8 @@
 """Tables: owners, observers, removals, per-variable notification state, and the global counters."""
 
+import json
 import uuid
+from typing import Any
 
 from django.db import models
 from django.db.models import F, Value
@@ -12,6 +14,21 @@ from .querysets import ObserverQuerySet, OwnerQuerySet
 VAR_ID_MAX_LENGTH = 255
 # First key of the two-key PostgreSQL advisory locks that keep process owners alive.
 OWNER_LOCK_NAMESPACE = 0x0B5E
+
+
+class JSONTextField(models.TextField):
+    """JSON kept as the text it was written as. PostgreSQL's jsonb holds numbers as numeric: a float
+    such as 1e16 would come back as the int 10000000000000000 and -0.0 as 0, and the hub tells 1 from
+    1.0 (an unchanged value is the same canonical JSON)."""
+
+    _pyi_private_set_type: Any  # django-stubs: any JSON value in, any JSON value out
+    _pyi_private_get_type: Any
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+    def get_prep_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 class Owner(models.Model):
@@ -145,7 +162,7 @@ class Variable(models.Model):
 
     session_id = models.CharField(max_length=100)
     name = models.CharField(max_length=100)
-    value = models.JSONField(null=True)
+    value = JSONTextField(null=True)
     version = models.BigIntegerField(default=0)
     deleted = models.BooleanField(default=True, help_text="Deleted, or never set: the row keeps the version.")
     updated_at = models.DateTimeField(default=timezone.now)
@@ -178,9 +195,9 @@ class Latest(models.Model):
     """A variable's mailbox for its coalescing observers: the newest notification not yet delivered."""
 
     var_id = models.CharField(max_length=VAR_ID_MAX_LENGTH, primary_key=True)
-    pending = models.JSONField(null=True, blank=True, help_text="The newest notification waiting.")
+    pending = JSONTextField(null=True, blank=True, help_text="The newest notification waiting.")
     collapsed = models.IntegerField(default=0, help_text="Notifications collapsed into the pending one.")
-    delivered_value = models.JSONField(null=True, blank=True, help_text="The last new value delivered.")
+    delivered_value = JSONTextField(null=True, blank=True, help_text="The last new value delivered.")
     delivered_seq = models.BigIntegerField(default=0, help_text="The seq of the last notification delivered.")
     has_delivered = models.BooleanField(default=False)
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is delivering until then.")

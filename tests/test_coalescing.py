@@ -11,7 +11,7 @@ from observers_app import coalescing, manager
 from observers_app.models import Latest
 from tests.conftest import wait_for
 from tests.factories import unique_var
-from tests.testapp.callbacks import record
+from tests.testapp.callbacks import record, record_json
 from tests.testapp.models import Received
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
@@ -135,3 +135,20 @@ def test_a_worker_whose_lease_was_taken_over_stops_and_records_nothing():
     assert (latest.delivered_seq, latest.delivered_value) == (2, 2)
     calls = sorted(Received.objects.filter(observer_ref=ref), key=lambda c: c.metadata["seq"])
     assert [(c.old_value, c.new_value) for c in calls] == [(0, 1), (1, 2)]
+
+
+def test_a_coalescing_observer_gets_values_exactly_as_notified():
+    """Its mailbox holds the notification and the last value delivered: as text, not jsonb (which
+    would read 6.0e16 back as an int and -0.0 as 0)."""
+    var = unique_var("exact")
+    ref = manager.add_observer(var, record_json, coalesce=True)
+
+    manager.notify_observers(var, -0.0, 6.003101936092242e16)
+    wait_for(lambda: Received.objects.filter(observer_ref=ref).exists())
+    manager.notify_observers(var, 1.0, 1e300)  # its old value: the last one this observer was given
+
+    def both() -> Any:
+        received = Received.objects.filter(observer_ref=ref).order_by("received_at", "id")
+        return len(received) == 2 and [(r.old_value, r.new_value) for r in received]
+
+    assert wait_for(both) == [("-0.0", "6.003101936092242e+16"), ("6.003101936092242e+16", "1e+300")]

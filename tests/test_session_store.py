@@ -97,3 +97,15 @@ def test_names_built_from_parts_are_unambiguous_and_a_session_glob_matches_only_
         "own session",
         "sentinel",
     ]
+
+
+def test_a_value_reads_back_exactly_as_it_was_set():
+    """PostgreSQL's jsonb would turn these floats into an int, 0 and a 301-digit int."""
+    session = unique_var("exact").replace(":", "-")
+    values = [6.003101936092242e16, -0.0, 1e300, 1.0, [1, 1.0, {"b": 2.5e-300}]]
+    for n, value in enumerate(values):
+        session_store.set_variable(session, f"v{n}", value)
+
+    read = [session_store.get_variable(session, f"v{n}") for n in range(len(values))]
+
+    assert [repr(value) for value in read] == [repr(value) for value in values]
