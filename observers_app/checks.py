@@ -170,14 +170,14 @@ def check_stream_origins(**kwargs: Any) -> list[CheckMessage]:
     if not isinstance(origins, list | tuple):
         return [
             Error(
-                f"OBSERVERS_STREAM_ALLOWED_ORIGINS is a {type(origins).__name__}, not a list of origins.",
+                f"{name} is a {type(origins).__name__}, not a list of origins.",
                 hint="e.g. ['https://app.example.com']",
                 id="observers.E011",
             )
         ]
     return [
         Error(
-            f"OBSERVERS_STREAM_ALLOWED_ORIGINS lists {origin!r}, which is not an origin as browsers send it.",
+            f"{name} lists {origin!r}, which is not an origin as browsers send it.",
             hint="An origin is scheme://host[:port] in lower case, with a punycode host, without a "
             "default port, a path or a trailing slash, e.g. 'https://app.example.com'.",
             id="observers.E011",
