@@ -15,10 +15,12 @@ from celery import current_app, shared_task
 from django.db import connection, transaction
 
 from benchmarks.worker_process import TICK, purge_task_queue, running_worker, tree_ticks
-from observers_app import conf, delivery, manager, registry, sender
+from observers_app import conf, manager, registry
 from observers_app.models import Observer
+from observers_app.publishing import buffer
 from observers_app.registry import observer_callback
 from observers_app.tasks import dispatch
+from observers_app.worker import delivery
 
 STAMPS_ENV = "OBSERVERS_BENCH_STAMPS"
 LINES_ENV = "OBSERVERS_BENCH_LINES"
@@ -197,7 +199,7 @@ def _time_rounds(variables: dict[str, str], *, calls: int) -> dict[str, dict[str
     for _ in range(ROUNDS):
         for key, var_id in variables.items():
             # Each case starts with an empty outbox: the messages of the case before are not its cost.
-            sender.flush()
+            buffer.flush()
             rounds[key].append(time_calls(functools.partial(notify_change, var_id), calls=calls, warmup=200))
     return {
         key: {
@@ -212,7 +214,7 @@ def _time_rounds(variables: dict[str, str], *, calls: int) -> dict[str, dict[str
 
 def _time_uncached_check(var_id: str, *, calls: int) -> dict[str, float]:
     """The database lookup a notify makes when this process remembers nothing about the variable."""
-    sender.flush()
+    buffer.flush()
     return time_calls(lambda i: Observer.objects.any_for_variable(var_id), calls=min(calls, 1000), warmup=50)
 
 

@@ -11,8 +11,9 @@ from django.db import transaction
 from benchmarks import bench
 from benchmarks.bench import percentiles_us, set_observers
 from benchmarks.worker_process import purge_task_queue
-from observers_app import manager, sender
+from observers_app import manager
 from observers_app.models import Observer, OutboxMessage
+from observers_app.publishing import buffer
 
 VAR_ID = "bench:durable"
 
@@ -39,8 +40,8 @@ def _latency(durable: bool, *, calls: int) -> dict[str, Any]:
     for i in range(calls + 200):
         notify(i)
         if i % 500 == 0:
-            sender.flush(60)  # no backlog builds up behind the timed calls
-    sender.flush(60)
+            buffer.flush(60)  # no backlog builds up behind the timed calls
+    buffer.flush(60)
     return {"notify": percentiles_us(samples[200:]), "notify_and_commit": percentiles_us(commits[200:])}
 
 
@@ -52,7 +53,7 @@ def _sustained(durable: bool, *, calls: int) -> dict[str, Any]:
         with transaction.atomic():
             manager.notify_observers(VAR_ID, i, i + 1, {"bench": True}, durable=durable)
     called = time.perf_counter() - started
-    assert sender.flush(300), "the outbox did not drain"
+    assert buffer.flush(300), "the outbox did not drain"
     while OutboxMessage.objects.exists():
         time.sleep(0.01)
     drained = time.perf_counter() - started

@@ -16,7 +16,8 @@ from django.conf import settings
 from benchmarks.bench import STAMPS_ENV, append_record, set_observers, wait_for_stamps
 from benchmarks.soak import worker_rss_kib
 from benchmarks.worker_process import purge_task_queue, running_worker
-from observers_app import manager, sender
+from observers_app import manager
+from observers_app.publishing import buffer
 from observers_app.registry import observer_callback
 
 REFS_ENV = "OBSERVERS_BENCH_REFS"
@@ -91,7 +92,7 @@ def failover(workdir: Path, say: Callable[[str], None], *, node: str) -> dict[st
                 stopped_at = time.monotonic() - started
                 say(f"  stopped node {node} at {stopped_at:.2f} s")
             time.sleep(0.05)
-        flushed = sender.flush(60)
+        flushed = buffer.flush(60)
         _wait_for_records(refs_path, observers * notifications, size=20, timeout=180)
         elapsed = time.monotonic() - started
         time.sleep(2)  # anything called twice would show up now
@@ -186,7 +187,7 @@ def caller_memory(calls: int, say: Callable[[str], None]) -> dict[str, Any]:
     for n in range(calls):
         manager.notify_observers(var_id, n, n + 1, {"n": n})
         if (n + 1) % 100_000 == 0:
-            sender.flush(120)  # what the caller holds, not its outbox while it drains
+            buffer.flush(120)  # what the caller holds, not its outbox while it drains
             purge_task_queue()  # no worker here: keep the broker's queues small
             samples.append(caller_rss_kib())
             say(f"  {n + 1} notify calls: caller RSS {samples[-1] // 1024} MiB")

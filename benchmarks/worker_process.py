@@ -99,7 +99,7 @@ def stop_worker(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> N
 def purge_task_queue() -> None:
     """Start the hub's queues afresh (deleted, then declared as configured), so a new worker starts
     on no stale messages and on the current queue arguments."""
-    from observers_app import backpressure
+    from observers_app.publishing import backpressure
 
     backpressure.delete_queues()
     backpressure.declare_queues()

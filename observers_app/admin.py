@@ -19,10 +19,12 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import dashboard, manager, poison, registry, validation
+from . import manager, registry, validation
 from .exceptions import InvalidName
 from .models import DeadLetter, Observer, Owner, VariableState
+from .telemetry import dashboard
 from .webhooks import admin as webhooks_admin  # noqa: F401 (registers the webhook endpoints' admin)
+from .worker import poison
 
 COUNT_CAP = 10_000
 
@@ -360,5 +362,5 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay selected dead letters (publish them again)", permissions=["change"])
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        replayed = poison.replay(list(queryset.values_list("id", flat=True)))
+        replayed = poison.replay_dead_letters(list(queryset.values_list("id", flat=True)))
         self.message_user(request, f"Replayed {replayed} message(s).", messages.SUCCESS)

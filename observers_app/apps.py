@@ -13,16 +13,21 @@ class ObserversConfig(AppConfig):
     def ready(self) -> None:
         from celery import current_app
 
-        from . import checks, liveness, outbox, publisher, registry, sender, wiring
-        from .streams import forwarding  # noqa: F401 - registers the streams' forwarding callback
+        from . import checks, registry, wiring
+        from .owners import process
+        from .publishing import broker, buffer, outbox
+
+        # The hub's own callbacks, registered under the names stored rows carry.
+        from .streams import forwarding  # noqa: F401
+        from .webhooks import callback  # noqa: F401
 
         checks.register()
-        liveness.connect()
-        publisher.connect()
-        sender.connect()
+        process.connect()
+        broker.connect()
+        buffer.connect()
         outbox.connect()
         if find_spec("prometheus_client"):  # the [prometheus] extra
-            from . import metrics
+            from .telemetry import metrics
 
             metrics.connect()
         registry.autodiscover()

@@ -50,6 +50,18 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+def check_renamed_settings(**kwargs: Any) -> list[CheckMessage]:
+    return [
+        CheckWarning(
+            f"{old} is renamed {new}; the old name is read until version 0.4 when the new one is not set.",
+            hint=f"Rename {old} to {new} in your settings.",
+            id="observers.W005",
+        )
+        for old, new in conf.RENAMED.items()
+        if hasattr(settings, old)
+    ]
+
+
 def check_celery_wiring(**kwargs: Any) -> list[CheckMessage]:
     """The host's Celery configuration against the hub's own queues and tasks."""
     app = _celery_app()
@@ -188,7 +200,7 @@ def check_stream_origins(**kwargs: Any) -> list[CheckMessage]:
 
 
 def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
-    from .signals import ObservedQuerySet, observed_models
+    from .sources.model_fields import ObservedQuerySet, observed_models
 
     return [
         CheckWarning(
@@ -206,6 +218,7 @@ def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
 def register() -> None:
     register_check(check_celery_serialization)
     register_check(check_settings)
+    register_check(check_renamed_settings)
     register_check(check_celery_wiring)
     register_check(check_observed_managers)
     register_check(check_webhook_settings)

@@ -34,9 +34,9 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_CALLBACK_TIME_LIMIT": 10.0,
     # Largest JSON form of (var_id, old, new, metadata) that notify_observers accepts.
     "OBSERVERS_MAX_PAYLOAD_BYTES": 256 * 1024,
-    # Bytes of messages a process's outbox holds while the broker is unreachable (beside its 100,000
-    # messages); past it the oldest are dropped and counted as shed.
-    "OBSERVERS_OUTBOX_MAX_BYTES": 64 * 1024 * 1024,
+    # Bytes of messages a process's send buffer holds while the broker is unreachable (beside its
+    # message cap); past it the oldest are dropped and counted as shed.
+    "OBSERVERS_SEND_BUFFER_MAX_BYTES": 64 * 1024 * 1024,
     # Seconds a process may keep believing a variable has observers without asking the database: a stale
     # "yes" only costs a message the worker finds empty (after another process removed the last observer).
     "OBSERVERS_PRESENCE_TTL": 120.0,
@@ -113,7 +113,15 @@ WEBHOOK_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Settings renamed, by their old name: the old name is read when the new one is not set, with a
+# system check warning (observers.W005), until 0.4.
+RENAMED = {"OBSERVERS_OUTBOX_MAX_BYTES": "OBSERVERS_SEND_BUFFER_MAX_BYTES"}
+_OLD_NAMES = {new: old for old, new in RENAMED.items()}
+
+
 def _get(name: str) -> Any:
+    if not hasattr(settings, name) and name in _OLD_NAMES:
+        return getattr(settings, _OLD_NAMES[name], DEFAULTS[name])
     return getattr(settings, name, DEFAULTS[name])
 
 
@@ -193,8 +201,8 @@ def tombstone_retention_days() -> float:
     return float(_get("OBSERVERS_TOMBSTONE_RETENTION_DAYS"))
 
 
-def outbox_max_bytes() -> int:
-    return int(_get("OBSERVERS_OUTBOX_MAX_BYTES"))
+def send_buffer_max_bytes() -> int:
+    return int(_get("OBSERVERS_SEND_BUFFER_MAX_BYTES"))
 
 
 def payload_retention_days() -> float:

@@ -1,26 +1,16 @@
-"""Telemetry events: Django signals the hub sends, to watch it without touching it.
+"""Deprecated: the hub's Django signals moved to ``observers_app.signals``."""
 
-Every signal is sent with ``sender=None`` and these keyword arguments:
+from .deprecation import moved
 
-- ``observer_added``: ``ref``, ``var_id``, ``callback``, ``owner`` (an owner id or None), after commit.
-- ``observer_removed``: ``ref``, ``var_id``, ``callback``, ``owner``, ``reason`` (``removed``,
-  ``owner_closed``, ``owner_died``, ``swept``, ``quarantined``), after commit.
-- ``notification_published``: ``var_id``, ``published`` (False when no observer was found),
-  ``duration_s`` (the caller's existence check and hand-off to the outbox), in the notifying process.
-- ``notification_dispatched``: ``var_id``, ``notification_id``, ``seq``, ``fanout`` (observers reached),
-  in the worker, once the fan-out is sent.
-- ``callbacks_delivered``: ``var_id``, ``ok``, ``failed``, ``latency_s`` (from notify to the end of
-  the page's callbacks), in the worker, per page of observers.
-- ``callback_failed``: ``ref``, ``var_id``, ``callback``, ``error``, in the worker.
-- ``observers_swept``: ``removed`` (observers), ``owners`` (owners deleted), after each sweep.
-"""
-
-from django.dispatch import Signal
-
-observer_added = Signal()
-observer_removed = Signal()
-notification_published = Signal()
-notification_dispatched = Signal()
-callbacks_delivered = Signal()
-callback_failed = Signal()
-observers_swept = Signal()
+__getattr__ = moved(
+    __name__,
+    {
+        "observer_added": "observers_app.signals:observer_added",
+        "observer_removed": "observers_app.signals:observer_removed",
+        "notification_published": "observers_app.signals:notification_published",
+        "notification_dispatched": "observers_app.signals:notification_dispatched",
+        "callbacks_delivered": "observers_app.signals:callbacks_delivered",
+        "callback_failed": "observers_app.signals:callback_failed",
+        "observers_swept": "observers_app.signals:observers_swept",
+    },
+)

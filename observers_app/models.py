@@ -294,9 +294,12 @@ class WebhookEndpoint(models.Model):
     """The HTTP endpoint of a webhook observer: where its notifications are POSTed, and its health.
 
     Disabled is the observer's quarantine (``observer.quarantined_at``, the reason in ``last_error``).
-    Removals delete it with its observer (removals.remove_in_batches): a cascade here would make
-    Django load every observer a removal deletes, webhook or not.
+    Removals delete it with its observer (observers.removals.remove_in_batches): a cascade here would
+    make Django load every observer a removal deletes, webhook or not.
     """
+
+    # The registered callback of every webhook observer (webhooks/callback.py).
+    CALLBACK = "observers.webhook"
 
     observer = models.OneToOneField(
         Observer, primary_key=True, on_delete=models.DO_NOTHING, related_name="webhook"

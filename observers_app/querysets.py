@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from .db import as_uuid, counting_rows, prepared_row, prepared_rows, uuid_of
+from .exceptions import OwnerClosed, OwnerDead, UnknownOwner
 from .globs import candidate_prefixes, glob_matches, globs_among
 
 # What delivering needs of each observer row.
@@ -41,6 +42,17 @@ class OwnerQuerySet(models.QuerySet):
 
     def dead(self) -> "OwnerQuerySet":
         return self.exclude(_alive_condition(self.db))
+
+    def lock_live(self, owner_id: uuid.UUID) -> None:
+        """Lock the owner row for this transaction, or say precisely why it cannot own observers."""
+        row = self.select_for_update().filter(id=owner_id).values_list("name", "closed_at").first()
+        if row is None:
+            raise UnknownOwner(f"no owner {owner_id}; use manager.process_owner() or manager.open_owner()")
+        name, closed_at = row
+        if closed_at is not None:
+            raise OwnerClosed(f"owner {owner_id} ({name}) was closed; open a new one")
+        if not self.alive().filter(id=owner_id).exists():
+            raise OwnerDead(f"owner {owner_id} ({name}) is dead (its lease expired or its process died)")
 
 
 class ObserverQuerySet(models.QuerySet):

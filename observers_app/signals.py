@@ -1,230 +1,37 @@
-"""Observing model fields: every committed change of an observed field notifies its variable.
+"""The hub's own Django signals, sent to watch it without touching it (telemetry, metrics, logs).
 
-The variable of a field of a row is ``"<app_label>.<model>:<pk>:<field>"`` (``model_variable_id``), with
-``%`` and ``:`` in the pk percent-escaped, so that a glob on one row never matches another.
-Saves and deletes are caught with Django's model signals, old values as loaded (no extra query per
-save); bulk writes, which send no signals, through ``ObservedQuerySet``, the manager an observed
-model must use.
+Every signal is sent with ``sender=None`` and these keyword arguments:
+
+- ``observer_added``: ``ref``, ``var_id``, ``callback``, ``owner`` (an owner id or None), after commit.
+- ``observer_removed``: ``ref``, ``var_id``, ``callback``, ``owner``, ``reason`` (``removed``,
+  ``owner_closed``, ``owner_died``, ``swept``, ``quarantined``), after commit.
+- ``notification_published``: ``var_id``, ``published`` (False when no observer was found),
+  ``duration_s`` (the caller's existence check and hand-off to the outbox), in the notifying process.
+- ``notification_dispatched``: ``var_id``, ``notification_id``, ``seq``, ``fanout`` (observers reached),
+  in the worker, once the fan-out is sent.
+- ``callbacks_delivered``: ``var_id``, ``ok``, ``failed``, ``latency_s`` (from notify to the end of
+  the page's callbacks), in the worker, per page of observers.
+- ``callback_failed``: ``ref``, ``var_id``, ``callback``, ``error``, in the worker.
+- ``observers_swept``: ``removed`` (observers), ``owners`` (owners deleted), after each sweep.
 """
 
-import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
+from django.dispatch import Signal
 
-from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models, transaction
-from django.db.models.signals import post_delete, post_init, post_save, pre_save
+from .deprecation import moved
 
-from . import manager, validation
+observer_added = Signal()
+observer_removed = Signal()
+notification_published = Signal()
+notification_dispatched = Signal()
+callbacks_delivered = Signal()
+callback_failed = Signal()
+observers_swept = Signal()
 
-_LOADED = "_observers_loaded"
-_BATCH = 1000
-
-
-@dataclass(frozen=True)
-class _Observed:
-    label: str
-    fields: tuple[models.Field, ...]
-
-
-_observed: dict[type[models.Model], _Observed] = {}
-
-
-def observe_model(model: type[models.Model], *, fields: Sequence[str]) -> None:
-    """Notify a variable per row and field when one of ``fields`` of ``model`` changes.
-
-    Call it once, e.g. in your AppConfig.ready(). Give the model ``objects =
-    ObservedQuerySet.as_manager()`` so that ``update()``, ``bulk_update()`` and ``bulk_create()``
-    notify too.
-    """
-    resolved: list[models.Field] = []
-    for name in fields:
-        field = model._meta.get_field(name)
-        if not isinstance(field, models.Field) or not field.concrete or field.many_to_many:
-            raise ValueError(f"{model.__name__}.{name} is not a concrete field and cannot be observed")
-        resolved.append(field)
-    _observed[model] = _Observed(label=model._meta.label_lower, fields=tuple(resolved))
-    uid = f"observers:{model._meta.label_lower}"
-    post_init.connect(_remember_loaded, sender=model, weak=False, dispatch_uid=uid)
-    pre_save.connect(_load_deferred, sender=model, weak=False, dispatch_uid=uid)
-    post_save.connect(_notify_saved, sender=model, weak=False, dispatch_uid=uid)
-    post_delete.connect(_notify_deleted, sender=model, weak=False, dispatch_uid=uid)
-
-
-def observed_models() -> dict[type[models.Model], tuple[str, ...]]:
-    return {model: tuple(f.name for f in spec.fields) for model, spec in _observed.items()}
-
-
-def model_variable_id(model: type[models.Model], pk: Any, field_name: str) -> str:
-    return _variable_id(model._meta.label_lower, pk, field_name)
-
-
-def _variable_id(label: str, pk: Any, field_name: str) -> str:
-    return f"{label}:{validation.name_part(str(pk))}:{field_name}"
-
-
-def _json(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
-
-
-def field_json(field: models.Field, value: Any) -> Any:
-    """The field's value as the database holds it, in JSON: an unsaved ``0`` of a DecimalField
-    with two places is ``"0.00"``, as it will read back."""
-    try:
-        value = field.to_python(value)
-    except ValidationError:
-        return _json(value)
-    if (
-        isinstance(field, models.DecimalField)
-        and isinstance(value, Decimal)
-        and field.decimal_places is not None
-    ):
-        value = value.quantize(Decimal(1).scaleb(-field.decimal_places))
-    return _json(value)
-
-
-def _values(instance: models.Model, fields: Iterable[models.Field]) -> dict[str, Any]:
-    return {field.attname: field_json(field, getattr(instance, field.attname)) for field in fields}
-
-
-def _notify(spec: _Observed, pk: Any, field: models.Field, old: Any, new: Any, event: str) -> None:
-    metadata = {"event": event, "model": spec.label, "pk": _json(pk), "field": field.name}
-    manager.notify_observers(_variable_id(spec.label, pk, field.name), old, new, metadata, ordered=True)
-
-
-def _remember_loaded(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    deferred = instance.get_deferred_fields()
-    fields = [f for f in _observed[sender].fields if f.attname not in deferred]
-    instance.__dict__[_LOADED] = _values(instance, fields)
-
-
-def _load_deferred(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    """Fields deferred at load have no known old value: read them, only then, before the save."""
-    loaded = instance.__dict__.setdefault(_LOADED, {})
-    missing = [f.attname for f in _observed[sender].fields if f.attname not in loaded]
-    if missing and not instance._state.adding and instance.pk is not None:
-        row = sender._base_manager.using(instance._state.db).filter(pk=instance.pk).values(*missing).first()
-        by_attname = {f.attname: f for f in _observed[sender].fields}
-        loaded.update({name: field_json(by_attname[name], value) for name, value in (row or {}).items()})
-
-
-def _notify_saved(
-    sender: type[models.Model],
-    instance: models.Model,
-    created: bool,
-    update_fields: Any = None,
-    **kwargs: Any,
-) -> None:
-    spec = _observed[sender]
-    fields = [
-        f
-        for f in spec.fields
-        if update_fields is None or f.name in update_fields or f.attname in update_fields
-    ]
-    loaded = instance.__dict__.setdefault(_LOADED, {})
-    for field in fields:
-        new = field_json(field, getattr(instance, field.attname))
-        if created:
-            _notify(spec, instance.pk, field, None, new, "created")
-        else:
-            _notify(spec, instance.pk, field, loaded.get(field.attname), new, "updated")
-        loaded[field.attname] = new
-
-
-def _notify_deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    spec = _observed[sender]
-    for field in spec.fields:
-        _notify(
-            spec, instance.pk, field, field_json(field, getattr(instance, field.attname)), None, "deleted"
-        )
-
-
-class ObservedQuerySet(models.QuerySet):
-    """A queryset whose bulk writes notify like saves do: old values read in the same transaction.
-
-    Use it as the observed model's default manager: ``objects = ObservedQuerySet.as_manager()``.
-    """
-
-    def _spec_fields(self, names: Iterable[str]) -> list[models.Field]:
-        spec = _observed.get(self.model)
-        names = set(names)
-        return [f for f in spec.fields if f.name in names or f.attname in names] if spec else []
-
-    def update(self, **kwargs: Any) -> int:
-        fields = self._spec_fields(kwargs)
-        if not fields:
-            return super().update(**kwargs)
-        spec, base = _observed[self.model], self.model._base_manager.using(self.db)
-        attnames = [f.attname for f in fields]
-        updated, after = 0, None
-        with transaction.atomic(using=self.db):
-            while True:
-                page = self.order_by("pk") if after is None else self.order_by("pk").filter(pk__gt=after)
-                old_rows = list(page.select_for_update(of=("self",)).values_list("pk", *attnames)[:_BATCH])
-                if not old_rows:
-                    return updated
-                pks = [row[0] for row in old_rows]
-                updated += base.filter(pk__in=pks).update(**kwargs)
-                new_rows = dict(
-                    (row[0], row[1:]) for row in base.filter(pk__in=pks).values_list("pk", *attnames)
-                )
-                for pk, *old in old_rows:
-                    for field, old_value, new_value in zip(fields, old, new_rows[pk], strict=True):
-                        _notify(
-                            spec,
-                            pk,
-                            field,
-                            field_json(field, old_value),
-                            field_json(field, new_value),
-                            "updated",
-                        )
-                after = pks[-1]
-
-    def bulk_update(self, objs: Iterable[Any], fields: Iterable[str], batch_size: int | None = None) -> int:
-        fields = list(fields)
-        observed = self._spec_fields(fields)
-        objs = list(objs)
-        if not observed:
-            return super().bulk_update(objs, fields, batch_size=batch_size)
-        spec, base = _observed[self.model], self.model._base_manager.using(self.db)
-        attnames = [f.attname for f in observed]
-        with transaction.atomic(using=self.db):
-            old: dict[Any, tuple[Any, ...]] = {}
-            for start in range(0, len(objs), _BATCH):
-                pks = [obj.pk for obj in objs[start : start + _BATCH]]
-                rows = base.filter(pk__in=pks).select_for_update().values_list("pk", *attnames)
-                old.update((row[0], row[1:]) for row in rows)
-            # The base manager's plain queryset: Django's bulk_update calls update(), which here
-            # would notify a second time.
-            updated = base.bulk_update(objs, fields, batch_size=batch_size)
-            for obj in objs:
-                loaded = obj.__dict__.setdefault(_LOADED, {})
-                for field, old_value in zip(observed, old.get(obj.pk, (None,) * len(observed)), strict=True):
-                    new_value = field_json(field, getattr(obj, field.attname))
-                    _notify(spec, obj.pk, field, field_json(field, old_value), new_value, "updated")
-                    loaded[field.attname] = new_value
-        return updated
-
-    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
-        spec = _observed.get(self.model)
-        if spec is None:
-            return super().bulk_create(objs, *args, **kwargs)
-        if kwargs.get("update_conflicts"):
-            raise ValueError(
-                f"bulk_create(update_conflicts=True) on observed {spec.label} cannot tell old values; "
-                "use update() or bulk_update() for rows that exist"
-            )
-        with transaction.atomic(using=self.db):
-            created = super().bulk_create(objs, *args, **kwargs)
-            for obj in created:
-                if obj.pk is None:  # ignore_conflicts: the database does not say which rows went in
-                    continue
-                obj.__dict__[_LOADED] = _values(obj, spec.fields)
-                for field in spec.fields:
-                    _notify(spec, obj.pk, field, None, obj.__dict__[_LOADED][field.attname], "created")
-        return created
+# Before 0.3 this module held model-field observing (now sources.model_fields).
+__getattr__ = moved(
+    __name__,
+    {
+        name: f"observers_app.sources.model_fields:{name}"
+        for name in ("observe_model", "ObservedQuerySet", "model_variable_id", "observed_models")
+    },
+)

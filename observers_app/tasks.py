@@ -10,12 +10,14 @@ from celery import Task, shared_task
 from celery.exceptions import Reject
 from django.db import close_old_connections
 
-from . import delivery, manager, payloads, poison, validation, wiring
-from .batching import DONE, RETRY, BatchedTask
+from . import validation, wiring
 from .db import DATABASE_ERRORS
-from .dispatch import RETRIED_ERRORS, fan_out
 from .exceptions import BrokerUnavailable, InvalidMessage
+from .upkeep import sweep as upkeep
 from .webhooks import attempts
+from .worker import delivery, pages, poison
+from .worker.batching import DONE, RETRY, BatchedTask
+from .worker.dispatch import RETRIED_ERRORS, fan_out
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def deliver(self: Task, notification: dict[str, Any], after: str | None, upto: s
         return
     try:
         if "payload" in notification:
-            payloads.deliver_page(notification["payload"], after=after, upto=upto, globs=globs)
+            pages.deliver_page(notification["payload"], after=after, upto=upto, globs=globs)
         else:
             delivery.deliver(notification, after=after, upto=upto, globs=globs)
     except DATABASE_ERRORS:
@@ -129,4 +131,4 @@ def deliver_webhook(observer_ref: str, message_id: str, payload: str, attempt: i
 
 @shared_task(name=wiring.SWEEP_TASK, ignore_result=True)
 def sweep() -> dict[str, int]:
-    return manager.sweep()
+    return upkeep.sweep()

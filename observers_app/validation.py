@@ -1,11 +1,11 @@
-"""What the hub accepts at its boundary: names, refs, flags, leases, and values the database can store."""
+"""What the hub accepts at its boundary: names, refs, owners, flags, leases, storable values."""
 
 import json
 import math
 import re
 import unicodedata
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from .exceptions import (
     InvalidArgument,
@@ -15,6 +15,7 @@ from .exceptions import (
     InvalidVariableId,
     NotSerializable,
     ObserversError,
+    UnknownOwner,
     UnstorableValue,
 )
 from .models import VAR_ID_MAX_LENGTH
@@ -25,6 +26,8 @@ MAX_DEPTH = 100
 MAX_TTL_S = 7 * 24 * 3600.0
 # Longest error text written for an observer (its last_error, a removal's detail).
 ERROR_MAX_LENGTH = 2000
+# Keys the hub adds to every callback's metadata; a caller may not send them itself.
+HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "observer_ref", "notified_at", "coalesced"})
 
 # One JSON escape at a time, so that an escaped backslash is never read as the start of another:
 # a valid surrogate pair, a NUL or lone surrogate (captured), any other \uXXXX, any other escape.
@@ -75,6 +78,27 @@ def check_ref(ref: object) -> uuid.UUID:
         raise InvalidObserverRef(
             f"an observer ref is the UUID add_observer returned (or its string), not {ref!r:.80}"
         ) from None
+
+
+class HasOwnerId(Protocol):
+    """An owner handle (``manager.process_owner()``, ``manager.open_owner()``): anything with its id."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+def owner_id(owner: HasOwnerId | uuid.UUID | str | None) -> uuid.UUID | None:
+    """The owner id of an owner handle, an owner id or its string; None for no owner."""
+    if owner is None:
+        return None
+    if isinstance(owner, uuid.UUID):
+        return owner
+    if isinstance(getattr(owner, "id", None), uuid.UUID):
+        return owner.id  # type: ignore[union-attr]
+    try:
+        return uuid.UUID(str(owner))
+    except ValueError:
+        raise UnknownOwner(f"owner must be an owner handle or an owner id, not {owner!r}") from None
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -18,7 +18,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         raise Http404(
             "Prometheus metrics need the [prometheus] extra: pip install django-observers-hub[prometheus]"
         )
-    from .metrics import metrics_view
+    from .telemetry.metrics import metrics_view
 
     return metrics_view(request)
 

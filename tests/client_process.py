@@ -24,11 +24,11 @@ def main() -> None:
     from tests.testapp.callbacks import record
 
     if mode == "sets":
-        from observers_app import session_store
+        from observers_app.sources import sessions
 
         pause = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
         for i in range(count):
-            session_store.set_variable(var_id, "x", f"{sys.argv[4]}:{i}")
+            sessions.set_variable(var_id, "x", f"{sys.argv[4]}:{i}")
             time.sleep(pause)
         print("ready done", flush=True)
         return
@@ -52,7 +52,8 @@ def main() -> None:
 
 
 def notify_until_told(var_id: str, more: int) -> None:
-    from observers_app import manager, sender
+    from observers_app import manager
+    from observers_app.publishing import buffer
 
     began: list[tuple[int, float]] = []
 
@@ -67,7 +68,7 @@ def notify_until_told(var_id: str, more: int) -> None:
         notify()
         time.sleep(0.001)
     # The messages are published by the outbox thread: out before the test may kill this process.
-    sender.flush()
+    buffer.flush()
     print(json.dumps(began), flush=True)
 
 

@@ -6,9 +6,10 @@ from django.test import Client
 from django.urls import reverse
 
 from observers_app import admin as hub_admin
-from observers_app import counters, manager
+from observers_app import manager
 from observers_app.models import Observer
 from observers_app.registry import name_of
+from observers_app.telemetry import counters
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import explode, record
 

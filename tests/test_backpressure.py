@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from observers_app import backpressure, conf, manager, publisher, sender, wiring
+from observers_app import conf, manager, wiring
 from observers_app.exceptions import BrokerUnavailable, TooManyObservers
 from observers_app.models import Observer, VariableState
+from observers_app.publishing import backpressure, broker, buffer
 from project.celery import app
 from tests.conftest import wait_for
 from tests.factories import unique_var
@@ -30,7 +31,7 @@ def test_an_overflowing_dispatch_queue_sheds_the_oldest_and_counts_them(worker: 
         wait_for(lambda: manager.get_stats()["queue_backlog"] == 0)
         for n in range(limit + 50):
             manager.notify_observers(var, n, n + 1)  # returns at once, whatever the backlog
-        assert sender.flush()
+        assert buffer.flush()
         wait_for(lambda: manager.get_stats()["queue_backlog"] == limit)
     finally:
         app.control.add_consumer(queue, reply=True, timeout=5, destination=[worker])
@@ -94,7 +95,7 @@ def test_a_full_deliver_queue_refuses_pages_and_loses_none_it_took(settings):
         accepted = 0
         try:
             for _ in range(50):
-                publisher.publish_confirmed([(wiring.DELIVER_TASK, page)])
+                broker.publish_confirmed([(wiring.DELIVER_TASK, page)])
                 accepted += 1
         except BrokerUnavailable as exc:
             outcome["refused"] = exc

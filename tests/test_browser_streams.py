@@ -16,7 +16,8 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Page, sync_playwright
 
-from observers_app import manager, session_store
+from observers_app import manager
+from observers_app.sources import sessions
 from observers_app.streams.access import issue_token
 from tests.asgi_server import running_asgi_server
 from tests.conftest import database_url, wait_for
@@ -62,8 +63,8 @@ def test_eventsource_receives_changes_and_the_dashboard_goes_live(
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     User.objects.create_user("operator", password="a-long-test-password", is_staff=True, is_superuser=True)
     session_id = unique_var("browser").split(":")[1]
-    var = session_store.variable_id(session_id, "x")
-    session_store.set_variable(session_id, "x", "initial")  # the stream's snapshot says it is live
+    var = sessions.variable_id(session_id, "x")
+    sessions.set_variable(session_id, "x", "initial")  # the stream's snapshot says it is live
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as playwright:
@@ -86,7 +87,7 @@ def test_eventsource_receives_changes_and_the_dashboard_goes_live(
         # The snapshot first: after it, every change is a change event.
         wait_for(lambda: page.evaluate("window.received.length") == 1, timeout=30)
         for n in range(3):
-            session_store.set_variable(session_id, "x", f"value {n}")
+            sessions.set_variable(session_id, "x", f"value {n}")
         wait_for(lambda: page.evaluate("window.received.length") == 4, timeout=60)
         received = page.evaluate("window.received")
         assert [event["data"]["new_value"] for event in received] == [

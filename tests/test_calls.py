@@ -3,8 +3,8 @@
 import time
 import uuid
 
-from observers_app.calls import call_observers
 from observers_app.registry import observer_callback
+from observers_app.worker.calls import call_observers
 
 calls: list[tuple[str, dict]] = []
 

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from observers_app import coalescing, manager
+from observers_app import manager
 from observers_app.models import Latest
+from observers_app.worker import coalescing
 from tests.conftest import wait_for
 from tests.factories import unique_var
 from tests.testapp.callbacks import record, record_json

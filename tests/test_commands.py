@@ -49,7 +49,7 @@ def test_observers_sweep_prints_what_it_removed():
 
 
 def test_sweeps_quarantines_and_callback_errors_write_structured_log_lines(caplog, settings):
-    from observers_app import delivery
+    from observers_app.worker import delivery
 
     caplog.set_level(logging.INFO, logger="observers_app")
     manager.sweep_dead_observers()

@@ -1,4 +1,5 @@
-"""The app's layout: no import cycle among its modules, counting the imports made inside functions."""
+"""The app's layout: no import cycle among its modules, and no package importing one above it (counting
+the imports made inside functions)."""
 
 import ast
 from pathlib import Path
@@ -62,6 +63,66 @@ def import_cycle(package_dir: Path) -> list[str]:
         if cycle := visit(module):
             return cycle
     return []
+
+
+# The app's layers, lowest first. A module may import its own layer and those below, never one above.
+# The top-level modules every Django app has sit at both ends: the foundation that everything uses,
+# and the surface that Django, Celery and host projects call (the public API among them).
+FOUNDATION = ("conf", "exceptions", "deprecation", "db", "globs", "models", "querysets", "validation")
+FOUNDATION += ("registry", "wiring", "signals")
+PACKAGES = (
+    "telemetry",
+    "publishing",
+    "observers",
+    "owners",
+    "worker",
+    "webhooks",
+    "upkeep",
+    "sources",
+    "streams",
+)
+SURFACE = ("manager", "admin", "tasks", "apps", "checks", "urls", "views", "management", "migrations")
+# Deprecated import paths (each a module ``__getattr__`` over deprecation.moved), removed in 0.4.
+SURFACE += ("events", "session_store", "poison", "sender")
+LAYERS = (("observers_app",), FOUNDATION, *((package,) for package in PACKAGES), SURFACE)
+
+
+def layer_of(module: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> int:
+    """The index of the layer holding ``module`` (by its first part below the app's package)."""
+    parts = module.split(".")
+    name = parts[1] if len(parts) > 1 else parts[0]
+    for index, members in enumerate(layers):
+        if name in members:
+            return index
+    raise AssertionError(f"{module} is in no layer: add {name!r} to LAYERS in tests/test_layout.py")
+
+
+def upward_imports(package_dir: Path, layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
+    """Every import from a module to one in a higher layer, as "importer -> imported"."""
+    modules = module_names(package_dir)
+    return sorted(
+        f"{name} -> {imported}"
+        for name, path in modules.items()
+        for imported in imported_modules(name, path, modules)
+        if layer_of(imported, layers) > layer_of(name, layers)
+    )
+
+
+def test_no_package_imports_a_higher_one():
+    assert upward_imports(APP_DIR) == []
+
+
+def test_an_upward_import_is_found(tmp_path: Path):
+    package = tmp_path / "pkg"
+    (package / "low").mkdir(parents=True)
+    (package / "high").mkdir()
+    for init in (package, package / "low", package / "high"):
+        (init / "__init__.py").write_text("")
+    (package / "base.py").write_text("")
+    (package / "high" / "a.py").write_text("from ..low import b\nfrom .. import base\n")
+    (package / "low" / "b.py").write_text("def f():\n    from ..high import a\n")
+    layers = (("pkg",), ("base",), ("low",), ("high",))
+    assert upward_imports(package, layers) == ["pkg.low.b -> pkg.high.a"]
 
 
 def test_the_app_has_no_import_cycle():

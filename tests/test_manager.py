@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from observers_app import delivery, manager
+from observers_app import manager
 from observers_app.exceptions import InvalidVariableId, NotSerializable, PayloadTooLarge, UnknownCallback
 from observers_app.models import Observer, VariableState
+from observers_app.worker import delivery
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import record

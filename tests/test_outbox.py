@@ -10,8 +10,9 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from observers_app import manager, sender
+from observers_app import manager
 from observers_app.models import OutboxMessage
+from observers_app.publishing import buffer
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.models import Received
@@ -49,7 +50,7 @@ def test_a_rolled_back_durable_notification_leaves_no_row_and_is_never_sent():
     committed = manager.notify_observers(var, 2, 3, durable=True)  # outside atomic(): its own insert
 
     wait_for(lambda: {nid for _, nid in delivered(var)} == {committed})
-    assert sender.flush()
+    assert buffer.flush()
     assert not OutboxMessage.objects.filter(id__in=[str(notification_id), str(committed)]).exists()
     assert notification_id not in {nid for _, nid in delivered(var)}
 

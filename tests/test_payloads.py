@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from observers_app import dispatch, manager, publisher
+from observers_app import manager
 from observers_app.models import Payload
+from observers_app.publishing import broker
+from observers_app.worker import dispatch
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.models import Received
@@ -35,10 +37,10 @@ def test_deliver_pages_carry_a_reference_of_bounded_size_not_the_value(monkeypat
     make_observers(var, 1000)
     sent: list[str] = []
     monkeypatch.setattr(
-        publisher, "publish_confirmed", lambda messages, **kw: sent.extend(args for _, args in messages)
+        broker, "publish_confirmed", lambda messages, **kw: sent.extend(args for _, args in messages)
     )
     monkeypatch.setattr(
-        "observers_app.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
+        "observers_app.worker.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
     )
 
     sent_notification = notification(var)

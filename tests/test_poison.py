@@ -7,8 +7,9 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from observers_app import conf, manager, publisher, wiring
+from observers_app import conf, manager, wiring
 from observers_app.models import DeadLetter
+from observers_app.publishing import broker
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.models import Received
@@ -54,7 +55,7 @@ def test_a_dispatch_failing_every_time_is_parked_counted_shown_and_replayed_once
 
 def test_a_dispatch_message_a_worker_cannot_read_is_parked_and_the_command_replays_it():
     marker = f"unreadable-{uuid.uuid4().hex}"
-    publisher.publish_confirmed([(wiring.DISPATCH_TASK, json.dumps([marker]))])
+    broker.publish_confirmed([(wiring.DISPATCH_TASK, json.dumps([marker]))])
 
     letter = wait_for(lambda: parked_with(marker), timeout=60)
     assert "InvalidMessage: a dispatch message is a list of 6 or 7 arguments" in letter.reason
@@ -69,7 +70,7 @@ def test_a_dispatch_message_a_worker_cannot_read_is_parked_and_the_command_repla
 
 def test_a_deliver_page_failing_every_time_is_parked():
     marker = f"bad-page-{uuid.uuid4().hex}"
-    publisher.publish_confirmed(
+    broker.publish_confirmed(
         [(wiring.DELIVER_TASK, json.dumps([{"not": marker}, None, str(uuid.uuid4()), []]))]
     )
 

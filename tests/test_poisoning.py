@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
-from observers_app import counters, manager, publisher, tasks, wiring
-from observers_app.batching import DONE
+from observers_app import manager, registry, tasks, wiring
 from observers_app.exceptions import UnstorableValue
 from observers_app.models import Observer
+from observers_app.publishing import broker
+from observers_app.telemetry import counters
+from observers_app.worker.batching import DONE
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import explode_nul, record, slow_record
@@ -72,17 +74,17 @@ def test_poisoned_and_malformed_messages_in_one_worker_batch_cost_no_neighbour_i
     """Through the broker: while both pool processes are busy, the messages wait and go to the pool
     as one batch; every good one is delivered."""
     busy = unique_var("busy")
-    make_observers(busy, 20, callback=manager.registry.name_of(slow_record))
+    make_observers(busy, 20, callback=registry.name_of(slow_record))
     goods = [unique_var("good") for _ in range(4)]
     for var in goods:
         manager.add_observer(var, record)
     poisoned = unique_var("poisoned")
     manager.add_observer(poisoned, record, coalesce=True)
     busy_messages = [(wiring.DISPATCH_TASK, json.dumps(message(busy, n))) for n in range(2)]
-    publisher.publish_confirmed(busy_messages)  # ~1 s of callbacks each: both pool processes busy
+    broker.publish_confirmed(busy_messages)  # ~1 s of callbacks each: both pool processes busy
     batch = [message(goods[0], 1), message(poisoned, "a\x00b"), message(goods[1], 2), [1, 2]]
     batch += [message(goods[2], 3), message(poisoned, "\ud800"), message(goods[3], 4)]
-    publisher.publish_confirmed([(wiring.DISPATCH_TASK, json.dumps(args)) for args in batch])
+    broker.publish_confirmed([(wiring.DISPATCH_TASK, json.dumps(args)) for args in batch])
 
     wait_for(lambda: Received.objects.filter(var_id__in=goods).count() >= 4, timeout=30)
     assert values(goods) == [1, 2, 3, 4]

@@ -6,8 +6,9 @@ import time
 import pytest
 from django.db import transaction
 
-from observers_app import manager, presence
+from observers_app import manager
 from observers_app.models import Observer
+from observers_app.publishing import presence
 from tests.conftest import start_client_process, wait_for, wait_ready
 from tests.factories import unique_var
 from tests.testapp.callbacks import record

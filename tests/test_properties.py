@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from observers_app import manager, session_store
+from observers_app import manager
 from observers_app.exceptions import ObserversError
+from observers_app.sources import sessions
 from tests.conftest import wait_for
 from tests.testapp.callbacks import record_json
 from tests.testapp.models import Received
@@ -107,16 +108,16 @@ def test_notify_refuses_or_delivers_exactly_what_was_sent(var_id, old, new, meta
 @EXAMPLES
 @given(session_id=parts, name=parts, value=values, metadata=metadatas)
 def test_session_store_refuses_or_delivers_exactly_what_was_set(session_id, name, value, metadata):
-    refused, var_id = refused_by_the_hub(lambda: session_store.variable_id(session_id, name))
+    refused, var_id = refused_by_the_hub(lambda: sessions.variable_id(session_id, name))
     if not refused:
         ref = manager.add_observer(var_id, record_json)
         try:
-            before = session_store.get_variable(session_id, name)
+            before = sessions.get_variable(session_id, name)
             refused, version = refused_by_the_hub(
-                lambda: session_store.set_variable(session_id, name, value, metadata)
+                lambda: sessions.set_variable(session_id, name, value, metadata)
             )
             if not refused:
-                assert session_store.get_variable(session_id, name) == json.loads(canonical(value))
+                assert sessions.get_variable(session_id, name) == json.loads(canonical(value))
                 if canonical(before) != canonical(value):
                     received = wait_for(
                         lambda: (

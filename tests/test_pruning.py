@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from observers_app import manager, session_store
+from observers_app import manager
 from observers_app.models import Latest, Removal, Variable, VariableState
+from observers_app.sources import sessions
 from tests.factories import unique_var
 from tests.testapp.callbacks import record
 
@@ -62,15 +63,15 @@ def test_idle_coalescing_mailboxes_without_coalescing_observers_are_pruned():
 def test_session_tombstones_past_their_retention_are_pruned():
     old, recent, alive = (unique_var(p).replace(":", "-") for p in ("old", "recent", "alive"))
     for session in (old, recent, alive):
-        session_store.set_variable(session, "x", 1)
-    session_store.delete_variable(old, "x")
-    session_store.delete_variable(recent, "x")
+        sessions.set_variable(session, "x", 1)
+    sessions.delete_variable(old, "x")
+    sessions.delete_variable(recent, "x")
     Variable.objects.filter(session_id=old).update(updated_at=LONG_AGO)
 
     assert manager.sweep()["tombstones_pruned"] == 1
 
     assert set(Variable.objects.values_list("session_id", flat=True)) == {recent, alive}
-    assert session_store.set_variable(old, "x", 2) == 1  # set again after pruning: version from 1
+    assert sessions.set_variable(old, "x", 2) == 1  # set again after pruning: version from 1
 
 
 def test_removal_records_past_their_retention_or_beyond_the_cap_are_pruned(settings):

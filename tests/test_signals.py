@@ -6,9 +6,10 @@ import pytest
 from django.core import checks
 from django.db import models, transaction
 
-from observers_app import manager, signals
+from observers_app import manager
 from observers_app.querysets import glob_matches
-from observers_app.signals import model_variable_id, observe_model
+from observers_app.sources import model_fields
+from observers_app.sources.model_fields import model_variable_id, observe_model
 from tests.conftest import wait_for
 from tests.testapp.callbacks import record
 from tests.testapp.models import Order, Received
@@ -150,7 +151,7 @@ def test_an_observed_model_without_the_observed_manager_is_flagged():
         warnings = [m for m in checks.run_checks() if m.id == "observers.W001"]
         assert [w.obj for w in warnings] == [Plain]
     finally:
-        signals._observed.pop(Plain)
+        model_fields._observed.pop(Plain)
 
 
 def test_a_pk_holding_the_separator_is_escaped_so_a_glob_on_one_row_never_matches_another():

@@ -11,9 +11,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from observers_app import dashboard, manager, session_store
+from observers_app import manager
 from observers_app.models import Observer
+from observers_app.sources import sessions
 from observers_app.streams.access import issue_token
+from observers_app.telemetry import dashboard
 from tests.asgi_server import running_asgi_server
 from tests.conftest import start_client_process, wait_for, wait_ready
 from tests.sse import EventStream
@@ -32,7 +34,7 @@ def server() -> Iterator[str]:
 def session_var() -> tuple[str, str]:
     """A fresh session id and its variable ``x``'s hub name."""
     session_id = uuid.uuid4().hex[:12]
-    return session_id, session_store.variable_id(session_id, "x")
+    return session_id, sessions.variable_id(session_id, "x")
 
 
 def open_stream(base: str, *var_ids: str) -> EventStream:
@@ -51,7 +53,7 @@ def test_a_stream_sends_each_change_in_order_with_its_seq(server: str):
     stream = open_stream(server, var)
     try:
         for n in range(1, 11):
-            session_store.set_variable(session_id, "x", n)
+            sessions.set_variable(session_id, "x", n)
         wait_for(lambda: len(stream.of(var)) == 10)
         events = stream.of(var)
         assert [e["data"]["new_value"] for e in events] == list(range(1, 11))
@@ -69,9 +71,9 @@ def test_a_glob_stream_gets_every_matching_variable(server: str):
     other = uuid.uuid4().hex[:12]
     stream = open_stream(server, f"session:{session_id}:*")
     try:
-        session_store.set_variable(session_id, "a", 1)
-        session_store.set_variable(other, "a", 2)  # another session: not watched
-        session_store.set_variable(session_id, "b", 3)
+        sessions.set_variable(session_id, "a", 1)
+        sessions.set_variable(other, "a", 2)  # another session: not watched
+        sessions.set_variable(session_id, "b", 3)
         wait_for(lambda: len(stream.events) == 2)
         time.sleep(0.3)  # a third event would be a bug: give it the time to show
         assert [(e["event"], e["data"]["new_value"]) for e in stream.events] == [
@@ -87,11 +89,11 @@ def test_the_snapshot_comes_first_then_every_later_change_once(server: str):
     too) while the stream connects: the stream shows the value at connect time, then each later change
     exactly once, none missing."""
     session_id, var = session_var()
-    session_store.set_variable(session_id, "x", "w:start")
+    sessions.set_variable(session_id, "x", "w:start")
     warm = open_stream(server, f"warm-up:{session_id}")  # the server's hub is started: connects are quick
     writer = start_client_process("sets", session_id, "300", "w", "0.005")
     try:
-        wait_for(lambda: session_store.get_variable(session_id, "x") != "w:start", timeout=30)
+        wait_for(lambda: sessions.get_variable(session_id, "x") != "w:start", timeout=30)
         time.sleep(0.05)
         stream = open_stream(server, var)
         wait_ready(writer)
@@ -139,7 +141,7 @@ def test_a_disconnect_ends_its_watching_within_a_second(server: str):
     first, second = open_stream(server, var), open_stream(server, var)
     assert live_observers(var) == 1, "one observer per name per process, not one per stream"
     first.close()
-    session_store.set_variable(session_id, "x", "after-first-left")
+    sessions.set_variable(session_id, "x", "after-first-left")
     wait_for(lambda: len(second.of(var)) == 1)
     assert live_observers(var) == 1
     second.close()
@@ -156,7 +158,7 @@ def test_connects_and_disconnects_leave_nothing_behind(server: str):
     # Each first watcher's add waits out OBSERVERS_ABSENCE_TTL: 100 of them take a few seconds.
     wait_for(lambda: not Observer.objects.filter(var_id=var).exists(), timeout=30)
     stream = open_stream(server, var)
-    session_store.set_variable(session_id, "x", 1)
+    sessions.set_variable(session_id, "x", 1)
     wait_for(lambda: len(stream.of(var)) == 1)
     stream.close()
 
@@ -246,7 +248,7 @@ def test_a_slow_reader_is_bounded_then_closed_with_the_reason(server: str):
     wait_for(lambda: Observer.objects.filter(var_id=pattern).exists())
     big = "x" * 20_000
     for n in range(400):  # 8 MB: more than the sockets and the server's transport hold
-        session_store.set_variable(session_id, f"v{n % 200}", f"{n}:{big}")
+        sessions.set_variable(session_id, f"v{n % 200}", f"{n}:{big}")
     wait_for(lambda: manager.get_stats()["streams_closed_slow"] > before["streams_closed_slow"], timeout=60)
     stats = manager.get_stats()
     assert stats["stream_events_coalesced"] > before["stream_events_coalesced"]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from observers_app.streams.collector import RECLAIM_AFTER_S, RECLAIM_MIN_CLOSED, Collector
+from observers_app.streams.gc_policy import RECLAIM_AFTER_S, RECLAIM_MIN_CLOSED, Collector
 
 
 class Node:

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from observers_app.streams.hub import StreamHub, _Subscription
+from observers_app.streams.fanout import StreamHub, _Subscription
 from observers_app.streams.watcher import Watcher
 
 

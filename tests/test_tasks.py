@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from django.db import connection, connections, transaction
 
-from observers_app import dispatch, events, manager, tasks
-from observers_app.batching import DONE
+from observers_app import manager, signals, tasks
 from observers_app.models import VariableState
+from observers_app.publishing import numbering
+from observers_app.worker import dispatch
+from observers_app.worker.batching import DONE
 from tests.factories import unique_var
 from tests.testapp.callbacks import record
 from tests.testapp.models import Received
@@ -32,11 +34,11 @@ def test_a_batch_reports_each_message_and_one_failure_does_not_stop_the_others()
         if var_id == bad:
             raise RuntimeError("receiver broke")
 
-    events.notification_dispatched.connect(explode, dispatch_uid="test-explode")
+    signals.notification_dispatched.connect(explode, dispatch_uid="test-explode")
     try:
         outcomes = tasks.dispatch([message(good, 1), message(bad, 1), message(good, 2)])
     finally:
-        events.notification_dispatched.disconnect(dispatch_uid="test-explode")
+        signals.notification_dispatched.disconnect(dispatch_uid="test-explode")
 
     assert outcomes == [DONE, "RuntimeError: receiver broke", DONE]
     delivered = Received.objects.filter(var_id=good).order_by("id")
@@ -53,11 +55,11 @@ def test_numbering_a_batch_never_deadlocks_a_caller_numbering_in_its_transaction
     def caller() -> None:  # an ordered=True caller that numbers `second`, then `first`, in one transaction
         try:
             with transaction.atomic():
-                dispatch.next_seq(second)
+                numbering.next_seq(second)
                 holding_second.set()
                 batch_started.wait(5)
                 time.sleep(0.3)  # the batch now holds `first` (row order) and waits for `second`
-                dispatch.next_seq(first)
+                numbering.next_seq(first)
         except BaseException as exc:
             caller_errors.append(exc)
         finally:

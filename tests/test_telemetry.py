@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from observers_app import conf, events, manager, wiring
+from observers_app import conf, manager, signals, wiring
 from tests.conftest import running_flower, wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import record
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 def test_events_for_add_publish_and_remove_carry_their_arguments():
     seen: list[tuple[str, dict]] = []
     watched = {
-        name: getattr(events, name)
+        name: getattr(signals, name)
         for name in ("observer_added", "observer_removed", "notification_published")
     }
     names_of = {signal: name for name, signal in watched.items()}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from observers_app import manager, session_store
+from observers_app import manager
 from observers_app.exceptions import (
     InvalidArgument,
     InvalidName,
@@ -16,6 +16,7 @@ from observers_app.exceptions import (
     ObserversError,
 )
 from observers_app.models import Observer, Owner
+from observers_app.sources import sessions
 from tests.conftest import wait_for
 from tests.factories import unique_var
 from tests.testapp.callbacks import record, record_json
@@ -60,11 +61,11 @@ def deep(levels: int) -> Any:
         (lambda v: manager.notify_observers(v, 1, 2, {ONE: "a", "1": "b"}), NotSerializable, "of type int"),
         (lambda v: manager.notify_observers(v, {1: "a"}, {2: "b"}), NotSerializable, "old_value has the key"),
         (lambda v: manager.notify_observers(v, 1, 2, {"seq": 5}), InvalidArgument, "reserved"),
-        (lambda v: session_store.set_variable("s" * 101, "x", 1), InvalidVariableId, "session_id is 101"),
-        (lambda v: session_store.set_variable("s", "x" * 101, 1), InvalidVariableId, "name is 101"),
-        (lambda v: session_store.set_variable("s\x00", "x", 1), InvalidVariableId, "control character"),
-        (lambda v: session_store.get_variable("s", "x\x00"), InvalidVariableId, "control character"),
-        (lambda v: session_store.set_variable("s", "x", "nul \x00"), ObserversError, "NUL"),
+        (lambda v: sessions.set_variable("s" * 101, "x", 1), InvalidVariableId, "session_id is 101"),
+        (lambda v: sessions.set_variable("s", "x" * 101, 1), InvalidVariableId, "name is 101"),
+        (lambda v: sessions.set_variable("s\x00", "x", 1), InvalidVariableId, "control character"),
+        (lambda v: sessions.get_variable("s", "x\x00"), InvalidVariableId, "control character"),
+        (lambda v: sessions.set_variable("s", "x", "nul \x00"), ObserversError, "NUL"),
     ],
 )
 def test_bad_input_gets_a_clear_hub_error_and_nothing_is_written(call, error, message):
@@ -106,10 +107,10 @@ def test_a_change_of_type_is_a_change_and_the_same_json_is_not():
 @pytest.mark.usefixtures("worker")
 def test_a_session_variable_set_from_1_to_true_notifies():
     session = uuid.uuid4().hex
-    var = session_store.variable_id(session, "flag")
+    var = sessions.variable_id(session, "flag")
     manager.add_observer(var, record_json)
-    session_store.set_variable(session, "flag", 1)
-    assert session_store.set_variable(session, "flag", True) == 2
+    sessions.set_variable(session, "flag", 1)
+    assert sessions.set_variable(session, "flag", True) == 2
     wait_for(lambda: Received.objects.filter(var_id=var).count() >= 2)
     received = sorted(Received.objects.filter(var_id=var), key=lambda r: r.metadata["version"])
     assert [r.new_value for r in received] == ["1", "true"]  # by version: two pool processes may race

@@ -50,7 +50,7 @@ def test_a_notification_is_posted_signed_per_standard_webhooks(receiver):
     assert ref.secret.startswith("whsec_")
     assert manager.observer_count(var) == 1
     inspected = manager.inspect_variable(var)["observers"][0]
-    assert (inspected["callback"], inspected["webhook_url"]) == (messages.WEBHOOK_CALLBACK, receiver.url)
+    assert (inspected["callback"], inspected["webhook_url"]) == (WebhookEndpoint.CALLBACK, receiver.url)
 
     notification_id = manager.notify_observers(var, {"a": 1}, {"a": 2}, {"source": "test"})
     assert notification_id is not None
@@ -104,7 +104,7 @@ def test_the_task_reads_an_endpoint_as_the_orm_wrote_it(receiver):
         last_success_at=when,
         disabled=True,
         var_id=var,
-        callback=messages.WEBHOOK_CALLBACK,
+        callback=WebhookEndpoint.CALLBACK,
         owner_id=None,
     )
     assert store.load(uuid.uuid4()) is None

@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dashboard import VARIABLE
+from ..telemetry.dashboard import VARIABLE
 
 HEARTBEAT = b": heartbeat\n\n"
 

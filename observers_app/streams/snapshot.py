@@ -8,9 +8,10 @@ from typing import Any
 from django.db.models import CharField, Field, OuterRef, Subquery, Value
 from django.db.models.functions import Concat
 
-from .. import dashboard, signals
 from ..globs import glob_matches
 from ..models import Variable, VariableState
+from ..sources import model_fields
+from ..telemetry import dashboard
 from . import messages
 from .messages import StreamEvent
 
@@ -63,8 +64,8 @@ def _session_variables(var_id: str) -> list[StreamEvent]:
 
 
 def _model_field(var_id: str) -> list[StreamEvent]:
-    """``<app_label>.<model>:<pk>:<field>`` of an observed model (see signals.model_variable_id)."""
-    for model, fields in signals.observed_models().items():
+    """``<app_label>.<model>:<pk>:<field>`` of an observed model (see model_fields.model_variable_id)."""
+    for model, fields in model_fields.observed_models().items():
         label = model._meta.label_lower
         if not var_id.startswith(f"{label}:") or ":" not in var_id[len(label) + 1 :]:
             continue
@@ -84,6 +85,6 @@ def _model_field(var_id: str) -> list[StreamEvent]:
             return []
         if row is None:
             return []
-        value = signals.field_json(field, row[0])
+        value = model_fields.field_json(field, row[0])
         return [messages.snapshot(var_id, value, seq=row[1] or 0, version=None)]
     return []

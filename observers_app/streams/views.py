@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 from .. import conf
 from ..exceptions import InvalidVariableId, ObserversError, StreamRefused
 from . import access, messages, snapshot
-from .hub import StreamHub, get_hub
+from .fanout import StreamHub, get_hub
 from .watcher import Watcher
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,10 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .. import manager
 from ..models import WebhookAttempt, WebhookEndpoint
+from ..observers.quarantine import reenable_observer
+from ..observers.removals import remove_observer
+from .api import send_test_webhook
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -76,19 +78,19 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send a test event to the selected endpoints", permissions=["change"])
     def send_test_event(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
-        sent = sum(manager.send_test_webhook(ref) for ref in queryset.values_list("observer_id", flat=True))
+        sent = sum(send_test_webhook(ref) for ref in queryset.values_list("observer_id", flat=True))
         self.message_user(request, f"Sent a test event to {sent} endpoints.", messages.SUCCESS)
 
     @admin.action(description="Re-enable the selected disabled endpoints", permissions=["change"])
     def reenable_endpoints(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         refs = queryset.values_list("observer_id", flat=True)
-        enabled = sum(manager.reenable_observer(ref) for ref in refs)
+        enabled = sum(reenable_observer(ref) for ref in refs)
         self.message_user(request, f"Re-enabled {enabled} endpoints.", messages.SUCCESS)
 
     @admin.action(description="Remove the selected endpoints", permissions=["change"])
     def remove_endpoints(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         rows = queryset.values_list("observer_id", "observer__var_id")
-        removed = sum(manager.remove_observer(var_id, ref) for ref, var_id in rows)
+        removed = sum(remove_observer(var_id, ref) for ref, var_id in rows)
         self.message_user(request, f"Removed {removed} endpoints.", messages.SUCCESS)
 
     def get_actions(self, request: HttpRequest) -> Any:
@@ -97,7 +99,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return actions
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # manager.add_webhook, which vets the URL and shows the secret once
+        return False  # add_webhook, which vets the URL and shows the secret once
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -14,9 +14,10 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .. import conf, counters, events
+from .. import conf, signals
 from ..exceptions import InvalidWebhook
 from ..models import Observer, Removal, WebhookEndpoint, WebhookRetry
+from ..telemetry import counters
 from . import client, messages, signing, store
 from .store import Endpoint
 
@@ -181,7 +182,7 @@ def _report_failure(
         error,
         delay,
     )
-    events.callback_failed.send(
+    signals.callback_failed.send(
         None, ref=endpoint.ref, var_id=endpoint.var_id, callback=endpoint.callback, error=error
     )
 
@@ -225,7 +226,7 @@ def disable(endpoint: Endpoint, reason: str, *, now: datetime) -> bool:
     counters.increment({"removed_quarantined": 1})
     transaction.on_commit(
         functools.partial(
-            events.observer_removed.send,
+            signals.observer_removed.send,
             None,
             ref=endpoint.ref,
             var_id=endpoint.var_id,

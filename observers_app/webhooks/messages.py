@@ -7,10 +7,9 @@ from typing import Any
 
 from celery import current_app
 
-from .. import publisher, wiring
+from .. import wiring
+from ..publishing import broker
 
-# The registered callback of every webhook observer (observers_app/callbacks.py).
-WEBHOOK_CALLBACK = "observers.webhook"
 CHANGED = "variable.changed"
 TEST = "webhook.test"
 # Message ids derive from (notification, observer): a notification delivered twice (at-least-once)
@@ -41,7 +40,7 @@ def enqueue_change(var_id: str, old_value: Any, new_value: Any, metadata: dict[s
     args = [ref, message_id(metadata["notification_id"], ref), payload, 1]
     # The hub's lean publish: the fan-out's callback loop only hands the message to the broker (and
     # has it confirmed, before the page's message is acknowledged).
-    publisher.publish_confirmed([(wiring.WEBHOOK_TASK, json.dumps(args, separators=(",", ":")))])
+    broker.publish_confirmed([(wiring.WEBHOOK_TASK, json.dumps(args, separators=(",", ":")))])
 
 
 def enqueue(observer_ref: str, message_id: str, payload: str, *, attempt: int, countdown: float = 0) -> None:

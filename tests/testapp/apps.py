@@ -9,11 +9,11 @@ class TestAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from observers_app import events
-        from observers_app.signals import observe_model
+        from observers_app import signals
+        from observers_app.sources.model_fields import observe_model
 
         from .callbacks import refuse_poison
         from .models import Order
 
         observe_model(Order, fields=["status", "total"])
-        events.notification_dispatched.connect(refuse_poison, dispatch_uid="tests-refuse-poison")
+        signals.notification_dispatched.connect(refuse_poison, dispatch_uid="tests-refuse-poison")

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from observers_app.signals import ObservedQuerySet
+from observers_app.sources.model_fields import ObservedQuerySet
 
 
 class Received(models.Model):

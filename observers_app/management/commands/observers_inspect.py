@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from observers_app import manager
+from ... import manager
 
 COLUMNS = (
     "ref",

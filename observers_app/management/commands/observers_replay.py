@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from observers_app import poison
+from ...worker import poison
 
 
 class Command(BaseCommand):
@@ -17,5 +17,5 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=1000, help="at most this many")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        replayed = poison.replay(options["ids"] or None, limit=options["limit"])
+        replayed = poison.replay_dead_letters(options["ids"] or None, limit=options["limit"])
         self.stdout.write(f"replayed {replayed}")

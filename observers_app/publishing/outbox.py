@@ -11,10 +11,12 @@ from celery.signals import worker_ready, worker_shutdown
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from . import conf, counters, publisher, sender
-from .db import prepared_rows
-from .models import OutboxMessage
-from .wiring import DISPATCH_TASK
+from .. import conf
+from ..db import prepared_rows
+from ..models import OutboxMessage
+from ..telemetry import counters
+from ..wiring import DISPATCH_TASK
+from . import broker, buffer
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def publish_stale(*, grace_s: float | None = None) -> int:
                 .values_list("id", "args")[:BATCH]
             )
             if rows:
-                publisher.publish_confirmed([(DISPATCH_TASK, args) for _, args in rows])
+                broker.publish_confirmed([(DISPATCH_TASK, args) for _, args in rows])
                 OutboxMessage.objects.filter(id__in=[pk for pk, _ in rows]).delete()
         published += len(rows)
         if len(rows) < BATCH:
@@ -104,7 +106,7 @@ _republisher: _Republisher | None = None
 def connect() -> None:
     """Every worker publishes what dead callers left, from its main process: no extra process to run
     (called once, from ``AppConfig.ready()``)."""
-    sender.when_durable_sent(mark_sent)
+    buffer.when_durable_sent(mark_sent)
     worker_ready.connect(_start_republisher, weak=False)
     worker_shutdown.connect(_stop_republisher, weak=False)
 

@@ -18,8 +18,8 @@ import time
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 
-from . import conf
-from .models import Observer
+from .. import conf
+from ..models import Observer
 
 logger = logging.getLogger(__name__)
 

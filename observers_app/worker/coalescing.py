@@ -21,9 +21,11 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from . import conf, counters, delivery
-from .db import DATABASE_ERRORS
-from .models import Latest, Observer
+from .. import conf
+from ..db import DATABASE_ERRORS
+from ..models import Latest, Observer
+from ..telemetry import counters
+from . import delivery
 
 logger = logging.getLogger(__name__)
 

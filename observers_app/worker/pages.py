@@ -7,8 +7,8 @@ from typing import Any
 
 from django.db import transaction
 
+from ..models import Payload
 from . import delivery
-from .models import Payload
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
-"""The bounded dispatch queue: how deep it is, and counting what it shed so nothing goes silently."""
+"""The bounded dispatch queue: its queues declared, and what it shed counted so nothing goes silently."""
 
 from typing import Any
 
 from celery import current_app
 
-from . import counters, wiring
+from .. import wiring
+from ..telemetry import counters
 
 
 def drain_shed(*, limit: int = 100_000) -> int:
@@ -18,16 +19,6 @@ def drain_shed(*, limit: int = 100_000) -> int:
             shed += 1
     counters.increment({"notifications_shed": shed})
     return shed
-
-
-def dispatch_backlog() -> int:
-    """Notifications waiting in the dispatch queue now, or -1 if the broker cannot say."""
-    try:
-        with current_app.connection_for_write() as connection:
-            channel: Any = connection.default_channel
-            return int(channel.queue_declare(wiring.dispatch_queue().name, passive=True).message_count)
-    except Exception:
-        return -1
 
 
 def _hub_queues() -> tuple[Any, ...]:

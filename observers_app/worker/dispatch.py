@@ -7,16 +7,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db import OperationalError, connection, transaction
-from django.utils import timezone
 
+from .. import conf, signals, validation
+from ..db import DATABASE_ERRORS, prepared_rows
+from ..exceptions import BrokerUnavailable
+from ..globs import globs_among
+from ..models import Observer
+from ..publishing import broker, numbering
+from ..querysets import DELIVERY_ROW
+from ..telemetry import counters
+from ..wiring import DELIVER_TASK
 from . import coalescing as coalescing_module
-from . import conf, counters, delivery, events, payloads, publisher, validation
-from .db import DATABASE_ERRORS, prepared_rows, upsert_add
-from .exceptions import BrokerUnavailable
-from .globs import globs_among
-from .models import Observer, VariableState
-from .querysets import DELIVERY_ROW
-from .wiring import DELIVER_TASK
+from . import delivery, pages
 
 logger = logging.getLogger(__name__)
 
@@ -92,22 +94,22 @@ def _fan_out_one(
         # Every further page's bounds in one statement, then one deliver task per page.
         after = first_page[-1][0]
         # Stored once: each page's message carries its reference, not a copy of the values.
-        payload_id = payloads.store(notification)
+        payload_id = pages.store(notification)
         # The notification id too: Flower and the logs show which notification a page belongs to.
         reference = json.dumps(
             {"payload": str(payload_id), "notification_id": notification["notification_id"]}
         )
         globs_json = json.dumps(globs)
-        pages: list[tuple[str, str]] = []
+        messages: list[tuple[str, str]] = []
         for upto, position in (
             delivery.reached(var_id, globs).filter(coalesce=False).page_bounds(after=after, size=size)
         ):
-            pages.append((DELIVER_TASK, f'[{reference},"{after}","{upto}",{globs_json}]'))
+            messages.append((DELIVER_TASK, f'[{reference},"{after}","{upto}",{globs_json}]'))
             after, fanout = upto, len(first_page) + position
         # Confirmed before the dispatch message is acknowledged: a broker killed meanwhile loses no page.
-        publisher.publish_confirmed(pages, sent_events=True)
-        payloads.all_sent(payload_id, len(pages))
-    events.notification_dispatched.send(
+        broker.publish_confirmed(messages, sent_events=True)
+        pages.all_sent(payload_id, len(messages))
+    signals.notification_dispatched.send(
         None,
         var_id=var_id,
         notification_id=notification["notification_id"],
@@ -115,15 +117,6 @@ def _fan_out_one(
         fanout=fanout,
     )
     return coalescing, delivery.call_and_record(notification, ordered_rows, dispatched=True)
-
-
-def next_seq(var_id: str) -> int:
-    """Advance and return the variable's sequence number in one round trip.
-
-    Inside a transaction the variable's state row stays locked until commit, so numbers taken
-    in transactions follow their commit order.
-    """
-    return _advance_seqs({var_id: 1})[var_id]
 
 
 def _number(notifications: list[dict[str, Any]]) -> None:
@@ -138,34 +131,21 @@ def _number(notifications: list[dict[str, Any]]) -> None:
     if not unnumbered:
         return
     if connection.vendor != "postgresql" or len(unnumbered) == 1:
-        last = _advance_seqs(unnumbered)
+        last = numbering.advance_seqs(unnumbered)
     else:
         try:
             with transaction.atomic():
                 prepared_rows(connection, "SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
-                last = _advance_seqs(unnumbered)
+                last = numbering.advance_seqs(unnumbered)
         except OperationalError as exc:
             if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                 raise
-            last = {var_id: _advance_seqs({var_id: count})[var_id] for var_id, count in unnumbered.items()}
+            last = {
+                var_id: numbering.advance_seqs({var_id: count})[var_id]
+                for var_id, count in unnumbered.items()
+            }
     following = {var_id: last[var_id] - count + 1 for var_id, count in unnumbered.items()}
     for notification in notifications:
         if notification["seq"] is None:
             notification["seq"] = following[notification["var_id"]]
             following[notification["var_id"]] += 1
-
-
-def _advance_seqs(counts: dict[str, int]) -> dict[str, int]:
-    """Advance each variable's sequence number by its count in one statement (rows in name order);
-    returns each one's new (highest) number."""
-    now = timezone.now()
-    sql, params = upsert_add(
-        VariableState._meta.db_table,
-        ("var_id",),
-        "seq",
-        [(var_id, count, now) for var_id, count in counts.items()],
-        "last_notified_at",
-        refreshed=("last_notified_at",),
-        returning=("var_id", "seq"),
-    )
-    return {var_id: int(seq) for var_id, seq in prepared_rows(connection, sql, params)}

@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import Metric
 
-from . import events
+from .. import signals
 
 NOTIFY_SECONDS = Histogram(
     "observers_notify_seconds",
@@ -73,12 +73,12 @@ def _on_swept(**kwargs: Any) -> None:
 
 
 def connect() -> None:
-    events.notification_published.connect(_on_published, dispatch_uid="observers.metrics")
-    events.notification_dispatched.connect(_on_dispatched, dispatch_uid="observers.metrics")
-    events.callbacks_delivered.connect(_on_delivered, dispatch_uid="observers.metrics")
-    events.observer_removed.connect(_on_removed, dispatch_uid="observers.metrics")
-    events.observer_added.connect(_on_added, dispatch_uid="observers.metrics")
-    events.observers_swept.connect(_on_swept, dispatch_uid="observers.metrics")
+    signals.notification_published.connect(_on_published, dispatch_uid="observers.metrics")
+    signals.notification_dispatched.connect(_on_dispatched, dispatch_uid="observers.metrics")
+    signals.callbacks_delivered.connect(_on_delivered, dispatch_uid="observers.metrics")
+    signals.observer_removed.connect(_on_removed, dispatch_uid="observers.metrics")
+    signals.observer_added.connect(_on_added, dispatch_uid="observers.metrics")
+    signals.observers_swept.connect(_on_swept, dispatch_uid="observers.metrics")
 
 
 class _Collector(multiprocess.MultiProcessCollector):

@@ -3,8 +3,8 @@
 from django.db import connection
 from django.utils import timezone
 
-from .db import prepared_rows, upsert_add
-from .models import StatBucket, StatCounter, VariableState
+from ..db import prepared_rows, upsert_add
+from ..models import StatBucket, StatCounter, VariableState
 
 NAMES = (
     "notifications_dispatched",

@@ -19,9 +19,9 @@ from typing import Any
 from django.db.models import Model, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from . import conf
-from .globs import globs_among
-from .models import Latest, Observer, Payload, Removal, StatBucket, Variable, VariableState
+from .. import conf
+from ..globs import globs_among
+from ..models import Latest, Observer, Payload, Removal, StatBucket, Variable, VariableState
 
 
 def prune(batch_size: int) -> dict[str, int]:

@@ -21,8 +21,8 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu import Producer, Queue
 
-from . import wiring
-from .exceptions import BrokerUnavailable
+from .. import wiring
+from ..exceptions import BrokerUnavailable
 
 _EMBED = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 _ARGSREPR_MAX = 256

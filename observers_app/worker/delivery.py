@@ -9,10 +9,12 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from . import calls, conf, counters, events
-from .db import as_uuid, uuid_of
-from .models import Observer, Removal
-from .querysets import DELIVERY_ROW, ObserverQuerySet
+from .. import conf, signals
+from ..db import as_uuid, uuid_of
+from ..models import Observer, Removal
+from ..querysets import DELIVERY_ROW, ObserverQuerySet
+from ..telemetry import counters
+from . import calls
 
 logger = logging.getLogger(__name__)
 
@@ -139,12 +141,12 @@ def _send_delivery_events(
     var_id = notification["var_id"]
     callbacks = {ref: callback for ref, callback, _, _ in rows} if outcome.failed else {}
     for ref, error in outcome.failed.items():
-        events.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
+        signals.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
     for ref, callback, _, owner_id in quarantined:
-        events.observer_removed.send(
+        signals.observer_removed.send(
             None, ref=ref, var_id=var_id, callback=callback, owner=owner_id, reason="quarantined"
         )
-    events.callbacks_delivered.send(
+    signals.callbacks_delivered.send(
         None,
         var_id=var_id,
         ok=outcome.called - len(outcome.failed),

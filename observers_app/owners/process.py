@@ -1,4 +1,4 @@
-"""Owners on the process side: the handle users hold, what keeps a process owner alive, its clean exit.
+"""The process owner: what keeps it alive while its process lives, and its clean exit.
 
 On PostgreSQL a process owner holds a session advisory lock on a connection of its own: the server
 drops the lock the moment that connection dies with the process, so the owner is dead at once and
@@ -16,15 +16,16 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, InterfaceError, connections
 
-from . import conf, owners
-from .exceptions import ObserversError
-from .models import OWNER_LOCK_NAMESPACE, Owner
+from .. import conf
+from ..exceptions import ObserversError
+from ..models import OWNER_LOCK_NAMESPACE, Owner
+from . import leases
+from .leases import OwnerHandle
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class _Heartbeat(threading.Thread):
         try:
             while not self.stopped.wait(self.ttl_s / 3):
                 try:
-                    owners.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
+                    leases.heartbeat_owner(self.owner_id, ttl_s=self.ttl_s)
                 # "database is locked", a closed connection (InterfaceError): the next beat tries again.
                 except (DatabaseError, InterfaceError):
                     logger.warning("event=owner_heartbeat_failed owner=%s", self.owner_id, exc_info=True)
@@ -134,49 +135,6 @@ class _Heartbeat(threading.Thread):
 
     def detach_after_fork(self) -> None:
         """Threads do not survive fork: nothing to detach."""
-
-
-class OwnerHandle:
-    """A process owner or a lease: bind observers to it with ``add_observer(..., owner=handle)``."""
-
-    def __init__(
-        self,
-        owner_id: uuid.UUID,
-        *,
-        name: str,
-        kind: str,
-        ttl_s: float | None,
-        keepalive: _AdvisoryLock | _Heartbeat | None = None,
-    ) -> None:
-        self.id, self.name, self.kind, self.ttl_s = owner_id, name, kind, ttl_s
-        self.keepalive = keepalive
-        self.closed = False
-
-    def heartbeat(self) -> None:
-        """Extend a lease by its TTL from now; raises OwnerDead/OwnerClosed if it already ended."""
-        if self.ttl_s is None:
-            return  # kept alive by its lock for as long as the process lives
-        owners.heartbeat_owner(self.id, ttl_s=self.ttl_s)
-
-    def close(self) -> None:
-        """Close the owner: its observers are removed before this returns."""
-        if self.closed:
-            return
-        self.closed = True
-        owners.close_owner(self.id)
-        if self.keepalive is not None:
-            self.keepalive.stop()
-
-    def __enter__(self) -> "OwnerHandle":
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<OwnerHandle {self.kind} {self.name!r} {self.id}{' closed' if self.closed else ''}>"
 
 
 _current: OwnerHandle | None = None
@@ -195,7 +153,7 @@ def _open_process_owner() -> OwnerHandle:
     name = f"{os.path.basename(sys.argv[0]) or 'python'} pid {os.getpid()} on {socket.gethostname()}"
     if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         ttl_s = conf.process_ttl()
-        owner = owners.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s)
+        owner = leases.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s)
         heartbeat = _Heartbeat(owner.id, ttl_s)
         heartbeat.start()
         return OwnerHandle(owner.id, name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s, keepalive=heartbeat)
@@ -205,7 +163,7 @@ def _open_process_owner() -> OwnerHandle:
         if not lock.try_lock(key):
             continue
         try:
-            owner = owners.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=None, lock_key=key)
+            owner = leases.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=None, lock_key=key)
         except IntegrityError:  # a dead owner not yet swept still has this key
             lock.unlock(key)
             continue

@@ -8,8 +8,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import counters, manager
-from .models import StatBucket
+from ..models import StatBucket
+from . import counters, stats
 
 # The variable a stream watches to receive the dashboard's readings (no observer: each web process
 # reads the figures once a second while one of its streams watches it).
@@ -54,7 +54,7 @@ def labelled(stats: dict[str, int]) -> list[dict[str, Any]]:
 
 def reading() -> dict[str, Any]:
     """What the dashboard shows now: the figures and the chart."""
-    return {"stats": manager.get_stats(), "chart": stats_chart()}
+    return {"stats": stats.get_stats(), "chart": stats_chart()}
 
 
 CHART_SERIES = {

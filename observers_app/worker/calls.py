@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from . import registry, validation
-from .exceptions import CallbackTimeout
+from .. import registry, validation
+from ..exceptions import CallbackTimeout
 
 logger = logging.getLogger(__name__)
 

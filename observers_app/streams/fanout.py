@@ -14,12 +14,16 @@ from typing import Any, TypeVar
 
 from django.db import close_old_connections
 
-from .. import conf, counters, dashboard, manager
+from .. import conf
 from ..globs import glob_matches
+from ..observers.adds import add_observer
+from ..observers.removals import remove_observer
+from ..owners.process import process_owner
+from ..telemetry import counters, dashboard
 from . import messages
-from .collector import Collector
 from .consumer import QueueConsumer
 from .forwarding import FORWARD_CALLBACK
+from .gc_policy import Collector
 from .messages import StreamEvent
 from .ordering import SeqOrder
 from .watcher import Watcher
@@ -74,7 +78,7 @@ class StreamHub:
         self.recent: dict[tuple[str, str], None] = {}  # oldest first
 
     async def start(self) -> None:
-        self.owner = await self.run_db(manager.process_owner, executor=self.registrar)
+        self.owner = await self.run_db(process_owner, executor=self.registrar)
         self.consumer = QueueConsumer(self.owner.id, self._from_consumer)
         self.consumer.start()
         ready = await self.loop.run_in_executor(None, self.consumer.ready.wait, CONSUMER_READY_TIMEOUT_S)
@@ -167,12 +171,12 @@ class StreamHub:
             del self.subscriptions[subscription.key]
 
     def _add_observer(self, key: str) -> uuid.UUID | None:
-        return manager.add_observer(key, FORWARD_CALLBACK, owner=self.owner, glob="*" in key)
+        return add_observer(key, FORWARD_CALLBACK, owner=self.owner, glob="*" in key)
 
     def _unsubscribe(self, key: str, ready: "asyncio.Future[uuid.UUID | None]") -> None:
         if ready.cancelled() or ready.exception() is not None or ready.result() is None:
             return
-        self.registrar.submit(_with_fresh_connection, manager.remove_observer, key, ready.result())
+        self.registrar.submit(_with_fresh_connection, remove_observer, key, ready.result())
 
     def _from_consumer(self, message: dict[str, Any]) -> None:
         """On the consumer's thread: hand the notification to the event loop."""

@@ -1,0 +1,125 @@
+"""Adding observers: the caps, one insert for many, and the wait that makes every later notify see them."""
+
+import collections
+import uuid
+from collections.abc import Iterable
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .. import conf, registry, signals, validation
+from ..exceptions import TooManyObservers
+from ..models import Observer, Owner
+from ..publishing import presence
+from ..registry import Callback
+from ..telemetry import counters
+from ..validation import HasOwnerId
+
+# Observer rows per INSERT of add_observers.
+BULK_ROWS = 2000
+
+
+def add_observer(
+    var_id: str,
+    callback: Callback | str,
+    *,
+    owner: HasOwnerId | uuid.UUID | str | None = None,
+    glob: bool = False,
+    coalesce: bool = False,
+) -> uuid.UUID:
+    """Register ``callback`` on ``var_id``, durable or bound to a live ``owner``; returns its ref.
+
+    With ``glob=True``, ``var_id`` is a pattern (``*`` matches any run of characters) and the
+    callback receives the concrete name of each matching variable that changes. With
+    ``coalesce=True``, latest value wins: notifications that come faster than the observer is
+    delivered collapse into the newest (``old_value`` the last value it was given).
+
+    Every notify that begins after it returns, in any process, reaches the observer: it returns
+    OBSERVERS_ABSENCE_TTL seconds after its commit, once every process's cached "no observer" has
+    expired. Inside ``transaction.atomic()`` it returns at once and the commit takes that long.
+    To register many, ``add_observers`` pays the wait once.
+    """
+    return add_observers([var_id], callback, owner=owner, glob=glob, coalesce=coalesce)[0]
+
+
+def add_observers(
+    var_ids: Iterable[str],
+    callback: Callback | str,
+    *,
+    owner: HasOwnerId | uuid.UUID | str | None = None,
+    glob: bool = False,
+    coalesce: bool = False,
+) -> list[uuid.UUID]:
+    """Register ``callback`` once on each of ``var_ids`` (names, or patterns with ``glob=True``)
+    in one transaction, with the caps of ``add_observer`` and its wait paid once; returns the refs
+    in the order of ``var_ids``. All or none: past a cap, TooManyObservers and nothing is added."""
+    var_ids = list(var_ids)
+    for var_id in var_ids:
+        validation.check_name(var_id)
+    validation.check_flag("glob", glob)
+    validation.check_flag("coalesce", coalesce)
+    name = registry.name_of(callback)
+    if not var_ids:
+        return []
+    owner_id = validation.owner_id(owner)
+    with transaction.atomic():
+        if owner_id is not None:
+            Owner.objects.lock_live(owner_id)
+            if Observer.objects.filter(owner_id=owner_id).count() + len(var_ids) > conf.max_per_owner():
+                raise TooManyObservers(
+                    f"owner {owner_id} would have more than OBSERVERS_MAX_PER_OWNER={conf.max_per_owner()} "
+                    "observers"
+                )
+        counts = counters.count_more_observers(collections.Counter(var_ids))
+        over = sorted(var_id for var_id, count in counts.items() if count > conf.max_per_variable())
+        if over:
+            raise TooManyObservers(
+                f"{over[0]!r} already has OBSERVERS_MAX_PER_VARIABLE={conf.max_per_variable()} observers; "
+                "observe a glob or raise the cap"
+            )
+        refs = _insert_observers(var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce)
+        counters.increment({"observers_added": len(refs)})
+        transaction.on_commit(lambda: _send_added(refs, var_ids, name, owner_id))
+        presence.wait_after_commit()
+    if not glob:
+        for var_id in var_ids[: presence.REMEMBERED_ADDS]:
+            presence.remember(var_id)
+    return refs
+
+
+def _insert_observers(
+    var_ids: list[str], callback: str, *, owner_id: uuid.UUID | None, glob: bool, coalesce: bool
+) -> list[uuid.UUID]:
+    """Insert one observer row per name; returns their ids. On PostgreSQL one statement over two
+    arrays (10,000 rows: Django's bulk_create spends ~1 s preparing its 110,000 values here)."""
+    refs = [uuid.uuid4() for _ in var_ids]
+    if connection.vendor != "postgresql":
+        Observer.objects.bulk_create(
+            [
+                Observer(
+                    id=ref,
+                    var_id=var_id,
+                    is_glob=glob,
+                    coalesce=coalesce,
+                    callback=callback,
+                    owner_id=owner_id,
+                )
+                for ref, var_id in zip(refs, var_ids, strict=True)
+            ],
+            batch_size=BULK_ROWS,
+        )
+        return refs
+    table = connection.ops.quote_name(Observer._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (id, var_id, is_glob, callback, created_at, failures, last_error, "
+            '"coalesce", owner_id) '
+            "SELECT unnest(%s::uuid[]), unnest(%s::varchar[]), %s, %s, %s, 0, '', %s, %s::uuid",
+            [refs, var_ids, glob, callback, timezone.now(), coalesce, owner_id],
+        )
+    return refs
+
+
+def _send_added(refs: list[uuid.UUID], var_ids: list[str], callback: str, owner: uuid.UUID | None) -> None:
+    for ref, var_id in zip(refs, var_ids, strict=True):
+        signals.observer_added.send(None, ref=ref, var_id=var_id, callback=callback, owner=owner)
