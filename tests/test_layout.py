@@ -68,20 +68,12 @@ def import_cycle(package_dir: Path) -> list[str]:
 # The app's layers, lowest first. A module may import its own layer and those below, never one above.
 # The top-level modules every Django app has sit at both ends: the foundation that everything uses,
 # and the surface that Django, Celery and host projects call (the public API among them).
-FOUNDATION = ("conf", "exceptions", "deprecation", "db", "globs", "models", "querysets", "validation")
-FOUNDATION += ("registry", "wiring", "signals")
-PACKAGES = (
-    "telemetry",
-    "publishing",
-    "observers",
-    "owners",
-    "worker",
-    "webhooks",
-    "upkeep",
-    "sources",
-    "streams",
-)
-SURFACE = ("manager", "admin", "tasks", "apps", "checks", "urls", "views", "management", "migrations")
+FOUNDATION: tuple[str, ...] = ("conf", "exceptions", "deprecation", "db", "globs", "models", "querysets")
+FOUNDATION += ("validation", "registry", "wiring", "signals")
+PACKAGES: tuple[str, ...] = ("telemetry", "publishing", "observers", "owners", "worker", "webhooks")
+PACKAGES += ("upkeep", "sources", "streams")
+SURFACE: tuple[str, ...] = ("manager", "admin", "tasks", "apps", "checks", "urls", "views", "management")
+SURFACE += ("migrations",)
 # Deprecated import paths (each a module ``__getattr__`` over deprecation.moved), removed in 0.4.
 SURFACE += ("events", "session_store", "poison", "sender")
 LAYERS = (("observers_app",), FOUNDATION, *((package,) for package in PACKAGES), SURFACE)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from observers_app.streams.gc_policy import RECLAIM_AFTER_S, RECLAIM_MIN_CLOSED, Collector
+from observers_app.streams.gc_policy import RECLAIM_AFTER_S, RECLAIM_MIN_CLOSED, GcPolicy
 
 
 class Node:
@@ -14,12 +14,12 @@ class Node:
 
 
 @pytest.fixture
-def collector() -> Iterator[Collector]:
-    yield Collector()
+def collector() -> Iterator[GcPolicy]:
+    yield GcPolicy()
     gc.unfreeze()
 
 
-def test_what_streams_hold_is_frozen_and_a_cycle_they_leave_is_reclaimed(collector: Collector):
+def test_what_streams_hold_is_frozen_and_a_cycle_they_leave_is_reclaimed(collector: GcPolicy):
     held = Node()
     collector.opened()
     collector.tick(open_streams=1)
@@ -36,7 +36,7 @@ def test_what_streams_hold_is_frozen_and_a_cycle_they_leave_is_reclaimed(collect
     assert gc.get_freeze_count() > 0, "what survives is frozen again"
 
 
-def test_a_reclaim_is_due_after_a_quarter_of_the_open_streams_closed_or_after_a_while(collector: Collector):
+def test_a_reclaim_is_due_after_a_quarter_of_the_open_streams_closed_or_after_a_while(collector: GcPolicy):
     now = collector.last_reclaim
     assert not collector.reclaim_due(10_000, now + RECLAIM_AFTER_S), "nothing changed since"
     for _ in range(RECLAIM_MIN_CLOSED):
@@ -56,7 +56,7 @@ def test_a_reclaim_is_due_after_a_quarter_of_the_open_streams_closed_or_after_a_
 def test_a_host_that_froze_objects_or_disabled_the_collector_keeps_its_choice():
     gc.freeze()
     try:
-        host_froze = Collector()
+        host_froze = GcPolicy()
         frozen = gc.get_freeze_count()
         host_froze.opened()
         for _ in range(RECLAIM_MIN_CLOSED):
@@ -66,7 +66,7 @@ def test_a_host_that_froze_objects_or_disabled_the_collector_keeps_its_choice():
     finally:
         gc.unfreeze()
 
-    disabled = Collector()
+    disabled = GcPolicy()
     disabled.opened()
     gc.disable()
     try:

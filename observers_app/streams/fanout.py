@@ -1,4 +1,4 @@
-"""The web process's hub: its observers, its queue consumer, and the fan-out to its streams.
+"""The web process's fan-out to its streams: its observers, its queue consumer, its watchers.
 
 One observer per watched name or pattern, counted per stream and owned by the process owner.
 """
@@ -23,7 +23,7 @@ from ..telemetry import counters, dashboard
 from . import messages
 from .consumer import QueueConsumer
 from .forwarding import FORWARD_CALLBACK
-from .gc_policy import Collector
+from .gc_policy import GcPolicy
 from .messages import StreamEvent
 from .ordering import SeqOrder
 from .watcher import Watcher
@@ -63,7 +63,7 @@ class _Subscription:
                 watcher.leave()
 
 
-class StreamHub:
+class StreamFanout:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         # Adds and removals in order on one thread: a name's removal never overtakes its add.
@@ -74,7 +74,7 @@ class StreamHub:
         self.pending_counts: collections.Counter[str] = collections.Counter()
         self.owner: Any = None
         self.consumer: QueueConsumer | None = None
-        self.collector = Collector() if conf.stream_gc_freeze() else None
+        self.gc_policy = GcPolicy() if conf.stream_gc_freeze() else None
         self.recent: dict[tuple[str, str], None] = {}  # oldest first
 
     async def start(self) -> None:
@@ -86,13 +86,13 @@ class StreamHub:
             raise RuntimeError("the streams' queue consumer could not reach the broker")
         self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
         self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
-        if self.collector is not None:
+        if self.gc_policy is not None:
             self.loop.call_later(COLLECTOR_TICK_S, self._collect)
 
     async def run_db(
         self, func: Callable[..., T], *args: Any, executor: ThreadPoolExecutor | None = None
     ) -> T:
-        """Run database work on the hub's own threads (their connections persist): never on a
+        """Run database work on the fan-out's own threads (their connections persist): never on a
         request's thread, whose connection would stay open as long as its stream."""
         return await self.loop.run_in_executor(executor or self.readers, _with_fresh_connection, func, *args)
 
@@ -102,8 +102,8 @@ class StreamHub:
         self.watchers.add(watcher)
         self.pending_counts["streams_opened"] += 1
         watcher.leave = functools.partial(self.leave, watcher)
-        if self.collector is not None:
-            self.collector.opened()
+        if self.gc_policy is not None:
+            self.gc_policy.opened()
         joined = []
         for key in watcher.keys:
             subscription = self.subscriptions.get(key) or self._subscribe(key)
@@ -119,8 +119,8 @@ class StreamHub:
         watcher.left = True
         watcher.leave = _nothing  # no cycle left for the garbage collector to find
         self.watchers.discard(watcher)
-        if self.collector is not None:
-            self.collector.closed()
+        if self.gc_policy is not None:
+            self.gc_policy.closed()
         self.pending_counts["stream_events_coalesced"] += watcher.coalesced
         self.pending_counts["streams_closed_slow"] += int(watcher.closed_reason is not None)
         for key in watcher.keys:
@@ -220,8 +220,8 @@ class StreamHub:
         self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
 
     def _collect(self) -> None:
-        assert self.collector is not None
-        self.collector.tick(len(self.watchers))
+        assert self.gc_policy is not None
+        self.gc_policy.tick(len(self.watchers))
         self.loop.call_later(COLLECTOR_TICK_S, self._collect)
 
     def _flush_counts(self) -> None:
@@ -240,26 +240,26 @@ def _with_fresh_connection(func: Callable[..., T], *args: Any) -> T:
     return func(*args)
 
 
-_hub: StreamHub | None = None
-_starting: "asyncio.Future[StreamHub] | None" = None
+_fanout: StreamFanout | None = None
+_starting: "asyncio.Future[StreamFanout] | None" = None
 
 
-async def get_hub() -> StreamHub:
-    """The process's hub, started by the first stream."""
-    global _hub, _starting
-    if _hub is not None:
-        return _hub
+async def get_fanout() -> StreamFanout:
+    """The process's fan-out, started by the first stream."""
+    global _fanout, _starting
+    if _fanout is not None:
+        return _fanout
     if _starting is None:
         _starting = asyncio.ensure_future(_start())
     try:
-        _hub = await asyncio.shield(_starting)
+        _fanout = await asyncio.shield(_starting)
     except BaseException:
         _starting = None
         raise
-    return _hub
+    return _fanout
 
 
-async def _start() -> StreamHub:
-    hub = StreamHub(asyncio.get_running_loop())
-    await hub.start()
-    return hub
+async def _start() -> StreamFanout:
+    fanout = StreamFanout(asyncio.get_running_loop())
+    await fanout.start()
+    return fanout

@@ -10,7 +10,7 @@ RECLAIM_AFTER_S = 300.0
 RECLAIM_MIN_CLOSED = 100
 
 
-class Collector:
+class GcPolicy:
     """Freezes what open streams hold out of full collections; reclaims what closed ones left."""
 
     def __init__(self) -> None:
@@ -28,7 +28,7 @@ class Collector:
         self.closed_since_reclaim += 1
 
     def tick(self, open_streams: int) -> None:
-        """Called every second or so by the process's hub: reclaim when due, else freeze what new
+        """Called every second or so by the process's fan-out: reclaim when due, else freeze what new
         streams allocated. Stands down while the host manages collection itself."""
         if self.host_froze or not gc.isenabled():
             return

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 from .. import conf
 from ..exceptions import InvalidVariableId, ObserversError, StreamRefused
 from . import access, messages, snapshot
-from .fanout import StreamHub, get_hub
+from .fanout import StreamFanout, get_fanout
 from .watcher import Watcher
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     except InvalidVariableId as exc:
         return _plain(str(exc), 400)
     try:
-        hub = await get_hub()
+        fanout = await get_fanout()
     except Exception as exc:  # the broker or the database is unreachable: the client retries later
         logger.exception("event=stream_hub_unavailable")
         return _plain(f"streams are unavailable right now ({type(exc).__name__}); retry later", 503)
@@ -51,24 +51,24 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         if token := _token(request):
             access.check_token(token, var_ids)
         else:
-            await hub.run_db(_check_session_user, request, var_ids)
+            await fanout.run_db(_check_session_user, request, var_ids)
     except StreamRefused as exc:
         return _plain(str(exc), 403)
-    response = StreamingHttpResponse(_events(hub, var_ids), content_type="text/event-stream")
+    response = StreamingHttpResponse(_events(fanout, var_ids), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies such as nginx must pass each event on at once
     return response
 
 
-async def _events(hub: StreamHub, var_ids: list[str]) -> AsyncIterator[bytes]:
+async def _events(fanout: StreamFanout, var_ids: list[str]) -> AsyncIterator[bytes]:
     """The stream's body: it starts watching only once the response is being sent, and stops the
     moment it ends (Django cancels it when the client disconnects)."""
     _release_request_thread()
     watcher = Watcher(var_ids, buffer_size=conf.stream_buffer())
     try:
-        await hub.join(watcher)
-        values = await hub.run_db(snapshot.read, var_ids)
-        hub.start_positions(watcher, values)
+        await fanout.join(watcher)
+        values = await fanout.run_db(snapshot.read, var_ids)
+        fanout.start_positions(watcher, values)
         first = watcher.take_snapshot(values)
         yield b": watching\n\n" + b"".join(event.wire for event in first)
         while watcher.closed_reason is None:
@@ -79,13 +79,13 @@ async def _events(hub: StreamHub, var_ids: list[str]) -> AsyncIterator[bytes]:
     except ObserversError as exc:  # e.g. TooManyObservers while subscribing
         yield messages.closing(str(exc))
     finally:
-        hub.leave(watcher)
+        fanout.leave(watcher)
 
 
 def _release_request_thread() -> None:
     """Django runs each ASGI request's sync middleware on a thread of its own, kept until the
     request ends: for a stream, hours. Let it go, so that an open stream costs no thread. It holds no
-    database connection: the stream's database work (the session's user included) runs on the hub's
+    database connection: the stream's database work (the session's user included) runs on the fan-out's
     threads."""
     context = SyncToAsync.thread_sensitive_context.get(None)
     executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context else None

@@ -42,7 +42,7 @@ class Watcher:
         self._shown_value: dict[str, str] = {}  # snapshot values without a version, as JSON
 
     def offer(self, event: StreamEvent) -> None:
-        """Take one event for sending (called on the event loop by the process's hub)."""
+        """Take one event for sending (called on the event loop by the process's fan-out)."""
         if self.closed_reason is not None:
             return
         if self._recent is not None and event.notification_id is not None:
@@ -89,7 +89,7 @@ class Watcher:
             if event.version is None:
                 self._shown_value[event.var_id] = _canonical(event.data["new_value"])
         self.snapshot_taken = True
-        # In seq order (the hub had no position yet to order them by): a value the snapshot shows is
+        # In seq order (the fan-out had no position yet to order them by): a value the snapshot shows is
         # recognised on the first change after its seq.
         buffered = sorted(self.pending.values(), key=lambda event: event.seq or 0)
         buffered = [event for event in buffered if not self._covered(event)]

@@ -5,31 +5,9 @@ from django.utils import timezone
 
 from ..db import prepared_rows, upsert_add
 from ..models import StatBucket, StatCounter, VariableState
+from . import catalog
 
-NAMES = (
-    "notifications_dispatched",
-    "observers_added",
-    "observers_removed",
-    "notifications_sent",
-    "notifications_failed",
-    "cleanup_runs",
-    "empty_dispatches",
-    "notifications_shed",
-    "notifications_coalesced",
-    "owners_removed",
-    "observers_reenabled",
-    "removed_removed",
-    "removed_owner_closed",
-    "removed_owner_died",
-    "removed_swept",
-    "removed_quarantined",
-    "outbox_republished",
-    "messages_parked",
-    "messages_replayed",
-    "streams_opened",
-    "streams_closed_slow",
-    "stream_events_coalesced",
-)
+NAMES = tuple(catalog.COUNTERS)
 
 
 # Rows per upsert statement of observer counts where no arrays can be sent (SQLite's parameter limit).

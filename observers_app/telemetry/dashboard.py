@@ -1,4 +1,4 @@
-"""The stats dashboard's figures: human-readable labels, the per-minute chart, one reading of both.
+"""The stats dashboard's figures: labelled from the catalog, the per-minute chart, one reading of both.
 
 What the admin page renders, and what its live stream sends each time the figures change.
 """
@@ -9,44 +9,24 @@ from typing import Any
 from django.utils import timezone
 
 from ..models import StatBucket
-from . import counters, stats
+from . import catalog, counters, stats
 
 # The variable a stream watches to receive the dashboard's readings (no observer: each web process
 # reads the figures once a second while one of its streams watches it).
 VARIABLE = "observers:stats"
 
-LABELS = {
-    "active_observers": "Active observers",
-    "monitored_processes": "Live owners (processes and leases)",
-    "queue_backlog": "Notifications waiting in the dispatch queue",
-    "uptime_ms": "Counters running for (ms)",
-    "notifications_dispatched": "Notifications dispatched",
-    "notifications_sent": "Callbacks called",
-    "notifications_failed": "Callbacks failed",
-    "empty_dispatches": "Dispatches that found no observer",
-    "notifications_shed": "Notifications shed (dispatch queue full)",
-    "notifications_coalesced": "Notifications coalesced (latest value won)",
-    "observers_added": "Observers added",
-    "observers_removed": "Observers removed (all reasons)",
-    "observers_reenabled": "Observers re-enabled after quarantine",
-    "removed_removed": "Removed by remove_observer",
-    "removed_owner_closed": "Removed: their owner closed",
-    "removed_owner_died": "Removed: their owner died",
-    "removed_swept": "Removed by the sweep",
-    "removed_quarantined": "Quarantined after failing",
-    "owners_removed": "Dead owners removed",
-    "cleanup_runs": "Sweeps run",
-    "streams_opened": "Streams opened",
-    "streams_closed_slow": "Streams closed: client too slow",
-    "stream_events_coalesced": "Stream events coalesced for slow clients",
-}
-
 
 def labelled(stats: dict[str, int]) -> list[dict[str, Any]]:
-    """The figures in display order, each with its label (an unknown key shows as itself)."""
-    order = [*LABELS, *sorted(set(stats) - set(LABELS))]
+    """The figures in display order, each with its label and help text from the catalog."""
+    order = [*catalog.FIGURES, *sorted(set(stats) - set(catalog.FIGURES))]
+    unknown = catalog.Figure("", "")
     return [
-        {"name": name, "label": LABELS.get(name, name), "value": stats[name]}
+        {
+            "name": name,
+            "label": catalog.FIGURES.get(name, unknown).label or name,
+            "help": catalog.FIGURES.get(name, unknown).help,
+            "value": stats[name],
+        }
         for name in order
         if name in stats
     ]

@@ -1,4 +1,4 @@
-"""Prometheus metrics fed by the hub's telemetry events, and the ``/metrics`` view.
+"""Prometheus metrics: series recorded from the hub's signals, the figures of get_stats, the view.
 
 Multi-process safe: with ``PROMETHEUS_MULTIPROC_DIR`` set (to an empty directory shared by the web
 and worker processes, before they start) every process writes its samples there and ``/metrics``
@@ -20,30 +20,32 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .. import signals
+from . import catalog, stats
 
 NOTIFY_SECONDS = Histogram(
     "observers_notify_seconds",
-    "Time notify_observers spent checking for observers and publishing.",
+    catalog.METRICS["observers_notify_seconds"],
     ["published"],
     buckets=(25e-6, 50e-6, 100e-6, 200e-6, 300e-6, 500e-6, 1e-3, 2e-3, 5e-3, 0.02, 0.1),
 )
 FANOUT_WIDTH = Histogram(
     "observers_fanout_width",
-    "Observers reached by one notification.",
+    catalog.METRICS["observers_fanout_width"],
     buckets=(1, 10, 100, 1_000, 10_000, 100_000),
 )
 NOTIFY_TO_CALLBACK_SECONDS = Histogram(
     "observers_notify_to_callback_seconds",
-    "From notify_observers to the end of the callbacks of one page of observers.",
+    catalog.METRICS["observers_notify_to_callback_seconds"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-CALLBACKS = Counter("observers_callbacks", "Callbacks called.", ["outcome"])
-SWEEPS = Counter("observers_sweeps", "Sweeps of dead owners run.")
-REMOVALS = Counter("observers_removals", "Observers removed or quarantined, by reason.", ["reason"])
-ADDED = Counter("observers_added", "Observers added.")
+CALLBACKS = Counter("observers_callbacks", catalog.METRICS["observers_callbacks"], ["outcome"])
+SWEEPS = Counter("observers_sweeps", catalog.METRICS["observers_sweeps"])
+REMOVALS = Counter("observers_removals", catalog.METRICS["observers_removals"], ["reason"])
+ADDED = Counter("observers_added", catalog.METRICS["observers_added"])
 
 
 def _on_published(*, published: bool, duration_s: float, **kwargs: Any) -> None:
@@ -79,6 +81,7 @@ def connect() -> None:
     signals.observer_removed.connect(_on_removed, dispatch_uid="observers.metrics")
     signals.observer_added.connect(_on_added, dispatch_uid="observers.metrics")
     signals.observers_swept.connect(_on_swept, dispatch_uid="observers.metrics")
+    REGISTRY.register(_FIGURES)
 
 
 class _Collector(multiprocess.MultiProcessCollector):
@@ -100,10 +103,34 @@ def _started(path: str) -> bool:
         return False
 
 
+class _Figures(Collector):
+    """The hub's figures (get_stats, shared by every process and host) as ``observers_stats_<name>``,
+    read once per scrape: counters as counters, live figures as gauges, HELP from the catalog."""
+
+    def describe(self) -> Iterable[Metric]:
+        """The series' names and help, without reading them (the registry asks at registration)."""
+        yield from (GaugeMetricFamily(f"observers_stats_{name}", f.help) for name, f in catalog.LIVE.items())
+        yield from (
+            CounterMetricFamily(f"observers_stats_{name}", f.help) for name, f in catalog.COUNTERS.items()
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        figures = stats.get_stats()
+        for name, figure in catalog.LIVE.items():
+            yield GaugeMetricFamily(f"observers_stats_{name}", figure.help, value=figures[name])
+        for name, figure in catalog.COUNTERS.items():
+            yield CounterMetricFamily(f"observers_stats_{name}", figure.help, value=figures[name])
+
+
+_FIGURES = _Figures()
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The Prometheus exposition of every process's samples (see the module docstring)."""
+    """The Prometheus exposition of every process's samples (see the module docstring) and of the
+    hub's figures."""
     registry = REGISTRY
     if path := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         _Collector(registry, path)
+        registry.register(_FIGURES)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

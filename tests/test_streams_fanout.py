@@ -1,8 +1,8 @@
-"""The process's hub handing notifications to its streams (pure logic: no broker, no database)."""
+"""The process's fan-out handing notifications to its streams (pure logic: no broker, no database)."""
 
 import asyncio
 
-from observers_app.streams.fanout import StreamHub, _Subscription
+from observers_app.streams.fanout import StreamFanout, _Subscription
 from observers_app.streams.watcher import Watcher
 
 
@@ -19,18 +19,18 @@ def notification(seq: int, notification_id: str) -> dict:
 def test_a_notification_forwarded_twice_reaches_a_stream_once():
     loop = asyncio.new_event_loop()
     try:
-        hub = StreamHub(loop)
+        fanout = StreamFanout(loop)
         ready = loop.create_future()
-        subscription = hub.subscriptions["price"] = _Subscription("price", ready, loop)
+        subscription = fanout.subscriptions["price"] = _Subscription("price", ready, loop)
         watcher = Watcher(["price"], buffer_size=10)
         watcher.take_snapshot([])
         subscription.watchers.add(watcher)
         # Two observers of the name for a moment (one re-added while the last was being removed).
         for message in (notification(1, "n1"), notification(1, "n1"), notification(2, "n2")):
-            hub.deliver(message)
+            fanout.deliver(message)
         assert [event.seq for event in watcher.pending.values()] == [1, 2]
         assert "observer_ref" not in watcher.pending[0].data["metadata"]
     finally:
-        hub.registrar.shutdown()
-        hub.readers.shutdown()
+        fanout.registrar.shutdown()
+        fanout.readers.shutdown()
         loop.close()
