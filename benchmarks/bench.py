@@ -14,13 +14,14 @@ from typing import Any
 from celery import current_app, shared_task
 from django.db import connection, transaction
 
-from benchmarks.worker_process import TICK, purge_task_queue, running_worker, tree_ticks
+from benchmarks.cpu import TICK, tree_ticks
 from observers_app import conf, manager, registry
 from observers_app.models import Observer
 from observers_app.publishing import buffer
 from observers_app.registry import observer_callback
 from observers_app.tasks import dispatch
 from observers_app.worker import delivery
+from tests.worker_process import purge_task_queue, running_worker
 
 STAMPS_ENV = "OBSERVERS_BENCH_STAMPS"
 LINES_ENV = "OBSERVERS_BENCH_LINES"

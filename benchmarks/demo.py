@@ -10,9 +10,9 @@ from celery import current_app
 from django.db import connection
 from tqdm import tqdm
 
-from benchmarks.worker_process import running_worker
 from observers_app import manager
 from observers_app.registry import observer_callback
+from tests.worker_process import running_worker
 
 VARIABLES = {"price:ACME": 40, "stock:WIDGET": 25, "weather:OSLO": 10}
 CHANGES_PER_VARIABLE = 20

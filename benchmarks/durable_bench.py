@@ -10,10 +10,10 @@ from django.db import transaction
 
 from benchmarks import bench
 from benchmarks.bench import percentiles_us, set_observers
-from benchmarks.worker_process import purge_task_queue
 from observers_app import manager
 from observers_app.models import Observer, OutboxMessage
 from observers_app.publishing import buffer
+from tests.worker_process import purge_task_queue
 
 VAR_ID = "bench:durable"
 

@@ -16,10 +16,11 @@ from celery import current_app
 from django.db import connection, transaction
 
 from benchmarks.bench import append_record
-from benchmarks.worker_process import TICK, proc_stat, purge_task_queue, running_worker, tree_ticks
+from benchmarks.cpu import TICK, proc_stat, tree_ticks
 from observers_app import manager
 from observers_app.models import Observer, VariableState
 from observers_app.registry import observer_callback
+from tests.worker_process import purge_task_queue, running_worker
 
 STAMPS_ENV = "OBSERVERS_LOAD_STAMPS"
 CALLBACK = "observers.load.stamp"

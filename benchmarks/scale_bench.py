@@ -15,10 +15,10 @@ from django.conf import settings
 
 from benchmarks.bench import STAMPS_ENV, append_record, set_observers, wait_for_stamps
 from benchmarks.soak import worker_rss_kib
-from benchmarks.worker_process import purge_task_queue, running_worker
 from observers_app import manager
 from observers_app.publishing import buffer
 from observers_app.registry import observer_callback
+from tests.worker_process import purge_task_queue, running_worker
 
 REFS_ENV = "OBSERVERS_BENCH_REFS"
 

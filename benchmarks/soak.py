@@ -14,9 +14,9 @@ from typing import Any
 from django.utils import timezone
 
 from benchmarks.demo import on_change
-from benchmarks.worker_process import purge_task_queue, running_worker
 from observers_app import manager
 from observers_app.models import Observer, Owner
+from tests.worker_process import purge_task_queue, running_worker
 
 LEASES_PER_CLIENT = 19  # plus the client's process owner: 20 owners per client
 OBSERVERS_PER_OWNER = 5

@@ -26,8 +26,7 @@ from django.conf import settings
 from observers_app import manager
 from observers_app.models import Observer
 from observers_app.streams.access import issue_token
-
-from .worker_process import running_worker
+from tests.worker_process import running_worker
 
 Say = Callable[[str], None]
 

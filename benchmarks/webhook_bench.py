@@ -12,9 +12,9 @@ from typing import Any
 
 from django.test import override_settings
 
-from benchmarks.worker_process import purge_task_queue, running_worker
 from observers_app import manager
 from observers_app.models import Observer
+from tests.worker_process import purge_task_queue, running_worker
 
 VAR_ID = "bench:webhooks"
 # The receiver listens on 127.0.0.1 over plain http: let the guard through for it, here and in the worker.

@@ -11,7 +11,7 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # where the sweep counts them. Changing it on an existing queue needs the queue deleted first.
     "OBSERVERS_QUEUE_MAX_LENGTH": 100_000,
     # Bytes the deliver queue holds; past that the broker refuses new pages (never drops one): the
-    # dispatch that sent them waits and is redelivered. Pages carry a ~250-byte reference, not values.
+    # dispatch that sent them waits and is redelivered. Pages carry a short reference, not values.
     "OBSERVERS_DELIVER_QUEUE_MAX_BYTES": 256 * 1024 * 1024,
     # Replicated quorum queues, for a RabbitMQ cluster (drop-head and dead-lettering work on them).
     "OBSERVERS_QUORUM_QUEUES": False,
@@ -26,7 +26,7 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # Deliveries of a dispatch or deliver message that never finishes (it raises, or kills its worker
     # process) before it is parked as a dead letter instead of being redelivered forever.
     "OBSERVERS_MAX_DELIVERIES": 5,
-    # Observers delivered per deliver task (and read per page): a task costs the worker ~4 ms of CPU besides
+    # Observers delivered per deliver task (and read per page): a task costs the worker its own CPU besides
     # its callbacks (Celery's bookkeeping, events, one read), so 1,000 keeps that a small share of 1,000
     # callbacks while a 10,000-observer fan-out still spreads over 10 tasks.
     "OBSERVERS_BATCH_SIZE": 1000,
@@ -74,7 +74,7 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # stream; lifetime of a token from issue_token; the registered name of the authorization hook; the
     # other origins whose pages may read a token-authenticated stream (CORS), e.g. "https://app.example.com";
     # whether a process serving streams freezes their objects out of full garbage collections (see
-    # streams/collector.py: without it a process with 10,000 streams stalls a second every few events).
+    # streams/gc_policy.py: without it a process with many streams stalls in full collections).
     "OBSERVERS_STREAM_BUFFER": 100,
     "OBSERVERS_STREAM_HEARTBEAT": 15.0,
     "OBSERVERS_STREAM_MAX_VARS": 50,

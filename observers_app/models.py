@@ -109,8 +109,8 @@ class Observer(models.Model):
     class Meta:
         indexes = [
             # Serves the existence check, counts and the keyset pages of a fan-out. On PostgreSQL it
-            # covers what a fan-out reads and filters on, so a page is an index-only scan (100 rows:
-            # 0.31 -> 0.06 ms measured); other databases ignore ``include``.
+            # covers what a fan-out reads and filters on, so a page is an index-only scan; other
+            # databases ignore ``include``.
             models.Index(
                 fields=["var_id", "id"],
                 include=["is_glob", "quarantined_at", "owner", "callback", "failures", "coalesce"],

@@ -1,30 +1,26 @@
 """The hub's own Django signals, sent to watch it without touching it (telemetry, metrics, logs).
 
-Every signal is sent with ``sender=None`` and these keyword arguments:
-
-- ``observer_added``: ``ref``, ``var_id``, ``callback``, ``owner`` (an owner id or None), after commit.
-- ``observer_removed``: ``ref``, ``var_id``, ``callback``, ``owner``, ``reason`` (``removed``,
-  ``owner_closed``, ``owner_died``, ``swept``, ``quarantined``), after commit.
-- ``notification_published``: ``var_id``, ``published`` (False when no observer was found),
-  ``duration_s`` (the caller's existence check and hand-off to the outbox), in the notifying process.
-- ``notification_dispatched``: ``var_id``, ``notification_id``, ``seq``, ``fanout`` (observers reached),
-  in the worker, once the fan-out is sent.
-- ``callbacks_delivered``: ``var_id``, ``ok``, ``failed``, ``latency_s`` (from notify to the end of
-  the page's callbacks), in the worker, per page of observers.
-- ``callback_failed``: ``ref``, ``var_id``, ``callback``, ``error``, in the worker.
-- ``observers_swept``: ``removed`` (observers), ``owners`` (owners deleted), after each sweep.
+Every signal is sent with ``sender=None``, after commit where it tells of a write.
 """
 
 from django.dispatch import Signal
 
 from .deprecation import moved
 
+# ref, var_id, callback, owner (an owner id or None).
 observer_added = Signal()
+# ref, var_id, callback, owner, reason (removed, owner_closed, owner_died, swept, quarantined).
 observer_removed = Signal()
+# var_id, published (False when no observer was found), duration_s (the caller's existence check and
+# hand-off to its send buffer): in the notifying process.
 notification_published = Signal()
+# var_id, notification_id, seq, fanout (observers reached): in the worker, once the fan-out is sent.
 notification_dispatched = Signal()
+# var_id, ok, failed, latency_s (from notify to the end of the page's callbacks): per page of observers.
 callbacks_delivered = Signal()
+# ref, var_id, callback, error: in the worker.
 callback_failed = Signal()
+# removed (observers), owners (owners deleted): after each sweep.
 observers_swept = Signal()
 
 # Before 0.3 this module held model-field observing (now sources.model_fields).

@@ -8,3 +8,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+# The app itself, editable, so its package metadata (observers_app.__version__) matches the checkout.
+.venv/bin/python -m pip install --quiet --no-deps -e .

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from benchmarks.worker_process import purge_task_queue, running_worker
+from tests.worker_process import purge_task_queue, running_worker
 
 
 def database_url() -> str:

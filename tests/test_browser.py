@@ -69,7 +69,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     try:
         import urllib.request
 
-        from tests.test_telemetry import get_json  # noqa: F401 - reuse the opener's timeout semantics
+        from tests.telemetry.test_telemetry import get_json  # noqa: F401 - reuse the opener's timeout semantics
 
         def up() -> bool:
             try:

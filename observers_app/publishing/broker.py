@@ -1,10 +1,10 @@
 """Publishes Celery task messages straight through kombu, confirmed, recovering from broker faults.
 
-Celery's ``apply_async`` spends ~250 us building each message (shared BASELINES). The hub's
-tasks take one JSON array of plain arguments, so the message is protocol 2 built from a
+Celery's ``apply_async`` spends more on building each message than the broker on taking it. The
+hub's tasks take one JSON array of plain arguments, so the message is protocol 2 built from a
 few constants and the arguments the caller already serialized, published on a warm
 per-thread link (connection, confirm-mode channel, declared queues) that is rebuilt whole after
-any error. Workers see an ordinary Celery task. Callers leave messages to ``sender.send_soon``.
+any error. Workers see an ordinary Celery task. Callers leave messages to ``buffer.send_soon``.
 """
 
 import contextlib

@@ -30,7 +30,7 @@ def write(notification_id: str, args_json: str) -> None:
     one statement planned once per connection, on the caller's hot path."""
     table = OutboxMessage._meta.db_table  # a model constant, never data
     if connection.vendor == "postgresql":
-        # The id as text and the database's clock: no Python-side conversion (~60 us measured).
+        # The id as text and the database's clock: no Python-side conversion on the caller's hot path.
         sql = f"INSERT INTO {table} (id, args, created_at) VALUES (%s::uuid, %s, now())"  # noqa: S608
         prepared_rows(connection, sql, [notification_id, args_json])
         return

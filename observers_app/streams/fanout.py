@@ -37,10 +37,10 @@ CONSUMER_READY_TIMEOUT_S = 30.0
 # Seconds between two readings of the dashboard's figures, while a stream of the process watches them.
 DASHBOARD_INTERVAL_S = 1.0
 # Notifications the process remembers (name or pattern, id), to drop a second copy of one: the
-# copy comes within the same dispatch, seconds at most, and this is several seconds at the rate the
-# broker delivers to one process here (~0.2 KB each).
+# copy comes within the same dispatch, seconds at most, and this covers several seconds of what the
+# broker delivers to one process (docs/benchmarks.md), at a fraction of a KB each.
 RECENT_IDS = 16_384
-# Seconds between two steps of the process's garbage collection policy (see collector.py).
+# Seconds between two steps of the process's garbage collection policy (see gc_policy.py).
 COLLECTOR_TICK_S = 1.0
 
 

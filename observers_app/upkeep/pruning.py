@@ -1,16 +1,4 @@
-"""The sweep's pruning: rows nobody needs any more, past their retention, in bounded batches.
-
-- Removal records older than OBSERVERS_REMOVAL_RETENTION_DAYS, and the oldest beyond
-  OBSERVERS_REMOVAL_MAX_ROWS; stat buckets older than a day.
-- Variable states (seq, observer count) of variables nobody observes, neither by name nor through a
-  glob, not notified for OBSERVERS_STATE_RETENTION_DAYS. A variable's seq never restarts while it is
-  observed; one observed again after its state was pruned numbers from 1 again.
-- Coalescing mailboxes (``Latest``) with nothing waiting, no lease held, and no coalescing observer.
-- Session tombstones (variables deleted) older than OBSERVERS_TOMBSTONE_RETENTION_DAYS: such a
-  variable set again starts again at version 1.
-- Stored payloads older than OBSERVERS_PAYLOAD_RETENTION_DAYS (normally deleted by their last page;
-  these lost a page, or their dispatcher died): a page still queued after that is logged, not delivered.
-"""
+"""The sweep's pruning: rows nobody needs any more, past their retention, in bounded batches."""
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -25,7 +13,19 @@ from ..models import Latest, Observer, Payload, Removal, StatBucket, Variable, V
 
 
 def prune(batch_size: int) -> dict[str, int]:
-    """Prune each kind of row; returns how many of each went."""
+    """Prune each kind of row; returns how many of each went.
+
+    - Removal records older than OBSERVERS_REMOVAL_RETENTION_DAYS, and the oldest beyond
+      OBSERVERS_REMOVAL_MAX_ROWS; stat buckets older than a day.
+    - Variable states (seq, observer count) of variables nobody observes, neither by name nor through a
+      glob, not notified for OBSERVERS_STATE_RETENTION_DAYS. A variable's seq never restarts while it is
+      observed; one observed again after its state was pruned numbers from 1 again.
+    - Coalescing mailboxes (``Latest``) with nothing waiting, no lease held, and no coalescing observer.
+    - Session tombstones (variables deleted) older than OBSERVERS_TOMBSTONE_RETENTION_DAYS: such a
+      variable set again starts again at version 1.
+    - Stored payloads older than OBSERVERS_PAYLOAD_RETENTION_DAYS (normally deleted by their last page;
+      these lost a page, or their dispatcher died): a page still queued after that is logged, not delivered.
+    """
     return {
         "records_pruned": _prune_records(batch_size),
         "states_pruned": _prune_unobserved(VariableState, Q(observer_count__lte=0), batch_size),

@@ -5,11 +5,6 @@ Each dispatch of a variable that has coalescing observers puts its notification 
 holds the row's lease and delivers: it takes the newest waiting notification, delivers it with
 ``old_value`` set to the value it delivered last, and loops until nothing waits. So when
 notifications come faster than these observers take them, they see fewer, newer values, in order.
-
-A notification stays in the row until it has been delivered (marked as taken meanwhile), and the
-lease (a token, checked at every step) is renewed per page of observers: if its holder dies, the
-sweep finds the lease run out and delivers what waits, so a value is delivered late (at most LEASE
-plus a sweep interval), never lost; a holder that finds its lease taken over stops.
 """
 
 import logging
@@ -60,7 +55,12 @@ def offer(notification: dict[str, Any]) -> str | None:
 
 def deliver_waiting(var_id: str, globs: list[str], token: str) -> None:
     """Deliver the newest waiting notification until none waits, then release the lease; stops
-    early if the lease was lost (it ran out and another worker took over)."""
+    early if the lease was lost (it ran out and another worker took over).
+
+    A notification stays in the row until it has been delivered (marked as taken meanwhile), and the
+    lease (a token, checked at every step) is renewed per page of observers: if its holder dies, the
+    sweep finds the lease run out and delivers what waits, so a value is delivered late (at most LEASE
+    plus a sweep interval), never lost."""
     while (notification := _take_waiting(var_id, token)) is not None:
         coalescing = Observer.objects.live().matching(var_id, globs).filter(coalesce=True)
         after = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.worker_process import running_worker
+from tests.worker_process import running_worker
 
 from .services import PrivatePostgres, PrivateRabbit
 

@@ -5,8 +5,8 @@ import signal
 
 import pytest
 
-from benchmarks.worker_process import stop_worker
 from tests.conftest import wait_for
+from tests.worker_process import stop_worker
 
 from .conftest import Scene, kill_tree, report
 from .services import PrivateRabbit

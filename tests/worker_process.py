@@ -1,6 +1,5 @@
-"""Starts and stops a real Celery worker process, for the demo, the benchmark and the tests."""
+"""Starts and stops a real Celery worker process, for the tests (the demo and benchmarks import it too)."""
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -103,23 +102,3 @@ def purge_task_queue() -> None:
 
     backpressure.delete_queues()
     backpressure.declare_queues()
-
-
-# CPU ticks per second, for tree_ticks.
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name, or [] once the process is gone."""
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return []
-
-
-def tree_ticks(pid: int) -> int:
-    """CPU ticks of a process, its live children and the children it has reaped: a group whose
-    members come and go (PostgreSQL backends, pool processes) is still counted in full."""
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-    return sum(sum(int(field) for field in stat[11:15]) for stat in map(proc_stat, pids) if stat)
