@@ -11,7 +11,7 @@ from django.core import checks
 
 import observers_app
 from observers_app import conf, manager, signals
-from observers_app.publishing import buffer
+from observers_app.publishing import backpressure, buffer
 from observers_app.sources import model_fields, sessions
 from observers_app.worker import poison
 
@@ -62,6 +62,8 @@ def test_the_version_comes_from_the_package_metadata():
         ("observers_app.session_store", "variable_id", sessions.variable_id),
         ("observers_app.poison", "replay", poison.replay_dead_letters),
         ("observers_app.sender", "flush", buffer.flush),
+        ("observers_app.publisher", "flush", buffer.flush),
+        ("observers_app.backpressure", "delete_queues", backpressure.delete_queues),
     ],
 )
 def test_a_moved_name_still_resolves_with_a_deprecation_warning(old_module: str, name: str, new: object):

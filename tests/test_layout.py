@@ -75,7 +75,7 @@ PACKAGES += ("upkeep", "sources", "streams")
 SURFACE: tuple[str, ...] = ("manager", "admin", "tasks", "apps", "checks", "urls", "views", "management")
 SURFACE += ("migrations",)
 # Deprecated import paths (each a module ``__getattr__`` over deprecation.moved), removed in 0.4.
-SURFACE += ("events", "session_store", "poison", "sender")
+SURFACE += ("events", "session_store", "poison", "sender", "publisher", "backpressure")
 LAYERS = (("observers_app",), FOUNDATION, *((package,) for package in PACKAGES), SURFACE)
 
 

@@ -39,7 +39,7 @@ COUNTERS = {
     "notifications_dispatched": Figure(
         "Notifications dispatched", "Notifications a worker numbered and fanned out to their observers."
     ),
-    "notifications_sent": Figure("Callbacks called", "Callbacks that returned without an error."),
+    "notifications_sent": Figure("Callbacks called", "Callbacks called, those that failed included."),
     "notifications_failed": Figure(
         "Callbacks failed", "Callbacks that raised or ran past OBSERVERS_CALLBACK_TIME_LIMIT."
     ),
@@ -57,9 +57,9 @@ COUNTERS = {
         "Notifications a coalescing observer skipped because a newer value of the variable was waiting.",
     ),
     "outbox_republished": Figure(
-        "Durable notifications published by the sweep",
-        "Outbox rows a worker published because their caller did not within OBSERVERS_OUTBOX_GRACE (it "
-        "died, or the broker was away).",
+        "Durable notifications published by a worker",
+        "Outbox rows a worker (or the sweep) published because their caller did not within "
+        "OBSERVERS_OUTBOX_GRACE (it died, or the broker was away).",
     ),
     "messages_parked": Figure(
         "Messages parked as dead letters",

@@ -10,7 +10,7 @@ from . import counters
 
 
 def get_stats() -> dict[str, int]:
-    """Global figures: counters shared by all processes plus live counts (docs/how-it-works.md)."""
+    """Global figures: counters shared by all processes plus live counts (docs/operating.md, the figures)."""
     stats, uptime_ms = counters.read()
     stats["active_observers"] = Observer.objects.live().count()
     stats["monitored_processes"] = Owner.objects.alive().count()

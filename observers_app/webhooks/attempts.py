@@ -173,7 +173,7 @@ def _record_success(endpoint: Endpoint, now: datetime) -> None:
 def _report_failure(
     endpoint: Endpoint, message_id: str, attempt: int, error: str, delay: float | None
 ) -> None:
-    """A log line, and the hub's callback_failed event (counted by the Prometheus metrics)."""
+    """A log line, and the hub's callback_failed signal."""
     logger.warning(
         "event=webhook_failed observer=%s message=%s attempt=%d error=%r retry_in_s=%s",
         endpoint.ref,
