@@ -66,7 +66,19 @@ class CallbackTimeout(BaseException):
 
 
 class BrokerUnavailable(ObserversError, ConnectionError):
-    """The broker could not take or confirm a message now; what was being published is retried."""
+    """The broker could not take or confirm a message now; what was being published is retried.
+
+    ``unsent`` holds the positions, among the messages of the failed call, of those the broker did not
+    confirm (it refused them, or the link failed before it said): the others it holds. None: unknown."""
+
+    def __init__(self, message: str, *, unsent: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.unsent = unsent
+
+
+class TransientFault(ObserversError):
+    """A message met the database or the broker away (or a full queue), not a fault of its own: the
+    worker holds it and delivers it again later, without limit, and never counts it as poison."""
 
 
 class InvalidWebhook(ObserversError, ValueError):

@@ -13,13 +13,15 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from celery import current_app
 from celery.events.event import get_exchange
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
-from kombu import Producer, Queue
+from kombu import Exchange, Producer, Queue
 
 from .. import wiring
 from ..exceptions import BrokerUnavailable
@@ -68,46 +70,78 @@ class _Link:
     def __init__(self) -> None:
         self.connection = current_app.connection_for_write()
         self.connection.connect()
+        # A broker out of memory or disk blocks publishers (connection.blocked): fail at once, not
+        # after the confirm timeout.
+        self.blocked: str | None = None
+        self.connection.connection.on_blocked = self._on_blocked
         channel = cast(Any, self.connection.channel())  # py-amqp's Channel (kombu's types: StdChannel)
         channel.confirm_select()
-        self.published = self.confirmed = 0
-        self.nacked = False
+        self.published = 0  # the channel's delivery tags run 1, 2, ...
+        self.unsettled: set[int] = set()  # neither acked nor refused yet
+        self.refused: set[int] = set()  # refused (basic.nack), not yet reported
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
         self.channel = channel
         self.producer = Producer(self.channel, auto_declare=False)
-        self.routes: dict[str, _Route] = {}
+        self.routes: dict[tuple[str, str], _Route] = {}
+        self.exchanges: set[str] = set()
+        self.queues: set[str] = set()  # declared on this channel besides the routes' (purge)
         self.event_exchange: Any = None
 
+    def _on_blocked(self, reason: str) -> None:
+        self.blocked = reason
+
+    def _settle(self, delivery_tag: int, multiple: bool) -> set[int]:
+        if not multiple:
+            self.unsettled.discard(delivery_tag)
+            return {delivery_tag}
+        settled = {tag for tag in self.unsettled if tag <= delivery_tag}
+        self.unsettled -= settled
+        return settled
+
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self.confirmed = max(self.confirmed, delivery_tag)
+        self._settle(delivery_tag, multiple)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self.nacked = True
+        self.refused |= self._settle(delivery_tag, multiple)
 
-    def route_for(self, task_name: str) -> _Route:
-        route = self.routes.get(task_name)
+    def route_for(self, task_name: str, queue: Queue | None = None) -> _Route:
+        queue = queue or wiring.queue_for(task_name)
+        route = self.routes.get((task_name, queue.name))
         if route is None:
-            queue = wiring.queue_for(task_name).bind(self.channel)
-            queue.declare()
-            route = self.routes[task_name] = _Route(task_name, queue)
+            bound = queue.bind(self.channel)
+            bound.declare()
+            route = self.routes[task_name, queue.name] = _Route(task_name, bound)
         return route
 
-    def publish(self, body: str, **kwargs: Any) -> None:
+    def declare_exchange(self, exchange: Exchange) -> None:
+        if exchange.name not in self.exchanges:
+            exchange.bind(self.channel).declare()
+            self.exchanges.add(exchange.name)
+
+    def publish(self, body: str, **kwargs: Any) -> int:
+        """Publish on the channel; returns the message's delivery tag (its publisher confirm's)."""
+        if self.blocked is not None:
+            raise ConnectionError(f"the broker blocks publishing: {self.blocked}")
         self.producer.publish(body, content_type="application/json", content_encoding="utf-8", **kwargs)
         self.published += 1
+        self.unsettled.add(self.published)
+        return self.published
 
-    def wait_for_confirms(self, timeout: float) -> None:
-        """Return once the broker confirmed every message published on this channel (persisted, for
-        persistent messages on durable queues); raise if it refused one or ``timeout`` ran out."""
+    def wait_for_confirms(self, timeout: float) -> set[int]:
+        """Wait until the broker acked or refused every message published on this channel (acked:
+        persisted, for persistent messages on durable queues); returns the delivery tags it refused
+        since the last call. Raises if ``timeout`` runs out first, or the broker blocks publishing."""
         deadline = time.monotonic() + timeout
-        while self.confirmed < self.published and not self.nacked:
+        while self.unsettled:
+            if self.blocked is not None:
+                raise ConnectionError(f"the broker blocks publishing: {self.blocked}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"the broker confirmed {self.confirmed} of {self.published} messages")
+                raise TimeoutError(f"the broker did not confirm {len(self.unsettled)} messages")
             self.connection.drain_events(timeout=remaining)
-        if self.nacked:
-            raise ConnectionError("the broker refused a message (basic.nack)")
+        refused, self.refused = self.refused, set()
+        return refused
 
     def drop(self) -> None:
         with contextlib.suppress(Exception):
@@ -153,32 +187,100 @@ def _drop_link() -> None:
         link.drop()
 
 
-def publish_confirmed(messages: list[tuple[str, str]], *, sent_events: bool = False) -> None:
+def publish_confirmed(
+    messages: Sequence[tuple[str, str]],
+    *,
+    sent_events: bool = False,
+    queue: Queue | None = None,
+    countdown: float = 0.0,
+) -> None:
     """Publish ``(task name, JSON array of its positional arguments)`` messages in order and return
-    once the broker confirmed them all. On any error the thread's link is dropped (the next call
-    rebuilds it) and the error raised: some of the messages may have reached the broker already, so
-    a retry may publish them twice (at-least-once). Raises BrokerUnavailable."""
+    once the broker confirmed them all; to ``queue`` instead of each task's own, and not run before
+    ``countdown`` seconds when given. Raises BrokerUnavailable if it did not, its ``unsent`` naming
+    those the broker refused (a full queue) or may not hold (the link failed: then it is dropped, and
+    the next call rebuilds it). Some of those may have reached the broker already, so a retry may
+    publish them twice (at-least-once)."""
     if not messages:
         return
+    eta = (datetime.now(UTC) + timedelta(seconds=countdown)).isoformat() if countdown > 0 else None
+    unsent: list[int] = []
+    start = 0
     try:
         link = _link()
         for start in range(0, len(messages), CONFIRM_CHUNK):
-            for task_name, args_json in messages[start : start + CONFIRM_CHUNK]:
-                _publish_task(link, task_name, args_json, sent_event=sent_events)
-            link.wait_for_confirms(CONFIRM_TIMEOUT_S)
+            positions: dict[int, int] = {}
+            for position in range(start, min(start + CONFIRM_CHUNK, len(messages))):
+                task_name, args_json = messages[position]
+                tag = _publish_task(link, task_name, args_json, queue=queue, eta=eta, sent_event=sent_events)
+                positions[tag] = position
+            refused = link.wait_for_confirms(CONFIRM_TIMEOUT_S)
+            unsent += sorted(positions[tag] for tag in refused if tag in positions)  # not events
     except Exception as exc:
         _drop_link()
-        raise BrokerUnavailable(f"publishing {len(messages)} messages failed: {exc!r}") from exc
+        unsent += range(start, len(messages))
+        raise BrokerUnavailable(
+            f"publishing {len(messages)} messages failed: {exc!r}", unsent=unsent
+        ) from exc
+    except BaseException:
+        _drop_link()
+        raise
+    if unsent:
+        raise BrokerUnavailable(
+            f"the broker refused {len(unsent)} of {len(messages)} messages (basic.nack: a full queue)",
+            unsent=unsent,
+        )
+
+
+def publish_transient(exchange: Exchange, routing_key: str, body: str) -> None:
+    """Publish one non-persistent JSON message to ``exchange`` and return once the broker took it
+    (routed, or dropped for want of a queue). Raises BrokerUnavailable, as publish_confirmed does."""
+    try:
+        link = _link()
+        link.declare_exchange(exchange)
+        link.publish(body, exchange=exchange.name, routing_key=routing_key, delivery_mode=1)
+        if link.wait_for_confirms(CONFIRM_TIMEOUT_S):
+            raise ConnectionError("the broker refused the message (basic.nack)")
+    except Exception as exc:
+        _drop_link()
+        raise BrokerUnavailable(f"publishing to {exchange.name} failed: {exc!r}", unsent=[0]) from exc
     except BaseException:
         _drop_link()
         raise
 
 
-def _publish_task(link: _Link, task_name: str, args_json: str, *, sent_event: bool) -> str:
+def purge(queue: Queue, *, declared_otherwise: bool = False) -> int:
+    """Declare ``queue`` as configured and empty it; returns how many messages it held. With
+    ``declared_otherwise`` (RabbitMQ refused the declaration: the queue exists with other arguments)
+    it is emptied and deleted first. Raises BrokerUnavailable."""
+    try:
+        link = _link()
+        count = 0
+        if declared_otherwise:
+            count += link.channel.queue_purge(queue.name) or 0
+            link.channel.queue_delete(queue.name)
+            link.queues.discard(queue.name)
+        if queue.name not in link.queues:
+            queue.bind(link.channel).declare()
+            link.queues.add(queue.name)
+        return count + (link.channel.queue_purge(queue.name) or 0)
+    except Exception as exc:
+        _drop_link()
+        raise BrokerUnavailable(f"purging {queue.name} failed: {exc!r}") from exc
+    except BaseException:
+        _drop_link()
+        raise
+
+
+def _publish_task(
+    link: _Link, task_name: str, args_json: str, *, queue: Queue | None, eta: str | None, sent_event: bool
+) -> int:
+    """Publish one task message; returns its delivery tag."""
     task_id = str(uuid.uuid4())
-    route = link.route_for(task_name)
+    route = link.route_for(task_name, queue)
     headers = {**route.headers, "id": task_id, "root_id": task_id, "argsrepr": args_json[:_ARGSREPR_MAX]}
-    link.publish(
+    if eta is not None:
+        headers["eta"] = eta
+    tag = link.publish(
         f"[{args_json}, {{}}, {_EMBED}]",
         exchange=route.queue.exchange.name,
         routing_key=route.queue.routing_key,
@@ -188,7 +290,7 @@ def _publish_task(link: _Link, task_name: str, args_json: str, *, sent_event: bo
     )
     if sent_event and current_app.conf.task_send_sent_event:
         _send_sent_event(link, route, task_id, headers["argsrepr"])
-    return task_id
+    return tag
 
 
 def _send_sent_event(link: _Link, route: _Route, task_id: str, argsrepr: str) -> None:
