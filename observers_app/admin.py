@@ -345,7 +345,7 @@ class VariableAdmin(PrefixSearchMixin, admin.ModelAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    """Messages parked after OBSERVERS_MAX_DELIVERIES deliveries: why, and a replay once fixed."""
+    """Messages parked after OBSERVERS_MAX_DELIVERIES failed runs: why, and a replay once fixed."""
 
     list_display = ("parked_at", "task", "task_id", "deliveries", "short_reason")
     list_filter = ("task",)

@@ -3,8 +3,8 @@ sweep dead owners."""
 
 import functools
 import logging
-import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import Task, shared_task
 from celery.exceptions import Reject
@@ -15,25 +15,22 @@ from .db import DATABASE_ERRORS
 from .exceptions import BrokerUnavailable, InvalidMessage
 from .upkeep import sweep as upkeep
 from .webhooks import attempts
-from .worker import delivery, pages, poison
+from .worker import delivery, pages, poison, retrying
 from .worker.batching import DONE, RETRY, BatchedTask
 from .worker.dispatch import RETRIED_ERRORS, fan_out
 
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-# Before a dispatch batch that met a database error is redelivered.
-DATABASE_RETRY_DELAY_S = 1.0
-
-# The hub's message tasks: acked after they ran, redelivered if their process dies, and retried with
-# backoff when the database drops a connection or restarts (anything else is not retried).
+# The hub's message tasks: acked after they ran, redelivered if their process dies; a transient fault
+# (the database or the broker away) is held and retried for as long as it lasts (worker.retrying),
+# any other error counts against the message until it is parked (worker.poison).
 hub_task = functools.partial(
     shared_task,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=DATABASE_ERRORS,
-    retry_backoff=True,
-    max_retries=5,
+    Request="observers_app.worker.retrying:HubRequest",
 )
 
 
@@ -49,6 +46,9 @@ class PoisonAwareBatchedTask(BatchedTask):
         except DATABASE_ERRORS:
             logger.warning("event=failure_not_recorded id=%s", task_id, exc_info=True)
 
+    def died(self, task_ids: list[str], error: str) -> None:
+        poison.record_deaths_soon(task_ids, error)
+
 
 # typing=False: a message carries one notification's args; the function gets a batch of them.
 @shared_task(
@@ -62,7 +62,7 @@ def dispatch(args_list: list[list[Any]]) -> list[str]:
     """Fan out a batch of dispatch messages, each ``[var_id, old_value, new_value, metadata,
     notification_id, notified_at]`` and an optional ``seq``; returns each message's outcome. A
     malformed message fails alone (and is parked after OBSERVERS_MAX_DELIVERIES). When the database
-    or the broker goes away, the messages not yet delivered wait a moment and are redelivered."""
+    or the broker goes away, the messages not yet delivered wait and are redelivered (RETRY)."""
     close_old_connections()
     outcomes: list[str] = [RETRY] * len(args_list)
     readable: list[int] = []
@@ -87,7 +87,6 @@ def dispatch(args_list: list[list[Any]]) -> list[str]:
             exc_info=True,
         )
         close_old_connections()
-        time.sleep(DATABASE_RETRY_DELAY_S)
     return outcomes
 
 
@@ -100,33 +99,50 @@ def _parse(args: Any) -> dict[str, Any] | str:
         return f"InvalidMessage: {exc}"
 
 
+def _run_message(task: Task, args: list[Any], run: Callable[[], T]) -> T | None:
+    """Run one deliver or webhook message: not at all once it was parked; a transient fault waits and
+    comes again (worker.retrying); any other error counts against it (worker.poison) and requeues it."""
+    task_id = str(task.request.id)
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    try:
+        if poison.parked(task.name, task_id, args, redelivered=redelivered):
+            return None
+        return run()
+    except RETRIED_ERRORS as exc:
+        logger.warning("event=message_retry task=%s id=%s error=%r", task.name, task_id, exc)
+        close_old_connections()
+        raise retrying.transient(exc) from exc
+    except Exception as exc:
+        try:
+            poison.record_failure(task_id, f"{type(exc).__name__}: {exc}")
+        except DATABASE_ERRORS as database_error:
+            raise retrying.transient(database_error) from exc
+        raise Reject(exc, requeue=True) from exc
+
+
 @hub_task(name=wiring.DELIVER_TASK, bind=True)
 def deliver(self: Task, notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
-    """Deliver one page; a page that fails is delivered again until poison.parked() parks it. Its
-    message carries a reference to the stored notification (``{"payload": id, "notification_id":
-    ...}``), or, sent by an earlier version, the notification."""
-    args = [notification, after, upto, globs]
-    task_id = str(self.request.id)
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    if poison.parked(self.name, task_id, args, redelivered=redelivered):
-        return
-    try:
+    """Deliver one page. Its message carries a reference to the stored notification (``{"payload": id,
+    "notification_id": ...}``), or, sent by an earlier version, the notification."""
+
+    def run() -> None:
         if "payload" in notification:
             pages.deliver_page(notification["payload"], after=after, upto=upto, globs=globs)
         else:
             delivery.deliver(notification, after=after, upto=upto, globs=globs)
-    except DATABASE_ERRORS:
-        raise  # retried with backoff (autoretry_for)
-    except Exception as exc:
-        poison.record_failure(task_id, f"{type(exc).__name__}: {exc}")
-        raise Reject(exc, requeue=True) from exc
+
+    _run_message(self, [notification, after, upto, globs], run)
 
 
-@hub_task(name=wiring.WEBHOOK_TASK)
-def deliver_webhook(observer_ref: str, message_id: str, payload: str, attempt: int) -> str:
+@hub_task(name=wiring.WEBHOOK_TASK, bind=True)
+def deliver_webhook(self: Task, observer_ref: str, message_id: str, payload: str, attempt: int) -> str | None:
     """One attempt at a webhook message; the retry schedule (with 429's Retry-After) lives in
-    webhooks.attempts, which sends the next attempt as a task of its own, never a sleep."""
-    return attempts.deliver(observer_ref, message_id, payload, attempt)
+    webhooks.attempts, which sends the next attempt as a message of its own, never a sleep."""
+    return _run_message(
+        self,
+        [observer_ref, message_id, payload, attempt],
+        lambda: attempts.deliver(observer_ref, message_id, payload, attempt),
+    )
 
 
 @shared_task(name=wiring.SWEEP_TASK, ignore_result=True)

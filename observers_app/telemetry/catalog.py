@@ -50,20 +50,41 @@ COUNTERS = {
     "notifications_shed": Figure(
         "Notifications shed (queue or buffer full)",
         "Notifications dropped, oldest first: by the full dispatch queue, or by a process's full send "
-        "buffer while the broker was unreachable.",
+        "buffer while the broker was unreachable. Never a durable one.",
+    ),
+    "shed_queue_full": Figure(
+        "Shed queue found full",
+        "Times the shed queue was found at OBSERVERS_SHED_QUEUE_MAX_LENGTH (no worker had counted it for "
+        "long): what the dispatch queue shed past that was dropped by the broker uncounted.",
+    ),
+    "model_changes_refused": Figure(
+        "Model field changes not notified",
+        "Changes of observed model fields whose value the hub refused (over OBSERVERS_MAX_PAYLOAD_BYTES, "
+        "not JSON, not storable): logged and skipped, the host's save went on.",
     ),
     "notifications_coalesced": Figure(
         "Notifications coalesced (latest value won)",
         "Notifications a coalescing observer skipped because a newer value of the variable was waiting.",
     ),
     "outbox_republished": Figure(
-        "Durable notifications published by a worker",
-        "Outbox rows a worker (or the sweep) published because their caller did not within "
-        "OBSERVERS_OUTBOX_GRACE (it died, or the broker was away).",
+        "Outbox messages published by a worker",
+        "Outbox rows a worker (or the sweep) published: durable notifications their caller did not "
+        "publish within OBSERVERS_OUTBOX_GRACE (it died, or the broker was away), and held messages.",
+    ),
+    "messages_held": Figure(
+        "Messages held for the broker",
+        "Deliver pages the broker refused or could not take (a full deliver queue, the broker away), kept "
+        "in the outbox table until it took them.",
+    ),
+    "messages_retried": Figure(
+        "Messages retried after a transient fault",
+        "Runs of dispatch, deliver and webhook messages that met the database or the broker away (or a "
+        "full queue): held, then delivered again, for as long as the fault lasted; never parked for it.",
     ),
     "messages_parked": Figure(
         "Messages parked as dead letters",
-        "Dispatch or deliver messages that failed or killed their worker OBSERVERS_MAX_DELIVERIES times.",
+        "Dispatch, deliver or webhook messages that failed by themselves (raised, or killed their worker "
+        "process) OBSERVERS_MAX_DELIVERIES times.",
     ),
     "messages_replayed": Figure("Dead letters replayed", "Dead letters published again by a replay."),
     "observers_added": Figure(

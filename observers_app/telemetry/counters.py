@@ -1,5 +1,11 @@
 """The hub's global counters: rows shared by every process, added to in batches."""
 
+import collections
+import logging
+import os
+import threading
+import time
+
 from django.db import connection
 from django.utils import timezone
 
@@ -8,6 +14,7 @@ from ..models import StatBucket, StatCounter, VariableState
 from . import catalog
 
 NAMES = tuple(catalog.COUNTERS)
+logger = logging.getLogger(__name__)
 
 
 # Rows per upsert statement of observer counts where no arrays can be sent (SQLite's parameter limit).
@@ -47,6 +54,62 @@ def increment(counts: dict[str, int]) -> None:
         statements = [(f"WITH {ctes} SELECT {result}", [p for _, params in statements for p in params])]
     for sql, params in statements:
         prepared_rows(connection, sql, params)
+
+
+# Seconds between the writes of what increment_later was given.
+LATER_S = 2.0
+
+
+class _Later:
+    """Counts kept in memory and written by a thread of their own, kept until a write succeeds."""
+
+    def __init__(self) -> None:
+        self.pending: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, counts: dict[str, int]) -> None:
+        with self.lock:
+            self.pending.update(counts)
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._write_forever, name="observers-counts", daemon=True
+                )
+                self.thread.start()
+
+    def _write_forever(self) -> None:
+        while True:
+            time.sleep(LATER_S)
+            with self.lock:
+                counts, self.pending = dict(self.pending), collections.Counter()
+            if not counts:
+                continue
+            try:
+                increment(counts)
+            except Exception:  # the database is away: kept for the next write
+                logger.warning("event=counts_not_written counts=%s", counts, exc_info=True)
+                with self.lock:
+                    self.pending.update(counts)
+                connection.close()
+
+
+_later = _Later()
+
+
+def _reset_after_fork() -> None:
+    global _later
+    _later = _Later()  # the parent's counts, lock and thread are not the child's
+
+
+def connect() -> None:
+    """Give a forked child counts of its own (called once, from ``AppConfig.ready()``)."""
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def increment_later(counts: dict[str, int]) -> None:
+    """Add to counters soon, from where a database write must not wait (a worker's main process, a
+    database away): written every LATER_S by a thread, kept until the write succeeds."""
+    _later.add(counts)
 
 
 def adjust_observer_counts(deltas: dict[str, int]) -> None:

@@ -16,6 +16,8 @@ from celery import Task, current_app
 from celery.worker.request import Request, create_request_cls  # type: ignore[attr-defined]
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2  # type: ignore[attr-defined]
 
+from . import retrying
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,10 +34,13 @@ class BatchedTask(Task):
     Not applied to these messages, which the hub's publisher never sets: ETA/countdown, expiry,
     revocation, rate limits. Prefork and solo pools only (the batcher is not thread-safe).
 
-    Each message is acknowledged when its batch returned its outcome; one that asks for a retry (its
-    database went away), failed, or whose pool process died, goes back on the queue (until the task
-    parks it). Each still sends its own task-received and task-succeeded (or -failed) events, so
-    Flower lists it; a requeued one sends task-rejected (Request.reject does)."""
+    Each message is acknowledged when its batch returned its outcome; one that failed, or whose pool
+    process died (told to ``died``), goes back on the queue (until the task parks it); one that asks
+    for a retry (the database or the broker went away) is held, then requeued (``worker.retrying``).
+    A message whose pool process died runs in a batch of its own from then on, so that a message that
+    kills its process never takes the others of its batch with it. Each still sends its own
+    task-received and task-succeeded (or -failed) events, so Flower lists it; a requeued one sends
+    task-rejected (Request.reject does)."""
 
     # Largest batch: one pool job of many notifications stays short enough to spread across the pool.
     batch_size = 50
@@ -47,6 +52,9 @@ class BatchedTask(Task):
 
     def failed(self, task_id: str, error: str) -> None:
         """Told of a message that failed (it is delivered again)."""
+
+    def died(self, task_ids: list[str], error: str) -> None:
+        """Told, in the worker's main process, of messages whose pool process died running them."""
 
     # Celery instantiates Task.Strategy (a dotted name by default) with the task, app and consumer.
     def Strategy(self, task: "BatchedTask", app: Any, consumer: Any) -> Any:  # type: ignore[override]
@@ -95,12 +103,16 @@ class _Batcher:
     busy, messages wait, so the next batch is bigger. No timer: an idle worker adds no latency, a
     loaded one batches by itself."""
 
+    # Messages remembered as having been in a batch whose process died.
+    SUSPECTS_MAX = 10_000
+
     def __init__(self, task: BatchedTask, pool: Any) -> None:
         self.task = task
         self.pool = pool
         self.waiting: list[Any] = []
         self.running = 0
         self.retired = False
+        self.suspects: set[str] = set()
 
     def add(self, request: Any) -> None:
         self.waiting.append(request)
@@ -112,17 +124,30 @@ class _Batcher:
 
     def send_ready(self) -> None:
         while self.waiting and not self.retired and self.running < self.pool.num_processes:
-            size = self.task.batch_size
+            size = 1
+            if self.waiting[0].id not in self.suspects:  # a suspect runs alone
+                while (
+                    size < min(self.task.batch_size, len(self.waiting))
+                    and self.waiting[size].id not in self.suspects
+                ):
+                    size += 1
             batch, self.waiting = self.waiting[:size], self.waiting[size:]
             self.running += 1
-            _send_to_pool(self.pool, self.task, batch, on_finished=self.finished)
+            _send_to_pool(self.pool, self.task, batch, on_finished=self.finished, on_died=self.died)
 
     def finished(self) -> None:
         self.running -= 1
         self.send_ready()
 
+    def died(self, requests: list[Any]) -> None:
+        if len(self.suspects) + len(requests) > self.SUSPECTS_MAX:
+            self.suspects.clear()
+        self.suspects.update(request.id for request in requests)
 
-def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any], *, on_finished: Any) -> None:
+
+def _send_to_pool(
+    pool: Any, task: BatchedTask, requests: list[Any], *, on_finished: Any, on_died: Any
+) -> None:
     started = time.monotonic()
 
     def on_return(outcomes: list[str]) -> None:
@@ -130,8 +155,10 @@ def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any], *, on_finis
         try:
             for request, outcome in zip(requests, outcomes, strict=True):
                 if outcome == RETRY:
-                    request.reject(requeue=True)
-                elif outcome == DONE:
+                    retrying.requeue_later(request)
+                    continue
+                retrying.forget(request.id)
+                if outcome == DONE:
                     request.acknowledge()
                     request.send_event("task-succeeded", result=None, runtime=runtime)
                 elif outcome == PARKED:
@@ -147,6 +174,9 @@ def _send_to_pool(pool: Any, task: BatchedTask, requests: list[Any], *, on_finis
         # The pool process died (or the job could not run): redeliver, as reject_on_worker_lost does.
         logger.error("event=batch_lost task=%s messages=%d error=%r", task.name, len(requests), exc_info)
         try:
+            on_died(requests)
+            exc = getattr(exc_info, "exception", exc_info)  # billiard's ExceptionInfo, or the exception
+            task.died([request.id for request in requests], f"{type(exc).__name__}: {exc}")
             for request in requests:
                 request.reject(requeue=True)
         finally:

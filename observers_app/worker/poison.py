@@ -1,20 +1,24 @@
-"""Poison messages: a dispatch or deliver message that never finishes is parked as a dead letter after
-OBSERVERS_MAX_DELIVERIES deliveries, counted, and replayable once the cause is fixed.
+"""Poison messages: a dispatch, deliver or webhook message that fails by itself (it raises every time,
+or kills the process running it) is parked as a dead letter after OBSERVERS_MAX_DELIVERIES failed
+runs, counted, and replayable once the cause is fixed.
 
-A message that fails is requeued (not dropped) and counted here by its task id; so is one the broker
-delivers again because the worker process running it died. A redelivery costs one upsert; a message
-that succeeds the first time costs nothing.
+A message that fails is requeued (not dropped) and its failed run counted here by its task id; so is a
+run whose worker process died. A message the hub's own faults held back (the database or the broker
+away, a full queue: ``worker.retrying``) or the broker redelivered after a lost connection is not
+counted: it carries nothing wrong. A redelivered message costs one read; one that succeeds the first
+time costs nothing.
 """
 
 import json
 import logging
+import threading
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from .. import conf
+from .. import conf, validation
 from ..db import DATABASE_ERRORS, prepared_rows
 from ..models import DeadLetter, MessageAttempt
 from ..publishing import broker
@@ -22,59 +26,81 @@ from ..telemetry import counters
 
 logger = logging.getLogger(__name__)
 
+DIED = "its worker process died running it"
+
 
 def record_failure(task_id: str, error: str) -> None:
-    """Remember why the message failed (kept as its dead letter's reason if it is parked)."""
-    MessageAttempt.objects.update_or_create(
-        task_id=task_id, defaults={"last_error": error[:2000], "updated_at": timezone.now()}
+    """Count a run of the message that failed by itself, and why (its dead letter's reason if parked)."""
+    record_failures([task_id], error)
+
+
+def record_failures(task_ids: list[str], error: str) -> None:
+    """Count a failed run of each message, in one statement."""
+    table = MessageAttempt._meta.db_table  # a model constant, never data
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    error = validation.storable_text(error)
+    rows = ", ".join(["(%s, 1, %s, %s)"] * len(task_ids))
+    prepared_rows(
+        connection,
+        f"INSERT INTO {table} (task_id, deliveries, last_error, updated_at) VALUES {rows} "  # noqa: S608
+        f"ON CONFLICT (task_id) DO UPDATE SET deliveries = {table}.deliveries + 1, "
+        "last_error = excluded.last_error, updated_at = excluded.updated_at",
+        [value for task_id in sorted(task_ids) for value in (task_id, error, now)],
     )
 
 
+def record_deaths_soon(task_ids: list[str], error: str) -> None:
+    """Count a run whose worker process died, from the worker's main process: written by a thread of
+    its own, so its event loop never waits on the database (which may be away: then it is logged)."""
+
+    def write() -> None:
+        try:
+            record_failures(task_ids, f"{DIED} ({error})")
+        except Exception:
+            logger.warning("event=death_not_recorded ids=%s", task_ids, exc_info=True)
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=write, name="observers-poison", daemon=True).start()
+
+
 def parked(task_name: str, task_id: str, args: list[Any], *, redelivered: bool) -> bool:
-    """For a message the broker delivers again: count the delivery, and park it (True: do not run
-    it, acknowledge it) once it reached OBSERVERS_MAX_DELIVERIES. A database that cannot count it
-    now does not park it (the message then meets the same database and is retried)."""
+    """For a message the broker delivers again: park it (True: do not run it, acknowledge it) once it
+    failed by itself OBSERVERS_MAX_DELIVERIES times. A database that cannot tell now does not park it
+    (the message then meets the same database, and waits for it)."""
     if not redelivered:
         return False
     try:
-        deliveries = _count_delivery(task_id)
-        if deliveries <= conf.max_deliveries():
+        failed = MessageAttempt.objects.filter(task_id=task_id).values_list("deliveries", flat=True).first()
+        if failed is None or failed < conf.max_deliveries():
             return False
-        _park(task_name, task_id, args, deliveries)
+        _park(task_name, task_id, args)
     except DATABASE_ERRORS:
-        logger.warning("event=delivery_not_counted task=%s id=%s", task_name, task_id, exc_info=True)
+        logger.warning("event=failures_not_read task=%s id=%s", task_name, task_id, exc_info=True)
         return False
     return True
 
 
-def _count_delivery(task_id: str) -> int:
-    """One more delivery, in one statement; a message first seen redelivered is at its second."""
-    table = MessageAttempt._meta.db_table  # a model constant, never data
-    sql = (
-        f"INSERT INTO {table} (task_id, deliveries, last_error, updated_at) VALUES (%s, 2, '', %s) "  # noqa: S608
-        f"ON CONFLICT (task_id) DO UPDATE SET deliveries = {table}.deliveries + 1, "
-        "updated_at = excluded.updated_at RETURNING deliveries"
-    )
-    [(deliveries,)] = prepared_rows(
-        connection, sql, [task_id, connection.ops.adapt_datetimefield_value(timezone.now())]
-    )
-    return int(deliveries)
-
-
-def _park(task_name: str, task_id: str, args: list[Any], deliveries: int) -> None:
+def _park(task_name: str, task_id: str, args: list[Any]) -> None:
     with transaction.atomic():
-        attempt = MessageAttempt.objects.filter(task_id=task_id).first()
-        reason = (attempt.last_error if attempt else "") or "its worker process died running it"
+        attempt = MessageAttempt.objects.select_for_update().filter(task_id=task_id).first()
+        if attempt is None:  # parked by another worker meanwhile
+            return
+        reason = attempt.last_error or DIED
         DeadLetter.objects.create(
-            task_id=task_id, task=task_name, args=json.dumps(args), deliveries=deliveries - 1, reason=reason
+            task_id=task_id,
+            task=task_name,
+            args=json.dumps(args),
+            deliveries=attempt.deliveries,
+            reason=reason,
         )
-        MessageAttempt.objects.filter(task_id=task_id).delete()
+        attempt.delete()
         counters.increment({"messages_parked": 1})
     logger.error(
-        "event=message_parked task=%s id=%s deliveries=%d reason=%r",
+        "event=message_parked task=%s id=%s failed_runs=%d reason=%r",
         task_name,
         task_id,
-        deliveries - 1,
+        attempt.deliveries,
         reason,
     )
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -42,6 +43,13 @@ def stall(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any])
         time.sleep(60)
 
 
+@observer_callback(name="tests.die")
+def die(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    """Kills the worker process running it (a poison message's way); never a process that is not one."""
+    if "celery" in sys.argv[0]:
+        os._exit(1)
+
+
 @observer_callback(name="tests.explode_nul")
 def explode_nul(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
     raise RuntimeError("bad byte \x00 and a lone surrogate \ud800 in an error text " + "x" * 5000)
@@ -78,6 +86,12 @@ def _append(line: str) -> None:
 def append_line(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
     """Records (observer, notification) in a file, not the database: fault tests break the database."""
     _append(f"{metadata['observer_ref']} {metadata['notification_id']}\n")
+
+
+@observer_callback(name="tests.append_line_briefly")
+def append_line_briefly(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
+    time.sleep(0.001)
+    append_line(var_id, old_value, new_value, metadata)
 
 
 @observer_callback(name="tests.append_line_slowly")

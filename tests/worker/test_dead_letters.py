@@ -1,4 +1,4 @@
-"""Poison messages: parked after OBSERVERS_MAX_DELIVERIES deliveries, counted, shown, replayed once fixed."""
+"""Poison messages: parked after OBSERVERS_MAX_DELIVERIES failed runs, counted, shown, replayed once fixed."""
 
 import json
 import uuid
@@ -77,3 +77,19 @@ def test_a_deliver_page_failing_every_time_is_parked():
     letter = wait_for(lambda: parked_with(marker), timeout=60)
     assert letter.task == wiring.DELIVER_TASK
     assert "KeyError" in letter.reason
+
+
+def test_a_dispatch_that_kills_its_worker_process_is_parked_for_it_and_spares_its_batch():
+    deadly, mate = unique_var("deadly"), unique_var("mate")
+    make_observers(deadly, 1, callback="tests.die")
+    [ref] = make_observers(mate, 1)
+    notification_id = manager.notify_observers(deadly, 1, 2)
+    mate_id = manager.notify_observers(mate, 1, 2)
+    assert notification_id is not None and mate_id is not None
+
+    letter = wait_for(lambda: parked_with(notification_id), timeout=120)
+    assert letter.deliveries == conf.max_deliveries()
+    assert letter.reason.startswith("its worker process died running it (WorkerLostError")
+    calls = wait_for(lambda: list(Received.objects.filter(var_id=mate)), timeout=60)  # maybe twice
+    assert {(call.observer_ref, call.metadata["notification_id"]) for call in calls} == {(ref, mate_id)}
+    assert not DeadLetter.objects.filter(args__contains=mate_id).exists()
