@@ -11,6 +11,9 @@ Callback = Callable[[str, Any, Any, dict[str, Any]], object]
 
 _by_name: dict[str, Callback] = {}
 _names: dict[Callback, str] = {}
+# The hub's own callbacks that hand a notification on to a transport (the broker, HTTP): their
+# faults are the hub's, never the observer's (worker.calls).
+_transports: set[str] = set()
 
 HOW_TO_REGISTER = (
     "decorate a module-level function with @observer_callback (from observers_app.registry) "
@@ -21,14 +24,18 @@ HOW_TO_REGISTER = (
 @overload
 def observer_callback(func: Callback, /) -> Callback: ...
 @overload
-def observer_callback(*, name: str) -> Callable[[Callback], Callback]: ...
+def observer_callback(*, name: str, transport: bool = False) -> Callable[[Callback], Callback]: ...
 def observer_callback(
-    func: Callback | None = None, /, *, name: str | None = None
+    func: Callback | None = None, /, *, name: str | None = None, transport: bool = False
 ) -> Callback | Callable[[Callback], Callback]:
-    """Register ``func`` as an observer callback, named "module.qualname" unless ``name`` is given."""
+    """Register ``func`` as an observer callback, named "module.qualname" unless ``name`` is given.
+    ``transport=True`` is for the hub's own callbacks that hand notifications on (webhooks, streams)."""
 
     def register(target: Callback) -> Callback:
-        _register(target, name or _default_name(target))
+        registered = name or _default_name(target)
+        _register(target, registered)
+        if transport:
+            _transports.add(registered)
         return target
 
     if func is None:
@@ -73,6 +80,11 @@ def lookup(name: str) -> Callback:
         raise UnknownCallback(
             f"callback {name!r} is not registered in this process; {HOW_TO_REGISTER}"
         ) from None
+
+
+def is_transport(name: str) -> bool:
+    """Whether ``name`` is one of the hub's transport callbacks."""
+    return name in _transports
 
 
 def names() -> list[str]:

@@ -7,10 +7,10 @@ import json
 import uuid
 from typing import Any
 
-from celery import current_app
 from kombu import Exchange
 
 from ..models import Observer
+from ..publishing import broker
 from ..registry import observer_callback
 
 FORWARD_CALLBACK = "observers.streams.forward"
@@ -26,7 +26,7 @@ def queue_name(owner_id: uuid.UUID) -> str:
     return f"observers.streams.{owner_id}"
 
 
-@observer_callback(name=FORWARD_CALLBACK)
+@observer_callback(name=FORWARD_CALLBACK, transport=True)
 def forward(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any]) -> None:
     """Publish the notification to the stream observer's web process; its streams fan it out."""
     found = _owner_and_pattern(metadata["observer_ref"])
@@ -43,19 +43,10 @@ def forward(var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any
         },
         separators=(",", ":"),
     )
-    with current_app.producer_or_acquire() as producer:
-        # Transient: a stream only wants what happens while it is connected; a dead process's queue is
-        # gone, and the broker drops what no queue is bound for.
-        producer.publish(
-            body,
-            exchange=EXCHANGE,
-            routing_key=owner_id,
-            content_type="application/json",
-            content_encoding="utf-8",
-            delivery_mode=1,
-            declare=[EXCHANGE],
-            retry=True,
-        )
+    # Not persistent: a stream only wants what happens while it is connected; a dead process's queue is
+    # gone, and the broker drops what no queue is bound for. Confirmed: one the broker does not take
+    # fails the page, not the observer (a transport callback), and the page is delivered again.
+    broker.publish_transient(EXCHANGE, owner_id, body)
 
 
 def _owner_and_pattern(ref: str) -> tuple[str, str] | None:

@@ -12,7 +12,11 @@ from types import FrameType
 from typing import Any
 
 from .. import registry, validation
-from ..exceptions import CallbackTimeout
+from ..db import DATABASE_ERRORS
+from ..exceptions import BrokerUnavailable, CallbackTimeout
+
+# What fails a transport callback without being the observer's fault: the broker, the database.
+HUB_FAULTS = (BrokerUnavailable, *DATABASE_ERRORS)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,10 @@ def call_observers(
     """Call each ``(ref, callback name, failures so far)`` with the notification.
 
     An exception or an overrun is logged with its traceback and recorded against that observer;
-    the rest of the batch is called regardless.
+    the rest of the batch is called regardless. The hub's own transport callbacks (webhooks, streams)
+    are the exception: when the broker or the database fails them, or they overrun waiting on it, the
+    fault is the hub's, not the observer's: it is raised (BrokerUnavailable for an overrun), and the
+    page delivered again later; the observer's failures are untouched.
     """
     outcome = BatchOutcome()
     var_id = notification["var_id"]
@@ -102,10 +109,14 @@ def call_observers(
                     callback(var_id, old_value, new_value, {**metadata, "observer_ref": str(ref)})
                 finally:
                     deadline.disarm()
-            except CallbackTimeout:
+            except CallbackTimeout as exc:
+                if registry.is_transport(callback_name):
+                    raise BrokerUnavailable(f"{callback_name} ran longer than {time_limit} s") from exc
                 outcome.failed[ref] = f"CallbackTimeout: ran longer than {time_limit} s"
                 _log_failure(ref, callback_name, var_id, outcome.failed[ref], traceback=False)
             except Exception as exc:
+                if isinstance(exc, HUB_FAULTS) and registry.is_transport(callback_name):
+                    raise
                 # Cleaned and bounded: the text is written to the observer's row.
                 outcome.failed[ref] = validation.storable_text(f"{type(exc).__name__}: {exc}")
                 _log_failure(ref, callback_name, var_id, outcome.failed[ref], traceback=True)

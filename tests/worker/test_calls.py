@@ -3,6 +3,10 @@
 import time
 import uuid
 
+import pytest
+from django.db import OperationalError
+
+from observers_app.exceptions import BrokerUnavailable
 from observers_app.registry import observer_callback
 from observers_app.worker.calls import call_observers
 
@@ -26,6 +30,26 @@ def hang(var_id, old_value, new_value, metadata):
         time.sleep(30)
     except Exception:
         time.sleep(30)
+
+
+@observer_callback(name="tests.delivery.broker_away", transport=True)
+def broker_away(var_id, old_value, new_value, metadata):
+    raise BrokerUnavailable("the broker blocks publishing")
+
+
+@observer_callback(name="tests.delivery.database_away", transport=True)
+def database_away(var_id, old_value, new_value, metadata):
+    raise OperationalError("the database went away")
+
+
+@observer_callback(name="tests.delivery.blocked", transport=True)
+def blocked(var_id, old_value, new_value, metadata):
+    time.sleep(30)  # waiting on a broker that does not answer
+
+
+@observer_callback(name="tests.delivery.transport_bug", transport=True)
+def transport_bug(var_id, old_value, new_value, metadata):
+    raise KeyError("observer_ref")
 
 
 NOTIFICATION = {
@@ -73,3 +97,26 @@ def test_a_callback_over_the_time_limit_is_interrupted_even_if_it_catches_except
     )
     assert "CallbackTimeout" in outcome.failed[hung]
     assert [m["observer_ref"] for _, m in calls] == [str(after)]
+
+
+@pytest.mark.parametrize(
+    ("callback", "error"),
+    [
+        ("tests.delivery.broker_away", BrokerUnavailable),
+        ("tests.delivery.database_away", OperationalError),
+        ("tests.delivery.blocked", BrokerUnavailable),
+    ],
+)
+def test_the_hub_s_own_transport_failing_on_the_broker_or_database_fails_the_page_not_the_observer(
+    callback, error
+):
+    """A transport callback (webhooks, streams) that cannot hand a notification on because the broker
+    or the database is away raises out of the page: no observer is blamed, the page is delivered again."""
+    with pytest.raises(error):
+        call_observers([(uuid.uuid4(), callback, 0)], NOTIFICATION, time_limit=0.2)
+
+
+def test_a_transport_callback_s_own_bug_is_still_its_failure():
+    ref = uuid.uuid4()
+    outcome = call_observers([(ref, "tests.delivery.transport_bug", 0)], NOTIFICATION, time_limit=1)
+    assert "KeyError" in outcome.failed[ref]
