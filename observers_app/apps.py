@@ -16,16 +16,20 @@ class ObserversConfig(AppConfig):
         from . import checks, registry, wiring
         from .owners import process
         from .publishing import broker, buffer, outbox
-
-        # The hub's own callbacks, registered under the names stored rows carry.
-        from .streams import forwarding  # noqa: F401
-        from .webhooks import callback  # noqa: F401
+        from .streams import forwarding  # noqa: F401 (registers the hub's stream callback)
+        from .telemetry import counters
+        from .upkeep import ticker
+        from .webhooks import callback  # noqa: F401 (registers the hub's webhook callback)
+        from .worker import retrying
 
         checks.register()
         process.connect()
         broker.connect()
         buffer.connect()
         outbox.connect()
+        counters.connect()
+        ticker.connect()
+        retrying.connect()
         if find_spec("prometheus_client"):  # the [prometheus] extra
             from .telemetry import metrics
 

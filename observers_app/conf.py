@@ -10,8 +10,13 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # Notifications the dispatch queue holds; past that the oldest are dropped into the shed queue,
     # where the sweep counts them. Changing it on an existing queue needs the queue deleted first.
     "OBSERVERS_QUEUE_MAX_LENGTH": 100_000,
-    # Bytes the deliver queue holds; past that the broker refuses new pages (never drops one): the
-    # dispatch that sent them waits and is redelivered. Pages carry a short reference, not values.
+    # Notifications the shed queue holds until a worker counts them (every second); past it, while no
+    # worker runs, the broker drops the oldest of them uncounted. A changed value: the workers count what
+    # the queue holds, delete it and declare it again.
+    "OBSERVERS_SHED_QUEUE_MAX_LENGTH": 100_000,
+    # Bytes the deliver queue holds (pages, and durable notifications, which are never shed); past that
+    # the broker refuses new ones (never drops one): they wait in the outbox table until it takes them.
+    # Pages carry a short reference, not values.
     "OBSERVERS_DELIVER_QUEUE_MAX_BYTES": 256 * 1024 * 1024,
     # Replicated quorum queues, for a RabbitMQ cluster (drop-head and dead-lettering work on them).
     "OBSERVERS_QUORUM_QUEUES": False,
@@ -131,6 +136,10 @@ def queue_name() -> str:
 
 def queue_max_length() -> int:
     return int(_get("OBSERVERS_QUEUE_MAX_LENGTH"))
+
+
+def shed_queue_max_length() -> int:
+    return int(_get("OBSERVERS_SHED_QUEUE_MAX_LENGTH"))
 
 
 def deliver_queue_max_bytes() -> int:

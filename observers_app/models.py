@@ -252,11 +252,14 @@ class Payload(models.Model):
 
 
 class OutboxMessage(models.Model):
-    """A durable notification's dispatch message, written in its caller's transaction and deleted once
-    the broker confirmed it; one its caller did not publish (it died) is published by a worker."""
+    """A message the hub took on and the broker does not hold yet, deleted once it confirmed it: a
+    durable notification's dispatch message, written in its caller's transaction (one its caller did not
+    publish, it died, is published by a worker), or a deliver page the broker refused (a full queue)."""
 
-    id = models.UUIDField(primary_key=True, help_text="The notification id.")
-    args = models.TextField(help_text="The dispatch task's arguments, a JSON array.")
+    id = models.UUIDField(primary_key=True, help_text="The notification id, or the page's own id.")
+    # The caller's hot-path insert names no task: a durable notification (wiring.DISPATCH_TASK).
+    task = models.CharField(max_length=64, db_default="observers.dispatch", help_text="The Celery task.")
+    args = models.TextField(help_text="The task's arguments, a JSON array.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     def __str__(self) -> str:
@@ -264,8 +267,8 @@ class OutboxMessage(models.Model):
 
 
 class MessageAttempt(models.Model):
-    """How often a hub message that did not finish was delivered: its first failure, or its first
-    redelivery, creates the row (workers that die running it leave no error behind)."""
+    """How often a hub message failed by itself (it raised, or its worker process died running it), and
+    its last error: its first failed run creates the row."""
 
     task_id = models.CharField(max_length=64, primary_key=True)
     deliveries = models.IntegerField(default=1)
@@ -273,11 +276,11 @@ class MessageAttempt(models.Model):
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     def __str__(self) -> str:
-        return f"{self.task_id}: {self.deliveries} deliveries"
+        return f"{self.task_id}: {self.deliveries} failed runs"
 
 
 class DeadLetter(models.Model):
-    """A message parked after OBSERVERS_MAX_DELIVERIES deliveries that never finished; replayable."""
+    """A message parked after OBSERVERS_MAX_DELIVERIES runs that failed by themselves; replayable."""
 
     task_id = models.CharField(max_length=64, db_index=True)
     task = models.CharField(max_length=64)

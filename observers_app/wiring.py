@@ -44,8 +44,9 @@ def dispatch_queue() -> Queue:
 
 
 def deliver_queue() -> Queue:
-    """Pages of fan-outs already started, and the sweep: bounded in bytes, never shed (when full the
-    broker refuses a page, its publisher confirm says so, and the dispatch is redelivered later)."""
+    """Pages of fan-outs already started, durable notifications, and the sweep: bounded in bytes, never
+    shed (when full the broker refuses a message, its publisher confirm says so, and it waits in the
+    outbox table or its caller's send buffer until the broker takes it)."""
     return _hub_queue(
         f"{conf.queue_name()}.deliver",
         **{"x-max-length-bytes": conf.deliver_queue_max_bytes(), "x-overflow": "reject-publish"},
@@ -53,8 +54,10 @@ def deliver_queue() -> Queue:
 
 
 def shed_queue() -> Queue:
-    """What the full dispatch queue dropped, counted (and emptied) by the sweep; no worker consumes it."""
-    return Queue(f"{conf.queue_name()}.shed", durable=True, queue_arguments=_queue_type())
+    """What the full dispatch queue dropped, counted (and emptied) by the workers and the sweep; no
+    worker consumes it. Bounded too, the oldest dropped, for a time no worker runs."""
+    arguments = {"x-max-length": conf.shed_queue_max_length(), "x-overflow": "drop-head"}
+    return Queue(f"{conf.queue_name()}.shed", durable=True, queue_arguments={**arguments, **_queue_type()})
 
 
 def webhook_queue() -> Queue:

@@ -1,22 +1,42 @@
-"""The bounded dispatch queue: its queues declared, and what it shed counted so nothing goes silently."""
+"""The bounded dispatch queue: its queues declared, and what it shed counted so nothing goes silently.
 
+The dispatch queue drops its oldest into the shed queue, which every worker empties every second
+(``upkeep.ticker``) and the sweep too, counting what it held in one purge. The shed queue is bounded
+itself, for a time no worker runs: what it drops past its bound, the broker does not report.
+"""
+
+import logging
 from typing import Any
 
+from amqp.exceptions import PreconditionFailed
 from celery import current_app
 
-from .. import wiring
+from .. import conf, wiring
+from ..exceptions import BrokerUnavailable
 from ..telemetry import counters
+from . import broker
+
+logger = logging.getLogger(__name__)
 
 
-def drain_shed(*, limit: int = 100_000) -> int:
-    """Count and remove (at most ``limit``) notifications the full dispatch queue dropped."""
-    shed = 0
-    with current_app.connection_for_write() as connection:
-        queue = wiring.shed_queue()(connection.default_channel)
-        queue.declare()
-        while shed < limit and (message := queue.get(no_ack=False)) is not None:
-            message.ack()
-            shed += 1
+def drain_shed() -> int:
+    """Count and remove what the full dispatch queue dropped, however many, in one purge."""
+    queue = wiring.shed_queue()
+    try:
+        shed = broker.purge(queue)
+    except BrokerUnavailable as exc:
+        if not isinstance(exc.__cause__, PreconditionFailed):
+            raise
+        # Declared by an earlier version, without its bound: counted, deleted and declared again.
+        shed = broker.purge(queue, declared_otherwise=True)
+    if shed >= conf.shed_queue_max_length():
+        logger.error(
+            "event=shed_queue_full max=%d: what the dispatch queue shed past it was dropped uncounted",
+            conf.shed_queue_max_length(),
+        )
+        counters.increment({"shed_queue_full": 1})
+    if shed:
+        logger.warning("event=notifications_shed count=%d", shed)
     counters.increment({"notifications_shed": shed})
     return shed
 

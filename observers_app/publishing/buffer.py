@@ -17,8 +17,9 @@ from typing import Any, NamedTuple, cast
 
 from celery import current_app
 from celery.signals import worker_process_shutdown
+from kombu import Queue
 
-from .. import conf
+from .. import conf, wiring
 from ..exceptions import BrokerUnavailable
 from . import broker
 
@@ -76,13 +77,11 @@ class _SendBuffer:
             self.condition.notify_all()
 
     def _trim(self) -> None:
-        """Drop the oldest waiting beyond BUFFER_MAX messages or ``max_bytes`` bytes of them, counting
-        every message held, the batch being sent included (the caller holds the lock). A durable one
+        """Drop the oldest beyond BUFFER_MAX messages or ``max_bytes`` bytes of them (the caller holds
+        the lock). The batch being sent is older than what waits, but may still reach the broker: it
+        is not counted until it comes back unsent, in front, where the oldest are dropped. A durable one
         keeps its row: a worker sends it."""
-        while self.messages and (
-            len(self.messages) + self.sending > BUFFER_MAX
-            or self.waiting_bytes + self.sending_bytes > self.max_bytes
-        ):
+        while self.messages and (len(self.messages) > BUFFER_MAX or self.waiting_bytes > self.max_bytes):
             dropped = self.messages.popleft()
             self.waiting_bytes -= len(dropped.args_json)
             self.dropped += 1
@@ -100,32 +99,24 @@ class _SendBuffer:
                 self.sending, self.sending_bytes = len(batch), self.waiting_bytes
                 self.waiting_bytes = 0
                 dropped, self.dropped = self.dropped, 0
-            sent = False
+            unsent = batch
             try:
                 if dropped:
                     _count_dropped(dropped)
-                _send(batch)
-                sent = True
-            except BrokerUnavailable as exc:
-                logger.warning(
-                    "event=publish_failed waiting=%d retry_in_s=%s error=%s",
-                    len(batch),
-                    RETRY_S,
-                    exc.__cause__,
-                )
+                unsent = _send(batch)
             except BaseException:
                 logger.exception("event=publish_failed waiting=%d retry_in_s=%s", len(batch), RETRY_S)
             finally:
                 with self.condition:
-                    if not sent:
-                        # Back in front, in order, and tried again (whole: confirms do not say which
-                        # of a batch reached the broker, so a retry may send some twice).
-                        self.messages.extendleft(reversed(batch))
-                        self.waiting_bytes += sum(len(message.args_json) for message in batch)
+                    if unsent:
+                        # Back in front, in order, and tried again (what the broker may hold too is
+                        # sent again: at-least-once).
+                        self.messages.extendleft(reversed(unsent))
+                        self.waiting_bytes += sum(len(message.args_json) for message in unsent)
                     self.sending = self.sending_bytes = 0
                     self._trim()
                     self.condition.notify_all()
-            if not sent:
+            if unsent:
                 time.sleep(RETRY_S)
 
     def flush(self, timeout: float) -> bool:
@@ -140,16 +131,39 @@ class _SendBuffer:
         return True
 
 
-def _send(batch: list[_Message]) -> None:
+def _send(batch: list[_Message]) -> list[_Message]:
     """Publish the batch with confirms, then delete the durable ones' rows (if that fails, a worker
-    publishes them again later: a duplicate, never a loss)."""
-    broker.publish_confirmed([(message.task_name, message.args_json) for message in batch])
-    durable_ids = [message.durable_id for message in batch if message.durable_id]
+    publishes them again later: a duplicate, never a loss); returns those the broker did not confirm.
+    Durable ones go to the deliver queue, which never sheds: when it is full the broker refuses them,
+    and they wait here and in their rows."""
+    durable = [message for message in batch if message.durable_id]
+    unsent = _publish([message for message in batch if not message.durable_id])
+    unsent_durable = _publish(durable, queue=wiring.deliver_queue())
+    waiting = {message.durable_id for message in unsent_durable}
+    durable_ids = [m.durable_id for m in durable if m.durable_id and m.durable_id not in waiting]
     if durable_ids and _durable_sent is not None:
         try:
             _durable_sent(durable_ids)
         except Exception:
             logger.exception("event=outbox_not_marked_sent messages=%d", len(durable_ids))
+    return unsent + unsent_durable
+
+
+def _publish(messages: list[_Message], *, queue: Queue | None = None) -> list[_Message]:
+    """Publish with confirms; returns the messages the broker did not confirm."""
+    try:
+        broker.publish_confirmed(
+            [(message.task_name, message.args_json) for message in messages], queue=queue
+        )
+    except BrokerUnavailable as exc:
+        logger.warning(
+            "event=publish_failed waiting=%d retry_in_s=%s error=%s",
+            len(messages),
+            RETRY_S,
+            exc.__cause__ or exc,
+        )
+        return messages if exc.unsent is None else [messages[position] for position in exc.unsent]
+    return []
 
 
 def _close_database_connection() -> None:
@@ -196,8 +210,9 @@ def when_durable_sent(hook: Callable[[list[str]], None]) -> None:
 def send_soon(task_name: str, args_json: str, *, durable_id: str | None = None) -> None:
     """Leave a ``task_name`` message for this process's publishing thread and return at once. It is
     published in order after the ones left before it, with publisher confirms; while the broker is
-    unreachable it waits (up to BUFFER_MAX messages and OBSERVERS_BUFFER_MAX_BYTES of them, retried
-    every RETRY_S on a rebuilt connection), so a message may reach the broker twice (at-least-once,
+    unreachable it waits (up to BUFFER_MAX messages and OBSERVERS_SEND_BUFFER_MAX_BYTES of them
+    besides the batch being sent, the oldest dropped past that; retried every RETRY_S on a rebuilt
+    connection), so a message may reach the broker twice (at-least-once,
     like delivery). A message still waiting when the process is killed is lost unless it is durable
     (``durable_id``: its outbox row, which a worker publishes); at a normal exit or SIGTERM the
     buffer is flushed (up to EXIT_FLUSH_S)."""

@@ -1,18 +1,22 @@
 """The durable outbox: notifications written in the caller's transaction, published after commit, and
-by the workers when their caller could not (it died, or the broker was away)."""
+by the workers when their caller could not (it died, or the broker was away); and the deliver pages
+the broker refused (a full deliver queue), published by the workers once it takes them.
+
+What it holds is published to the deliver queue, which never sheds: a durable notification, or a page
+of one, is never dropped by the dispatch queue's bound (``publishing.backpressure``).
+"""
 
 import logging
-import threading
 import uuid
 from datetime import timedelta
-from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from .. import conf
+from .. import conf, wiring
 from ..db import prepared_rows
+from ..exceptions import BrokerUnavailable
 from ..models import OutboxMessage
 from ..telemetry import counters
 from ..wiring import DISPATCH_TASK
@@ -20,9 +24,8 @@ from . import broker, buffer
 
 logger = logging.getLogger(__name__)
 
-# Rows a worker publishes per transaction, and how often it looks.
+# Rows a worker publishes per transaction.
 BATCH = 500
-SCAN_S = 1.0
 
 
 def write(notification_id: str, args_json: str) -> None:
@@ -57,25 +60,35 @@ def mark_sent(notification_ids: list[str]) -> None:
         raise
 
 
+def hold(messages: list[tuple[str, str]]) -> None:
+    """Keep ``(task name, JSON arguments)`` messages the broker did not take, for the workers to
+    publish as soon as it does (every second, ``upkeep.ticker``)."""
+    OutboxMessage.objects.bulk_create(
+        OutboxMessage(id=uuid.uuid4(), task=task_name, args=args_json) for task_name, args_json in messages
+    )
+    counters.increment({"messages_held": len(messages)})
+
+
 def publish_stale(*, grace_s: float | None = None) -> int:
-    """Publish, with confirms, the messages older than OBSERVERS_OUTBOX_GRACE, oldest first, and delete
-    them: a batch per transaction, its rows locked with skip_locked so that workers share the work.
-    Returns how many were published."""
+    """Publish, with confirms, what waits: durable notifications older than OBSERVERS_OUTBOX_GRACE and
+    held messages, oldest first, and delete those the broker confirmed; a batch per transaction, its
+    rows locked with skip_locked so that workers share the work. Returns how many were published;
+    what the broker did not take stays for the next call."""
     older_than = timezone.now() - timedelta(seconds=conf.outbox_grace() if grace_s is None else grace_s)
+    waiting = ~Q(task=DISPATCH_TASK) | Q(created_at__lt=older_than)
     published = 0
     while True:
         with transaction.atomic():
             rows = list(
                 OutboxMessage.objects.select_for_update(skip_locked=True)
-                .filter(created_at__lt=older_than)
+                .filter(waiting)
                 .order_by("created_at")
-                .values_list("id", "args")[:BATCH]
+                .values_list("id", "task", "args")[:BATCH]
             )
-            if rows:
-                broker.publish_confirmed([(DISPATCH_TASK, args) for _, args in rows])
-                OutboxMessage.objects.filter(id__in=[pk for pk, _ in rows]).delete()
-        published += len(rows)
-        if len(rows) < BATCH:
+            sent = _publish(rows)
+            OutboxMessage.objects.filter(id__in=sent).delete()
+        published += len(sent)
+        if len(sent) < BATCH:
             break
     if published:
         logger.warning("event=outbox_published_by_worker messages=%d", published)
@@ -83,43 +96,18 @@ def publish_stale(*, grace_s: float | None = None) -> int:
     return published
 
 
-class _Republisher(threading.Thread):
-    """Runs in each worker's main process: publishes what dead callers left in the outbox."""
-
-    def __init__(self) -> None:
-        super().__init__(name="observers-outbox", daemon=True)
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(SCAN_S):
-            try:
-                publish_stale()
-            except Exception:
-                logger.warning("event=outbox_scan_failed retry_in_s=%s", SCAN_S, exc_info=True)
-                connections.close_all()
-        connections.close_all()
-
-
-_republisher: _Republisher | None = None
+def _publish(rows: list[tuple[uuid.UUID, str, str]]) -> list[uuid.UUID]:
+    """Publish the rows' messages to the deliver queue; returns the ids of those the broker confirmed."""
+    try:
+        broker.publish_confirmed([(task, args) for _, task, args in rows], queue=wiring.deliver_queue())
+    except BrokerUnavailable as exc:
+        unsent = set(range(len(rows)) if exc.unsent is None else exc.unsent)
+        logger.warning("event=outbox_waits messages=%d error=%s", len(unsent), exc)
+        return [row[0] for position, row in enumerate(rows) if position not in unsent]
+    return [row[0] for row in rows]
 
 
 def connect() -> None:
-    """Every worker publishes what dead callers left, from its main process: no extra process to run
-    (called once, from ``AppConfig.ready()``)."""
+    """Delete a durable notification's row once the broker confirmed it (called once, from
+    ``AppConfig.ready()``); the workers publish what waits (``upkeep.ticker``)."""
     buffer.when_durable_sent(mark_sent)
-    worker_ready.connect(_start_republisher, weak=False)
-    worker_shutdown.connect(_stop_republisher, weak=False)
-
-
-def _start_republisher(**kwargs: Any) -> None:
-    global _republisher
-    if _republisher is None:
-        _republisher = _Republisher()
-        _republisher.start()
-
-
-def _stop_republisher(**kwargs: Any) -> None:
-    global _republisher
-    if _republisher is not None:
-        _republisher.stopped.set()
-        _republisher = None

@@ -13,7 +13,7 @@ from ..db import DATABASE_ERRORS, prepared_rows
 from ..exceptions import BrokerUnavailable
 from ..globs import globs_among
 from ..models import Observer
-from ..publishing import broker, numbering
+from ..publishing import broker, numbering, outbox
 from ..querysets import DELIVERY_ROW
 from ..telemetry import counters
 from ..wiring import DELIVER_TASK
@@ -106,8 +106,7 @@ def _fan_out_one(
         ):
             messages.append((DELIVER_TASK, f'[{reference},"{after}","{upto}",{globs_json}]'))
             after, fanout = upto, len(first_page) + position
-        # Confirmed before the dispatch message is acknowledged: a broker killed meanwhile loses no page.
-        broker.publish_confirmed(messages, sent_events=True)
+        _publish_pages(messages)
         pages.all_sent(payload_id, len(messages))
     signals.notification_dispatched.send(
         None,
@@ -117,6 +116,19 @@ def _fan_out_one(
         fanout=fanout,
     )
     return coalescing, delivery.call_and_record(notification, ordered_rows, dispatched=True)
+
+
+def _publish_pages(messages: list[tuple[str, str]]) -> None:
+    """Publish the deliver pages, confirmed before the dispatch message is acknowledged (a broker killed
+    meanwhile loses no page); those the broker does not take now (a full deliver queue, the broker
+    away) wait in the outbox table, and the workers publish them as soon as it does: the dispatch is
+    done, and no pool process waits on a full queue that only the pool can drain."""
+    try:
+        broker.publish_confirmed(messages, sent_events=True)
+    except BrokerUnavailable as exc:
+        unsent = range(len(messages)) if exc.unsent is None else exc.unsent
+        outbox.hold([messages[position] for position in unsent])
+        logger.warning("event=pages_held pages=%d of=%d error=%s", len(unsent), len(messages), exc)
 
 
 def _number(notifications: list[dict[str, Any]]) -> None:

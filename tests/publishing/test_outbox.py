@@ -10,9 +10,9 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from observers_app import manager
+from observers_app import manager, wiring
 from observers_app.models import OutboxMessage
-from observers_app.publishing import buffer
+from observers_app.publishing import buffer, outbox
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.models import Received
@@ -82,3 +82,25 @@ def test_a_row_its_caller_left_unsent_is_published_by_the_running_worker():
     wait_for(lambda: delivered(var) == {(str(ref), notification_id) for ref in refs}, timeout=30)
     assert not OutboxMessage.objects.filter(id=notification_id).exists()
     assert manager.get_stats()["outbox_republished"] >= before + 1
+
+
+def test_a_page_the_broker_did_not_take_is_held_and_published_by_the_running_worker_at_once():
+    var = unique_var("held")
+    [ref] = make_observers(var, 1)
+    notification = {
+        "var_id": var,
+        "old_value": 1,
+        "new_value": 2,
+        "metadata": None,
+        "notification_id": str(uuid.uuid4()),
+        "seq": 1,
+        "notified_at": time.time(),
+    }
+    before = manager.get_stats()
+    outbox.hold([(wiring.DELIVER_TASK, json.dumps([notification, None, str(uuid.UUID(int=2**128 - 1)), []]))])
+
+    wait_for(lambda: delivered(var) == {(str(ref), notification["notification_id"])}, timeout=30)
+    assert not OutboxMessage.objects.exists()
+    stats = manager.get_stats()
+    assert stats["messages_held"] == before["messages_held"] + 1
+    assert stats["outbox_republished"] >= before["outbox_republished"] + 1

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from observers_app import manager
+from observers_app.exceptions import BrokerUnavailable
 from observers_app.publishing import broker, buffer
 
 
@@ -68,42 +69,59 @@ def test_a_publisher_thread_that_died_is_started_again(monkeypatch):
     assert published == ["[0]", "[1]"]
 
 
+class StuckThenFailingOnce:
+    """A broker that holds each publish until released, and fails the ``fail``-th one."""
+
+    def __init__(self, fail: int) -> None:
+        self.fail, self.calls = fail, 0
+        self.release = threading.Event()
+        self.published: list[str] = []
+
+    def __call__(self, messages: list[tuple[str, str]], **kwargs: Any) -> None:
+        if not messages:
+            return
+        self.calls += 1
+        self.release.wait(5)
+        self.release.clear()
+        if self.calls == self.fail:
+            raise BrokerUnavailable("the broker is away")
+        self.published.extend(args_json[:8] for _, args_json in messages)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_full_send_buffer_drops_the_oldest_waiting_and_counts_them_as_shed(monkeypatch):
-    release = threading.Event()
-    published: list[str] = []
-
-    def stuck_publish(messages: list[tuple[str, str]], **kwargs: Any) -> None:
-        release.wait(5)  # the broker is slow: messages pile up behind this one
-        published.extend(args_json for _, args_json in messages)
-
-    monkeypatch.setattr(broker, "publish_confirmed", stuck_publish)
+def test_a_full_send_buffer_drops_its_oldest_and_counts_them_as_shed(monkeypatch):
+    """The batch being sent is the oldest held: it is dropped first if it comes back unsent; what came
+    since (the newest) keeps its place meanwhile."""
+    broker_stub = StuckThenFailingOnce(fail=2)
+    monkeypatch.setattr(broker, "publish_confirmed", broker_stub)
     monkeypatch.setattr(buffer, "BUFFER_MAX", 3)
+    monkeypatch.setattr(buffer, "RETRY_S", 0.01)
     before = manager.get_stats()["notifications_shed"]
     send_buffer = buffer._SendBuffer()
     send_buffer.put(message(0))
-    wait_until(lambda: send_buffer.sending == 1)  # the thread took [0] and is publishing it
-    for n in range(1, 6):
+    wait_until(lambda: send_buffer.sending == 1)
+    for n in (1, 2, 3):
         send_buffer.put(message(n))
-    assert len(send_buffer.messages) + send_buffer.sending == 3  # bounded, the message being sent included
-    release.set()
+    broker_stub.release.set()  # [0] is sent; the thread takes [1], [2], [3], the second publish
+    wait_until(lambda: send_buffer.sending == 3)
+    for n in (4, 5, 6):
+        send_buffer.put(message(n))
+    assert list(send_buffer.messages) == [message(4), message(5), message(6)]  # the newest kept
+    for _ in range(3):
+        broker_stub.release.set()  # the second publish fails: [1], [2], [3] come back, the oldest
+        time.sleep(0.05)
 
     assert send_buffer.flush(5)
-    assert published == ["[0]", "[4]", "[5]"]  # [1], [2] and [3], the oldest waiting, were dropped
+    assert broker_stub.published == ["[0]", "[4]", "[5]", "[6]"]  # [1], [2], [3], the oldest, dropped
     wait_until(lambda: manager.get_stats()["notifications_shed"] == before + 3)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_send_buffer_is_bounded_in_bytes_too(monkeypatch):
     """400 notifications of ~256 KB with the broker away held 100 MiB: the byte bound holds it."""
-    release = threading.Event()
-    published: list[str] = []
-
-    def stuck_publish(messages: list[tuple[str, str]], **kwargs: Any) -> None:
-        release.wait(5)
-        published.extend(args_json[:8] for _, args_json in messages)
-
-    monkeypatch.setattr(broker, "publish_confirmed", stuck_publish)
+    broker_stub = StuckThenFailingOnce(fail=1)
+    monkeypatch.setattr(broker, "publish_confirmed", broker_stub)
+    monkeypatch.setattr(buffer, "RETRY_S", 0.01)
     before = manager.get_stats()["notifications_shed"]
     send_buffer = buffer._SendBuffer(max_bytes=1_000_000)
     big = [f'["{n:04d}","{"x" * 100_000}"]' for n in range(40)]
@@ -111,10 +129,13 @@ def test_the_send_buffer_is_bounded_in_bytes_too(monkeypatch):
     wait_until(lambda: send_buffer.sending == 1)
     for args_json in big[1:]:
         send_buffer.put(buffer._Message("observers.test", args_json, None))
-        assert send_buffer.held_bytes() <= 1_000_000
-    assert len(send_buffer.messages) + send_buffer.sending == 9  # 1,000,000 bytes hold 9 of 100,016 bytes
-    release.set()
+        assert send_buffer.held_bytes() <= 1_000_000 + len(big[0])  # what waits, besides the batch sent
+    assert len(send_buffer.messages) == 9  # 1,000,000 bytes hold 9 of 100,016 bytes
+    broker_stub.release.set()  # the first publish fails: big[0] comes back, the oldest, and is dropped
+    for _ in range(3):
+        time.sleep(0.05)
+        broker_stub.release.set()
 
     assert send_buffer.flush(5)
-    assert published == [big[0][:8]] + [message[:8] for message in big[-8:]]
+    assert broker_stub.published == [message[:8] for message in big[-9:]]
     wait_until(lambda: manager.get_stats()["notifications_shed"] == before + 31)
