@@ -14,6 +14,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    body: bytes = b"ok"
 
 
 @dataclass
@@ -57,9 +58,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.send_response(reply.status)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
-            self.send_header("content-length", "2")
+            self.send_header("content-length", str(len(reply.body)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(reply.body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from django.db import IntegrityError, transaction
@@ -14,9 +14,10 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .. import conf, signals
-from ..exceptions import InvalidWebhook
+from .. import conf, signals, validation
+from ..exceptions import BrokerUnavailable, InvalidWebhook
 from ..models import Observer, Removal, WebhookEndpoint, WebhookRetry
+from ..publishing import broker
 from ..telemetry import counters
 from . import client, messages, signing, store
 from .store import Endpoint
@@ -60,9 +61,14 @@ def deliver(observer_ref: str, message_id: str, payload: str, attempt: int) -> s
             _record_success(endpoint, timezone.now())
             return "delivered"
         with transaction.atomic():
-            return _record_failed_attempt(endpoint, message_id, payload, attempt, outcome, latency_ms)
+            result, near_retry = _record_failed_attempt(
+                endpoint, message_id, payload, attempt, outcome, latency_ms
+            )
+        if near_retry is not None:
+            _send_near_retry(endpoint, message_id, payload, attempt=attempt + 1, delay=near_retry)
     except IntegrityError:  # the observer was removed while its message was on the way
         return "removed"
+    return result
 
 
 def _record_failed_attempt(
@@ -72,22 +78,29 @@ def _record_failed_attempt(
     attempt: int,
     outcome: Outcome,
     latency_ms: float,
-) -> str:
-    """Count the failure, then disable the endpoint, give the message up or schedule its next attempt."""
+) -> tuple[str, float | None]:
+    """Count the failure, then disable the endpoint, give the message up or schedule its next attempt:
+    a far one waits in the database; a near one's delay is returned, to be sent after commit."""
     now = timezone.now()
     error = outcome.error or f"HTTP {outcome.status_code}"
     delay = retry_delay(outcome, attempt)
     _report_failure(endpoint, message_id, attempt, error, delay)
+    near_retry = None
     if _record_failure(endpoint, error, now):
         result, delay = "disabled", None
     elif delay is None:
         result = "failed"
     else:
         result = "retrying"
-        _schedule(endpoint, message_id, payload, attempt=attempt + 1, delay=delay, now=now)
+        if delay <= conf.webhook_max_countdown():
+            near_retry = delay
+        else:
+            _park_retry(
+                endpoint.ref, message_id, payload, attempt=attempt + 1, due_at=now + timedelta(seconds=delay)
+            )
     next_retry_at = now + timedelta(seconds=delay) if delay is not None else None
     _record_attempt(endpoint, message_id, attempt, outcome, latency_ms, next_retry_at=next_retry_at)
-    return result
+    return result, near_retry
 
 
 def _record_attempt(
@@ -114,7 +127,18 @@ def _record_attempt(
 
 def send(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
     """POST and classify: 2xx delivered; 408, 429, 5xx, timeouts and connection errors retried; any
-    other status, a refused address and a broken redirect not."""
+    other status, a refused address, a broken redirect and a reply the client cannot follow not.
+    Whatever the endpoint answers, this never raises: its error text is stored as it came."""
+    outcome = _post(url, body, headers)
+    return Outcome(
+        status_code=outcome.status_code,
+        error=validation.storable_text(outcome.error),
+        retryable=outcome.retryable,
+        retry_after=outcome.retry_after,
+    )
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
     try:
         reply = client.post(url, body, headers)
     except InvalidWebhook as exc:  # refused by the guard, too many redirects
@@ -125,6 +149,8 @@ def send(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         return Outcome(error=f"timeout: {exc or type(exc).__name__}", retryable=True)
     except (httpx.HTTPError, OSError) as exc:  # connection refused or reset, DNS failure, protocol error
         return Outcome(error=f"{type(exc).__name__}: {exc}", retryable=True)
+    except Exception as exc:  # a reply the client cannot follow (a malformed Location): the endpoint's
+        return Outcome(error=f"unusable reply: {type(exc).__name__}: {exc}")
     status = reply.status
     if 200 <= status < 300:
         return Outcome(status_code=status)
@@ -147,17 +173,20 @@ def retry_delay(outcome: Outcome, attempt: int) -> float | None:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or unreadable."""
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or unreadable
+    (then the schedule's delay applies). A date without a zone (``-0000``) is read as UTC."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit, not to float()
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - (now or timezone.now())).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, (when - (now or timezone.now())).total_seconds())
 
 
 def _record_success(endpoint: Endpoint, now: datetime) -> None:
@@ -238,34 +267,33 @@ def disable(endpoint: Endpoint, reason: str, *, now: datetime) -> bool:
     return True
 
 
-def _schedule(
-    endpoint: Endpoint,
-    message_id: str,
-    payload: str,
-    *,
-    attempt: int,
-    delay: float,
-    now: datetime,
+def _send_near_retry(
+    endpoint: Endpoint, message_id: str, payload: str, *, attempt: int, delay: float
 ) -> None:
-    """A near retry is a Celery countdown (sent after commit); a far one waits in the database."""
-    if delay <= conf.webhook_max_countdown():
-        transaction.on_commit(
-            functools.partial(
-                messages.enqueue, str(endpoint.ref), message_id, payload, attempt=attempt, countdown=delay
-            )
-        )
-    else:
-        WebhookRetry.objects.create(
-            endpoint_id=endpoint.ref,
-            message_id=message_id,
-            body=payload,
+    """A near retry is a message with a countdown, confirmed by the broker before this attempt's message
+    is acknowledged; one the broker does not take now waits in the database, for the sweep."""
+    try:
+        messages.enqueue(str(endpoint.ref), message_id, payload, attempt=attempt, countdown=delay)
+    except BrokerUnavailable:
+        logger.warning("event=webhook_retry_parked observer=%s message=%s", endpoint.ref, message_id)
+        _park_retry(
+            endpoint.ref,
+            message_id,
+            payload,
             attempt=attempt,
-            due_at=now + timedelta(seconds=delay),
+            due_at=timezone.now() + timedelta(seconds=delay),
         )
+
+
+def _park_retry(ref: uuid.UUID, message_id: str, payload: str, *, attempt: int, due_at: datetime) -> None:
+    WebhookRetry.objects.create(
+        endpoint_id=ref, message_id=message_id, body=payload, attempt=attempt, due_at=due_at
+    )
 
 
 def release_due_retries(*, batch_size: int) -> int:
-    """Send the parked retries now due, a bounded batch per transaction; for the sweep."""
+    """Send the parked retries now due, a bounded batch per transaction, each deleted once the broker
+    confirmed it (what it did not take stays for the next sweep); for the sweep."""
     released = 0
     while True:
         with transaction.atomic():
@@ -275,11 +303,19 @@ def release_due_retries(*, batch_size: int) -> int:
                 .order_by("due_at")
                 .values_list("id", "endpoint_id", "message_id", "body", "attempt")[:batch_size]
             )
-            WebhookRetry.objects.filter(id__in=[row[0] for row in due]).delete()
-            for _, ref, message_id, payload, attempt in due:
-                transaction.on_commit(
-                    functools.partial(messages.enqueue, str(ref), message_id, payload, attempt=attempt)
+            sent = [row[0] for row in due]
+            try:
+                broker.publish_confirmed(
+                    [
+                        messages.task_message(str(ref), message_id, payload, attempt)
+                        for _, ref, message_id, payload, attempt in due
+                    ]
                 )
-        released += len(due)
-        if len(due) < batch_size:
+            except BrokerUnavailable as exc:
+                unsent = set(range(len(due)) if exc.unsent is None else exc.unsent)
+                sent = [row[0] for position, row in enumerate(due) if position not in unsent]
+                logger.warning("event=webhook_retries_wait retries=%d error=%s", len(unsent), exc)
+            WebhookRetry.objects.filter(id__in=sent).delete()
+        released += len(sent)
+        if len(due) < batch_size or len(sent) < len(due):
             return released

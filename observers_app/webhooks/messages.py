@@ -5,8 +5,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import current_app
-
 from .. import wiring
 from ..publishing import broker
 
@@ -37,17 +35,19 @@ def enqueue_change(var_id: str, old_value: Any, new_value: Any, metadata: dict[s
     """Queue the POST of one notification to one webhook observer (named in ``metadata``)."""
     ref = metadata["observer_ref"]
     payload = body(CHANGED, var_id, old_value, new_value, metadata)
-    args = [ref, message_id(metadata["notification_id"], ref), payload, 1]
     # The hub's lean publish: the fan-out's callback loop only hands the message to the broker (and
     # has it confirmed, before the page's message is acknowledged).
-    broker.publish_confirmed([(wiring.WEBHOOK_TASK, json.dumps(args, separators=(",", ":")))])
+    enqueue(ref, message_id(metadata["notification_id"], ref), payload, attempt=1)
+
+
+def task_message(observer_ref: str, message_id: str, payload: str, attempt: int) -> tuple[str, str]:
+    """The webhook task's message for one attempt: (task name, JSON arguments)."""
+    return wiring.WEBHOOK_TASK, json.dumps(
+        [observer_ref, message_id, payload, attempt], separators=(",", ":")
+    )
 
 
 def enqueue(observer_ref: str, message_id: str, payload: str, *, attempt: int, countdown: float = 0) -> None:
-    """Queue one attempt of a message, after ``countdown`` seconds."""
-    current_app.send_task(
-        wiring.WEBHOOK_TASK,
-        args=[observer_ref, message_id, payload, attempt],
-        countdown=countdown,
-        queue=wiring.webhook_queue().name,
-    )
+    """Queue one attempt of a message, not run before ``countdown`` seconds; returns once the broker
+    confirmed it (raises BrokerUnavailable if it did not)."""
+    broker.publish_confirmed([task_message(observer_ref, message_id, payload, attempt)], countdown=countdown)

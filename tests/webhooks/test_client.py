@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from observers_app.webhooks import client
+from observers_app.webhooks import attempts, client
 from tests.receivers import Reply, running_receiver
 
 # tests/settings.py pins allowed.test to 127.0.0.1 (OBSERVERS_WEBHOOK_RESOLVE) and lets 127.0.0.1 through.
@@ -62,3 +62,16 @@ def test_redirects_are_followed_by_hand_a_bounded_number_of_times():
         assert len(receiver.requests) == 4  # the POST and 3 redirects, each re-POSTed
         assert all(r.body == b"{}" and r.headers["webhook-id"] == "msg_1" for r in receiver.requests)
         assert [r.path for r in receiver.requests] == ["/hook", "/again", "/again", "/again"]
+
+
+def test_a_reply_the_hub_cannot_read_fails_its_attempt_without_raising():
+    """What a receiver answers never raises out of an attempt: a redirect to a host name no resolver
+    takes (an empty label) is the attempt's failure, not retried; a body holding NUL is stored with it
+    escaped."""
+    with running_receiver() as receiver:
+        receiver.script = [Reply(302, {"Location": "http://a..b/"}), Reply(500, body=b"broken \x00 reply")]
+        unusable = attempts.send(receiver.url, b"{}", {})
+        failed = attempts.send(receiver.url, b"{}", {})
+    assert not unusable.retryable and unusable.error.startswith("unusable reply: UnicodeError")
+    assert failed.retryable and failed.status_code == 500
+    assert "\x00" not in failed.error and "broken \\x00 reply" in failed.error

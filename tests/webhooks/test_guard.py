@@ -134,6 +134,9 @@ def test_retry_after_is_read_as_seconds_or_a_date():
     assert attempts.parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now=now) == 0
     assert attempts.parse_retry_after("soon") is None
     assert attempts.parse_retry_after(None) is None
+    # Forms that raised inside the attempt: a Unicode digit, a date with no zone ("-0000": UTC).
+    assert attempts.parse_retry_after("\u00b2") is None
+    assert attempts.parse_retry_after("Thu, 01 Jan 2026 12:01:00 -0000", now=now) == 60
 
 
 @override_settings(OBSERVERS_WEBHOOK_RETRY_SCHEDULE=[5, 300, 1800])
