@@ -22,6 +22,9 @@ callbacks_delivered = Signal()
 callback_failed = Signal()
 # removed (observers), owners (owners deleted): after each sweep.
 observers_swept = Signal()
+# owner (its id): this process's owner was swept while the process was cut off from the database;
+# what it owned is gone, and process_owner() opens a new one. In the process, from a thread of the hub.
+process_owner_lost = Signal()
 
 # Before 0.3 this module held model-field observing (now sources.model_fields).
 __getattr__ = moved(

@@ -8,6 +8,8 @@ from types import TracebackType
 from typing import Protocol
 
 from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import validation
@@ -79,20 +81,29 @@ def host_and_pid() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
+def expires_in(ttl_s: float) -> ExpressionWrapper:
+    """``ttl_s`` seconds from now by the database's clock, the one "alive" is judged by
+    (``OwnerQuerySet.alive``): an application server's skewed clock cannot shorten a lease."""
+    return ExpressionWrapper(Now() + timedelta(seconds=ttl_s), output_field=DateTimeField())
+
+
 def create_owner(*, name: str, kind: str, ttl_s: float | None, lock_key: int | None = None) -> Owner:
-    expires_at = timezone.now() + timedelta(seconds=ttl_s) if ttl_s else None
     host, pid = host_and_pid()
     return Owner.objects.create(
-        name=name, kind=kind, host=host, pid=pid, expires_at=expires_at, lock_key=lock_key
+        name=name,
+        kind=kind,
+        host=host,
+        pid=pid,
+        expires_at=expires_in(ttl_s) if ttl_s else None,
+        lock_key=lock_key,
     )
 
 
 def heartbeat_owner(owner_id: uuid.UUID, *, ttl_s: float) -> None:
     """Extend a live owner's lease by ``ttl_s`` from now; a dead or closed one raises."""
     ttl_s = validation.check_ttl(ttl_s)
-    now = timezone.now()
-    extended = Owner.objects.filter(id=owner_id, closed_at__isnull=True, expires_at__gt=now).update(
-        expires_at=now + timedelta(seconds=ttl_s)
+    extended = Owner.objects.filter(id=owner_id, closed_at__isnull=True, expires_at__gt=Now()).update(
+        expires_at=expires_in(ttl_s)
     )
     if not extended:
         with transaction.atomic():

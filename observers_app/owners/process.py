@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from celery.signals import worker_process_shutdown, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, InterfaceError, connections
 
-from .. import conf
+from .. import conf, signals
 from ..exceptions import ObserversError
 from ..models import OWNER_LOCK_NAMESPACE, Owner
 from . import leases
@@ -43,7 +43,8 @@ class _AdvisoryLock:
     A thread checks the connection every KEEP_S: when the database restarted (the session and its
     lock are gone while the process lives), it connects again and takes the same lock again, so the
     owner is alive again within seconds and the sweep (which waits OBSERVERS_OWNER_GRACE) keeps
-    its observers."""
+    its observers. The same check reads the owner's row: a process cut off for longer than that
+    finds its owner swept (closed, or gone), lets the lock go and tells ``on_lost``."""
 
     KEEP_S = 1.0
 
@@ -51,6 +52,8 @@ class _AdvisoryLock:
         self.connection = _lock_connection()
         self.key: int | None = None
         self.stopped = threading.Event()
+        self.owner_id: uuid.UUID | None = None
+        self.on_lost: Callable[[uuid.UUID], None] = lambda owner_id: None
 
     def try_lock(self, key: int) -> bool:
         with self.connection.cursor() as cursor:
@@ -72,17 +75,41 @@ class _AdvisoryLock:
         held = True
         while not self.stopped.wait(self.KEEP_S) and self.key is not None:
             try:
-                if held:
-                    with self.connection.cursor() as cursor:
-                        cursor.execute("SELECT 1")
-                else:
+                if not held:
                     held = self._retake(self.key)
+                if held and not self._owner_open():
+                    self._lost()
+                    return
             except Exception:  # any error (OperationalError, InterfaceError...): this thread must live on
                 if held:
                     logger.warning("event=owner_lock_lost key=%s retry_every_s=%s", self.key, self.KEEP_S)
                 held = False
                 with contextlib.suppress(Exception):
                     self.connection.close()
+
+    def _owner_open(self) -> bool:
+        """Whether the owner's row is there and not closed: the keeper's one query a second."""
+        table = self.connection.ops.quote_name(Owner._meta.db_table)
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT EXISTS(SELECT 1 FROM {table} WHERE id = %s AND closed_at IS NULL)",  # noqa: S608
+                [self.owner_id],
+            )
+            return bool(cursor.fetchone()[0])
+
+    def _lost(self) -> None:
+        """The owner was swept while the process was cut off: let the lock go, and say so."""
+        logger.error(
+            "event=owner_swept owner=%s key=%s: the process gets a new owner", self.owner_id, self.key
+        )
+        if self.key is not None:
+            with contextlib.suppress(Exception):
+                self.unlock(self.key)
+        self.key = None
+        with contextlib.suppress(Exception):
+            self.connection.close()
+        if self.owner_id is not None:
+            self.on_lost(self.owner_id)
 
     def _retake(self, key: int) -> bool:
         """On a new connection, take the lock again; False if another session holds it."""
@@ -111,9 +138,9 @@ class _AdvisoryLock:
 class _Heartbeat(threading.Thread):
     """Renews a process owner's lease every third of its TTL until stopped or the owner is gone."""
 
-    def __init__(self, owner_id: uuid.UUID, ttl_s: float) -> None:
+    def __init__(self, owner_id: uuid.UUID, ttl_s: float, *, on_lost: Callable[[uuid.UUID], None]) -> None:
         super().__init__(name="observers-owner-heartbeat", daemon=True)
-        self.owner_id, self.ttl_s = owner_id, ttl_s
+        self.owner_id, self.ttl_s, self.on_lost = owner_id, ttl_s, on_lost
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -126,7 +153,8 @@ class _Heartbeat(threading.Thread):
                     logger.warning("event=owner_heartbeat_failed owner=%s", self.owner_id, exc_info=True)
                     connections.close_all()
         except ObserversError:
-            logger.error("event=owner_lost owner=%s: its lease ended while the process lives", self.owner_id)
+            logger.error("event=owner_swept owner=%s: its lease ended while the process lives", self.owner_id)
+            self.on_lost(self.owner_id)
         finally:
             connections.close_all()
 
@@ -154,7 +182,7 @@ def _open_process_owner() -> OwnerHandle:
     if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         ttl_s = conf.process_ttl()
         owner = leases.create_owner(name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s)
-        heartbeat = _Heartbeat(owner.id, ttl_s)
+        heartbeat = _Heartbeat(owner.id, ttl_s, on_lost=_swept)
         heartbeat.start()
         return OwnerHandle(owner.id, name=name, kind=Owner.Kind.PROCESS, ttl_s=ttl_s, keepalive=heartbeat)
     lock = _AdvisoryLock()
@@ -167,10 +195,21 @@ def _open_process_owner() -> OwnerHandle:
         except IntegrityError:  # a dead owner not yet swept still has this key
             lock.unlock(key)
             continue
+        lock.owner_id, lock.on_lost = owner.id, _swept
         lock.keep()
         return OwnerHandle(owner.id, name=name, kind=Owner.Kind.PROCESS, ttl_s=None, keepalive=lock)
     lock.stop()
     raise ObserversError("could not find a free owner lock key in 10 tries")
+
+
+def _swept(owner_id: uuid.UUID) -> None:
+    """This process's owner was swept (it was cut off from the database for longer than
+    OBSERVERS_OWNER_GRACE): what it owned is gone. The next process_owner() opens a new owner, and
+    process_owner_lost tells those who added observers with it (the streams close theirs)."""
+    with _current_lock:
+        if _current is not None and _current.id == owner_id:
+            _current.closed = True
+    signals.process_owner_lost.send(None, owner=owner_id)
 
 
 def _in_own_connection(func: Callable[[], T]) -> T:

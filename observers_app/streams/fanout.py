@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from django.db import close_old_connections
 
-from .. import conf
+from .. import conf, signals
 from ..globs import glob_matches
 from ..observers.adds import add_observer
 from ..observers.removals import remove_observer
@@ -26,7 +26,7 @@ from .forwarding import FORWARD_CALLBACK
 from .gc_policy import GcPolicy
 from .messages import StreamEvent
 from .ordering import SeqOrder
-from .watcher import Watcher
+from .watcher import OWNER_SWEPT, SLOW_CLIENT, TOO_BUSY_TO_OPEN, Watcher
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -74,11 +74,13 @@ class StreamFanout:
         self.pending_counts: collections.Counter[str] = collections.Counter()
         self.owner: Any = None
         self.consumer: QueueConsumer | None = None
-        self.gc_policy = GcPolicy() if conf.stream_gc_freeze() else None
+        self.gc_policy = _process_gc_policy() if conf.stream_gc_freeze() else None
         self.recent: dict[tuple[str, str], None] = {}  # oldest first
+        self.retired = False
 
     async def start(self) -> None:
         self.owner = await self.run_db(process_owner, executor=self.registrar)
+        signals.process_owner_lost.connect(self._on_owner_lost, weak=False, dispatch_uid=id(self))
         self.consumer = QueueConsumer(self.owner.id, self._from_consumer)
         self.consumer.start()
         ready = await self.loop.run_in_executor(None, self.consumer.ready.wait, CONSUMER_READY_TIMEOUT_S)
@@ -122,7 +124,9 @@ class StreamFanout:
         if self.gc_policy is not None:
             self.gc_policy.closed()
         self.pending_counts["stream_events_coalesced"] += watcher.coalesced
-        self.pending_counts["streams_closed_slow"] += int(watcher.closed_reason is not None)
+        self.pending_counts["streams_closed_slow"] += int(
+            watcher.closed_reason in (SLOW_CLIENT, TOO_BUSY_TO_OPEN)
+        )
         for key in watcher.keys:
             subscription = self.subscriptions.get(key)
             if subscription is None:
@@ -217,22 +221,57 @@ class StreamFanout:
         """One timer for every stream of the process (not one per stream, re-armed per event)."""
         for watcher in self.watchers:
             watcher.heartbeat()
-        self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
+        if not self.retired:
+            self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
 
     def _collect(self) -> None:
         assert self.gc_policy is not None
-        self.gc_policy.tick(len(self.watchers))
-        self.loop.call_later(COLLECTOR_TICK_S, self._collect)
+        if not self.retired:
+            self.gc_policy.tick(len(self.watchers))
+            self.loop.call_later(COLLECTOR_TICK_S, self._collect)
 
     def _flush_counts(self) -> None:
         counts, self.pending_counts = self.pending_counts, collections.Counter()
         if counts:
             self.registrar.submit(_with_fresh_connection, counters.increment, dict(counts))
-        self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
+        if not self.retired or self.watchers or self.pending_counts:
+            self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
+
+    def _on_owner_lost(self, owner: uuid.UUID, **kwargs: Any) -> None:
+        """On the lock keeper's thread: the process's owner was swept, and the observers with it."""
+        if self.owner is not None and owner == self.owner.id:
+            self.loop.call_soon_threadsafe(self._retire)
+
+    def _retire(self) -> None:
+        """Close every stream with the reason (their clients reconnect, and get a snapshot first) and
+        stop: the next stream starts a new fan-out, with the process's new owner."""
+        global _fanout, _starting
+        if self.retired:
+            return
+        self.retired = True
+        if _fanout is self:
+            _fanout = _starting = None
+        signals.process_owner_lost.disconnect(dispatch_uid=id(self))
+        logger.error("event=streams_closed_owner_swept streams=%d", len(self.watchers))
+        for watcher in list(self.watchers):
+            watcher.close(OWNER_SWEPT)
+        if self.consumer is not None:
+            self.consumer.stop()
 
 
 def _nothing() -> None:
     pass
+
+
+_gc_policy: GcPolicy | None = None
+
+
+def _process_gc_policy() -> GcPolicy:
+    """The process's one policy, whichever fan-out serves its streams."""
+    global _gc_policy
+    if _gc_policy is None:
+        _gc_policy = GcPolicy()
+    return _gc_policy
 
 
 def _with_fresh_connection(func: Callable[..., T], *args: Any) -> T:

@@ -15,6 +15,7 @@ _RECENT_IDS = 256
 _OPENING_FACTOR = 10
 TOO_BUSY_TO_OPEN = "more changes arrived while the stream opened than it may hold; reconnect"
 SLOW_CLIENT = "slow client: more changes waiting than the stream's buffer holds; reconnect to resume"
+OWNER_SWEPT = "the server was cut off from the database and lost its watch of this stream; reconnect"
 
 
 class Watcher:

@@ -272,3 +272,46 @@ def test_a_live_process_whose_lock_session_was_cut_takes_its_lock_again_and_keep
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_lease_written_by_a_server_whose_clock_is_an_hour_behind_lives_its_ttl(monkeypatch):
+    """Expiry is written and judged by the database's clock: a skewed application clock neither
+    shortens a lease nor lets the sweep take its observers."""
+    var = unique_var("skewed")
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - timedelta(hours=1))
+    with manager.open_owner("skewed", ttl_s=30) as lease:
+        ref = manager.add_observer(var, record, owner=lease)
+        lease.heartbeat()
+        manager.sweep_dead_observers()
+        assert Observer.objects.filter(id=ref).exists()
+        assert Owner.objects.alive().filter(id=lease.id).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="advisory locks are PostgreSQL's")
+def test_a_process_whose_owner_was_swept_lets_its_lock_go():
+    """Cut off longer than OBSERVERS_OWNER_GRACE, a process is swept (its owner closed, its observers
+    removed); its lock keeper, back, finds it closed and lets the lock go (the process gets a new
+    owner from process_owner(), and the process_owner_lost signal)."""
+    var = unique_var("swept")
+    process = start_client_process("hold", var, "2")
+    try:
+        owner_id = wait_ready(process)
+        lock_key = Owner.objects.get(id=owner_id).lock_key
+        # What the sweep does to an owner dead past its grace (it closes it before removing its observers).
+        Owner.objects.filter(id=owner_id).update(closed_at=timezone.now())
+
+        def lock_held() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND classid = %s AND objid = %s",
+                    [OWNER_LOCK_NAMESPACE, lock_key],
+                )
+                return bool(cursor.fetchone()[0])
+
+        assert lock_held()
+        poll_within(5.0, lambda: not lock_held())
+    finally:
+        process.kill()
+        process.wait()
