@@ -8,6 +8,7 @@ model must use.
 """
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,8 +19,12 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_init, post_save, pre_save
 
-from .. import validation
+from .. import conf, validation
+from ..exceptions import ObserversError, PayloadTooLarge
 from ..publishing.notify import notify_observers
+from ..telemetry import counters
+
+logger = logging.getLogger(__name__)
 
 _LOADED = "_observers_loaded"
 _BATCH = 1000
@@ -67,26 +72,45 @@ def _variable_id(label: str, pk: Any, field_name: str) -> str:
     return f"{label}:{validation.name_part(str(pk))}:{field_name}"
 
 
-def _json(value: Any) -> Any:
+_ENCODER = DjangoJSONEncoder(separators=(",", ":"))
+
+
+def _json(value: Any, *, limit: int | None = None) -> Any:
+    """``value`` as JSON values; PayloadTooLarge once its JSON passes ``limit`` characters, found
+    without encoding it all (a string by its length; anything else encoded piece by piece)."""
     if value is None or isinstance(value, str | int | float | bool):
+        if limit is not None and isinstance(value, str) and len(value) > limit:
+            raise PayloadTooLarge(
+                f"a value of {len(value)} characters, over OBSERVERS_MAX_PAYLOAD_BYTES={limit}"
+            )
         return value
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    if limit is None:
+        return json.loads(_ENCODER.encode(value))
+    chunks, size = [], 0
+    for chunk in _ENCODER.iterencode(value):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"a value of over {limit} characters of JSON (OBSERVERS_MAX_PAYLOAD_BYTES)")
+        chunks.append(chunk)
+    return json.loads("".join(chunks))
 
 
-def field_json(field: models.Field, value: Any) -> Any:
+def field_json(field: models.Field, value: Any, *, bounded: bool = False) -> Any:
     """The field's value as the database holds it, in JSON: an unsaved ``0`` of a DecimalField
-    with two places is ``"0.00"``, as it will read back."""
+    with two places is ``"0.00"``, as it will read back. ``bounded``: PayloadTooLarge for a value
+    over OBSERVERS_MAX_PAYLOAD_BYTES, found without encoding all of it."""
+    limit = conf.max_payload_bytes() if bounded else None
     try:
         value = field.to_python(value)
     except ValidationError:
-        return _json(value)
+        return _json(value, limit=limit)
     if (
         isinstance(field, models.DecimalField)
         and isinstance(value, Decimal)
         and field.decimal_places is not None
     ):
         value = value.quantize(Decimal(1).scaleb(-field.decimal_places))
-    return _json(value)
+    return _json(value, limit=limit)
 
 
 def _values(instance: models.Model, fields: Iterable[models.Field]) -> dict[str, Any]:
@@ -94,8 +118,36 @@ def _values(instance: models.Model, fields: Iterable[models.Field]) -> dict[str,
 
 
 def _notify(spec: _Observed, pk: Any, field: models.Field, old: Any, new: Any, event: str) -> None:
-    metadata = {"event": event, "model": spec.label, "pk": _json(pk), "field": field.name}
-    notify_observers(_variable_id(spec.label, pk, field.name), old, new, metadata, ordered=True)
+    """Notify a change of the field's variable. One the hub refuses (a value over the payload limit,
+    not JSON, not storable; a pk too long for a name) is logged, counted and skipped: the host's
+    write goes on."""
+    error = new.error if isinstance(new, _Refused) else None
+    if error is None:
+        metadata = {"event": event, "model": spec.label, "pk": _json(pk), "field": field.name}
+        try:
+            notify_observers(_variable_id(spec.label, pk, field.name), old, new, metadata, ordered=True)
+            return
+        except ObserversError as exc:
+            error = exc
+    logger.error(
+        "event=model_change_refused model=%s pk=%r field=%s error=%s", spec.label, pk, field.name, error
+    )
+    transaction.on_commit(lambda: counters.increment({"model_changes_refused": 1}), robust=True)
+
+
+class _Refused:
+    """A new value the hub refused before notifying it (too large to encode in full)."""
+
+    def __init__(self, error: ObserversError) -> None:
+        self.error = error
+
+
+def _new_json(field: models.Field, value: Any) -> Any:
+    """A new value in JSON, bounded: a value over OBSERVERS_MAX_PAYLOAD_BYTES is a _Refused."""
+    try:
+        return field_json(field, value, bounded=True)
+    except PayloadTooLarge as exc:
+        return _Refused(exc)
 
 
 def _remember_loaded(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
@@ -129,20 +181,19 @@ def _notify_saved(
     ]
     loaded = instance.__dict__.setdefault(_LOADED, {})
     for field in fields:
-        new = field_json(field, getattr(instance, field.attname))
+        new = _new_json(field, getattr(instance, field.attname))
         if created:
             _notify(spec, instance.pk, field, None, new, "created")
         else:
             _notify(spec, instance.pk, field, loaded.get(field.attname), new, "updated")
-        loaded[field.attname] = new
+        loaded[field.attname] = None if isinstance(new, _Refused) else new
 
 
 def _notify_deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     spec = _observed[sender]
     for field in spec.fields:
-        _notify(
-            spec, instance.pk, field, field_json(field, getattr(instance, field.attname)), None, "deleted"
-        )
+        old = _new_json(field, getattr(instance, field.attname))
+        _notify(spec, instance.pk, field, None if isinstance(old, _Refused) else old, None, "deleted")
 
 
 class ObservedQuerySet(models.QuerySet):
@@ -181,7 +232,7 @@ class ObservedQuerySet(models.QuerySet):
                             pk,
                             field,
                             field_json(field, old_value),
-                            field_json(field, new_value),
+                            _new_json(field, new_value),
                             "updated",
                         )
                 after = pks[-1]
@@ -206,9 +257,9 @@ class ObservedQuerySet(models.QuerySet):
             for obj in objs:
                 loaded = obj.__dict__.setdefault(_LOADED, {})
                 for field, old_value in zip(observed, old.get(obj.pk, (None,) * len(observed)), strict=True):
-                    new_value = field_json(field, getattr(obj, field.attname))
+                    new_value = _new_json(field, getattr(obj, field.attname))
                     _notify(spec, obj.pk, field, field_json(field, old_value), new_value, "updated")
-                    loaded[field.attname] = new_value
+                    loaded[field.attname] = None if isinstance(new_value, _Refused) else new_value
         return updated
 
     def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
@@ -225,7 +276,9 @@ class ObservedQuerySet(models.QuerySet):
             for obj in created:
                 if obj.pk is None:  # ignore_conflicts: the database does not say which rows went in
                     continue
-                obj.__dict__[_LOADED] = _values(obj, spec.fields)
+                obj.__dict__[_LOADED] = loaded = {}
                 for field in spec.fields:
-                    _notify(spec, obj.pk, field, None, obj.__dict__[_LOADED][field.attname], "created")
+                    new = _new_json(field, getattr(obj, field.attname))
+                    _notify(spec, obj.pk, field, None, new, "created")
+                    loaded[field.attname] = None if isinstance(new, _Refused) else new
         return created

@@ -7,6 +7,7 @@ from django.core import checks
 from django.db import models, transaction
 
 from observers_app import manager
+from observers_app.exceptions import PayloadTooLarge
 from observers_app.querysets import glob_matches
 from observers_app.sources import model_fields
 from observers_app.sources.model_fields import model_variable_id, observe_model
@@ -159,3 +160,37 @@ def test_a_pk_holding_the_separator_is_escaped_so_a_glob_on_one_row_never_matche
     assert model_variable_id(Order, "4%3Ax", "status") == "testapp.order:4%253Ax:status"
     assert not glob_matches("testapp.order:4:*", model_variable_id(Order, "4:x", "status"))
     assert glob_matches("testapp.order:4:*", model_variable_id(Order, 4, "status"))
+
+
+def test_a_change_the_hub_refuses_is_logged_counted_and_skipped_and_the_save_goes_on(settings):
+    order = Order.objects.create()
+    var = watch(order.pk)[0]
+    before = manager.get_stats()["model_changes_refused"]
+    settings.OBSERVERS_MAX_PAYLOAD_BYTES = 100  # the notification of any change is over it
+
+    with transaction.atomic():  # as under ATOMIC_REQUESTS: the host's write must survive
+        order.status = "refused"
+        order.save()
+    order.total = Decimal("1.50")
+    order.save(update_fields=["total"])
+    Order.objects.filter(pk=order.pk).update(status="refused-too")
+
+    assert Order.objects.get(pk=order.pk).status == "refused-too"
+    wait_for(lambda: manager.get_stats()["model_changes_refused"] == before + 3)
+    settings.OBSERVERS_MAX_PAYLOAD_BYTES = 256 * 1024
+    settle(order, var)
+    assert not Received.objects.filter(var_id=var).exclude(new_value="sentinel").exists()
+
+
+def test_the_size_check_stops_encoding_a_value_once_over_the_limit(monkeypatch):
+    encoded: list[object] = []
+    default = model_fields._ENCODER.default
+    monkeypatch.setattr(
+        model_fields._ENCODER, "default", lambda value: encoded.append(value) or default(value)
+    )
+
+    with pytest.raises(PayloadTooLarge):
+        model_fields._json([Decimal(n) for n in range(100_000)], limit=1_000)
+    assert 0 < len(encoded) < 1_000  # stopped long before the 100,000th item
+    with pytest.raises(PayloadTooLarge):
+        model_fields._json("x" * 100_000_000, limit=1_000)  # a string: by its length, not encoded
