@@ -27,11 +27,16 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
 
-OBSERVERS_CALLBACK_TIME_LIMIT = 2.0
 OBSERVERS_QUARANTINE_AFTER = 3
 
 # Fault tests tune these in the processes they start.
 OBSERVERS_BATCH_SIZE = int(os.environ.get("OBSERVERS_BATCH_SIZE", "250"))
+OBSERVERS_CALLBACK_TIME_LIMIT = float(os.environ.get("OBSERVERS_CALLBACK_TIME_LIMIT", "2.0"))
+OBSERVERS_DELIVER_QUEUE_MAX_BYTES = int(
+    os.environ.get("OBSERVERS_DELIVER_QUEUE_MAX_BYTES", str(256 * 1024 * 1024))
+)
+OBSERVERS_OWNER_GRACE = float(os.environ.get("OBSERVERS_OWNER_GRACE", "60"))
+OBSERVERS_SHED_QUEUE_MAX_LENGTH = int(os.environ.get("OBSERVERS_SHED_QUEUE_MAX_LENGTH", "100000"))
 
 # Webhooks: the test receivers listen on plain http on 127.0.0.1, the one loopback address let through;
 # a short retry schedule (the last retry parked in the database, for the sweep) and a low disable limit.
@@ -40,7 +45,7 @@ OBSERVERS_WEBHOOK_ALLOW = ["127.0.0.1"]
 OBSERVERS_WEBHOOK_RESOLVE = {"receiver.test": ["127.0.0.2"], "allowed.test": ["127.0.0.1"]}
 OBSERVERS_WEBHOOK_RETRY_SCHEDULE = [0.2, 0.4, 0.6, 3600]
 OBSERVERS_WEBHOOK_DISABLE_AFTER_FAILURES = 6
-OBSERVERS_WEBHOOK_TIMEOUT = 2.0
+OBSERVERS_WEBHOOK_TIMEOUT = float(os.environ.get("OBSERVERS_WEBHOOK_TIMEOUT", "2.0"))
 OBSERVERS_WEBHOOK_ATTEMPTS_KEPT = 5
 
 # A small stream buffer, so the slow-client test needs few changes to pass it.

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port, wait_for
 from tests.worker_process import running_worker
 
-from .services import PrivatePostgres, PrivateRabbit
+from .services import PrivatePostgres, PrivateRabbit, port_open
 
 DATABASE = "observers_faults"
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,8 +80,10 @@ class Scene:
             text=True,
         )
 
-    def observe(self, var_id: str, count: int, callback: str = "tests.append_line") -> None:
-        lines = self.run("observe", var_id, str(count), callback)
+    def observe(
+        self, var_id: str, count: int, callback: str = "tests.append_line", *, bulk: bool = False
+    ) -> None:
+        lines = self.run("observe-bulk" if bulk else "observe", var_id, str(count), callback)
         self.refs[var_id] = [line.split()[1] for line in lines if line.startswith("ref ")]
 
     def expect(self, var_id: str, lines: list[str]) -> None:
@@ -91,6 +94,27 @@ class Scene:
     def worker(self, **env: str) -> Iterator[subprocess.Popen[bytes]]:
         with running_worker(concurrency=2, env={**self.env, **env}) as process:
             yield process
+
+    @contextmanager
+    def web(self, **env: str) -> Iterator[str]:
+        """The example project under uvicorn (streams), on a free loopback port; yields its base URL."""
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1"]
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--no-access-log", "--lifespan", "off"],
+            env={**self.env, **env},
+            cwd=ROOT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: port_open(port), timeout=60, interval=0.2)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
     def sent_from_callbacks(self) -> list[str]:
         """The "sent <id>" lines callbacks that notify (tests.relay) wrote to the log."""
@@ -151,6 +175,15 @@ def report(name: str, counts: Mapping[str, float]) -> None:
     print(line)
     with open(ROOT / "faults-results.txt", "a") as results:
         results.write(line + "\n")
+
+
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started (a worker's pool processes)."""
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as listed:
+            found.update(int(child) for child in listed.read().split())
+    return found
 
 
 def kill_tree(pid: int) -> None:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -92,6 +93,23 @@ class PrivateRabbit:
         self.ctl("stop_app")
         wait_port(RABBIT_PORT, is_open=False)
 
+    def queue_depth(self, queue: str) -> int:
+        """Messages ready in ``queue`` now."""
+        done = subprocess.run(
+            [str(RABBIT_BIN / "rabbitmqctl"), "-n", self.node, "-q", "list_queues", "name", "messages"],
+            env=self._env(),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        depths = dict(line.split("\t")[:2] for line in done.stdout.splitlines() if "\t" in line)
+        return int(depths.get(queue, 0))
+
+    def set_memory_alarm(self, on: bool) -> None:
+        """A memory alarm, as a broker out of memory raises it: every publishing connection is blocked."""
+        self.ctl("set_vm_memory_high_watermark", "0.000001" if on else "0.4")
+
     def start_app(self) -> None:
         self.ctl("start_app")
         wait_port(RABBIT_PORT, is_open=True)
@@ -164,3 +182,71 @@ class PrivatePostgres:
     def stop(self) -> None:
         if port_open(PG_PORT):
             self._pg_ctl("stop")
+
+
+class Partition:
+    """A TCP relay on a loopback port to 127.0.0.1:``target``: ``cut()`` drops every connection through
+    it and refuses new ones, as a network partition cuts one process off (from the database, say)
+    while the others reach it; ``heal()`` lets connections through again."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.lock = threading.Lock()
+        self.open: set[socket.socket] = set()
+        self.listener: socket.socket | None = None
+
+    def heal(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            listener, self.listener = self.listener, None
+            doomed, self.open = self.open, set()
+        for sock in [listener, *doomed]:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self.lock:
+                if self.listener is not listener:
+                    client.close()
+                    server.close()
+                    return
+                self.open.update((client, server))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self.lock:
+                self.open.discard(source)
+            source.close()

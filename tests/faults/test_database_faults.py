@@ -1,4 +1,5 @@
-"""PostgreSQL restarted while a process notifies and owns observers and a worker delivers."""
+"""PostgreSQL restarted while a process notifies and owns observers and a worker delivers; stopped for a
+minute in the middle of a large fan-out."""
 
 import time
 
@@ -6,7 +7,7 @@ import pytest
 
 from tests.conftest import wait_for
 
-from .conftest import Scene, report
+from .conftest import Scene, children, report
 from .services import PrivatePostgres
 
 pytestmark = pytest.mark.faults
@@ -61,3 +62,35 @@ def test_postgres_restarted_loses_nothing_and_a_live_owner_keeps_its_observers(
     # Called again once the lock was back: the notifications of seconds 14-18 of 20 (the last ones
     # may find the owner already closed by the caller's exit).
     assert all(f"{ref} {nid}" in records for ref in own for nid in sent[-300:-100])
+
+
+def test_postgres_stopped_for_a_minute_mid_fan_out_loses_nothing_and_parks_nothing(
+    scene: Scene, postgres: PrivatePostgres
+):
+    """Longer than any retry budget: 8 notifications to 2,500 observers fanning out (10 pages each) when
+    PostgreSQL stops for 60 s, and 8 more accepted while it is down. Every page waits for it."""
+    scene.observe("wide", 2500, "tests.append_line_briefly", bulk=True)
+    with scene.worker(OBSERVERS_BATCH_SIZE="250") as worker:
+        pool = children(worker.pid)
+        scene.expect("wide", scene.run("notify", "wide", "50", "0.16", "plain"))
+        wait_for(lambda: len(scene.records()) >= 1000, timeout=60, interval=0.01)
+        postgres.stop()
+        stopped = time.monotonic()
+        try:
+            in_flight = scene.count()["lost"]
+            # Accepted while it is down: a caller outside a transaction needs no database.
+            scene.expect("wide", scene.run("notify", "wide", "50", "0.16", "plain"))
+            time.sleep(max(0.0, 60 - (time.monotonic() - stopped)))
+        finally:
+            postgres.start()
+        wait_for(scene.all_delivered, timeout=300, interval=1)
+        assert worker.poll() is None and children(worker.pid) == pool, "a worker process was restarted"
+        stats = scene.stats()
+    counts = scene.count()
+    report(
+        "PostgreSQL stopped 60 s mid fan-out",
+        {**counts, "undelivered_at_stop": in_flight, "dead_letters": stats["dead_letters"]},
+    )
+    assert in_flight > 0, "the stop came too late to test anything"
+    assert counts["lost"] == 0 and counts["unexpected"] == 0
+    assert stats["dead_letters"] == 0 and stats["messages_parked"] == 0
