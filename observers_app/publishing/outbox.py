@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
@@ -84,7 +84,9 @@ def publish_stale(*, grace_s: float | None = None) -> int:
 
 
 class _Republisher(threading.Thread):
-    """Runs in each worker's main process: publishes what dead callers left in the outbox."""
+    """Publishes what dead callers left in the outbox, in a worker's pool process (a prefork
+    worker's main process forks replacements for its pool processes: a thread there would be
+    inherited half-way by every one), or in the worker's own process where its pool does not fork."""
 
     def __init__(self) -> None:
         super().__init__(name="observers-outbox", daemon=True)
@@ -104,11 +106,19 @@ _republisher: _Republisher | None = None
 
 
 def connect() -> None:
-    """Every worker publishes what dead callers left, from its main process: no extra process to run
-    (called once, from ``AppConfig.ready()``)."""
+    """Every worker publishes what dead callers left: no extra process to run (called once, from
+    ``AppConfig.ready()``). Prefork workers run it in each pool process, started after its fork."""
     buffer.when_durable_sent(mark_sent)
-    worker_ready.connect(_start_republisher, weak=False)
+    worker_process_init.connect(_start_republisher, weak=False)
+    worker_ready.connect(_start_unless_prefork, weak=False)
+    worker_process_shutdown.connect(_stop_republisher, weak=False)
     worker_shutdown.connect(_stop_republisher, weak=False)
+
+
+def _start_unless_prefork(sender: Any = None, **kwargs: Any) -> None:
+    """At a worker's start: its pool processes run the republisher if it forks them, else it does."""
+    if type(getattr(sender, "pool", None)).__module__ != "celery.concurrency.prefork":
+        _start_republisher()
 
 
 def _start_republisher(**kwargs: Any) -> None:
