@@ -187,8 +187,13 @@ def _in_own_connection(func: Callable[[], T]) -> T:
             connections.close_all()
 
     thread = threading.Thread(target=run, name="observers-owner")
-    thread.start()
-    thread.join()
+    try:
+        thread.start()
+    except RuntimeError:  # at interpreter exit, where some Pythons (3.12.0 and 3.12.1) start no thread
+        connections.close_all()  # nothing else runs now: this thread's own, fresh connection serves
+        run()
+    else:
+        thread.join()
     if "error" in result:
         raise result["error"]
     return result["value"]
