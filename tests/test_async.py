@@ -27,7 +27,7 @@ from tests.conftest import wait_for
 from tests.factories import unique_var
 from tests.loop_watch import watched
 from tests.testapp.callbacks import record
-from tests.testapp.models import Received
+from tests.testapp.models import Order, Received
 
 T = TypeVar("T")
 
@@ -247,6 +247,31 @@ def test_the_session_store_twins_round_trip_and_notify():
     calls = wait_for(lambda: len(received(var)) == 3 and received(var))
     by_version = sorted((call.metadata["version"], call.metadata["seq"], call.new_value) for call in calls)
     assert by_version == [(1, 1, {"items": 1}), (2, 2, {"items": 2}), (3, 3, None)]
+
+
+@pytest.mark.usefixtures("worker")
+def test_djangos_async_orm_notifies_the_fields_of_an_observed_model():
+    """Django's own twins (``aupdate``, ``asave``, ``adelete``) run the sync methods, whose
+    notifications the hub sends, on the sync thread."""
+    order = Order.objects.create()
+    var = manager.model_variable_id(Order, order.pk, "status")
+
+    async def scenario() -> None:
+        await manager.aadd_observer(var, record)
+        await Order.objects.filter(pk=order.pk).aupdate(status="paid")
+        loaded = await Order.objects.aget(pk=order.pk)
+        loaded.status = "shipped"
+        await loaded.asave()
+        await loaded.adelete()
+
+    run(scenario())
+    wait_for(lambda: len(received(var)) == 3)
+    calls = sorted(received(var), key=lambda call: call.metadata["seq"])
+    assert [(c.old_value, c.new_value, c.metadata["event"]) for c in calls] == [
+        ("new", "paid", "updated"),
+        ("paid", "shipped", "updated"),
+        ("shipped", None, "deleted"),
+    ]
 
 
 def test_a_sync_function_called_on_a_running_event_loop_raises_djangos_error():
