@@ -70,13 +70,13 @@ async def _idle(seconds: float) -> None:
 
 
 async def _stalls(calls: int, rounds: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    on_thread = notify._notify_on_sync_thread
     cases: dict[str, Callable[[], Callable[[], Awaitable[Any]]]] = {
-        "anotify_observers, one coroutine awaiting each": lambda: _one_by_one(
-            manager.anotify_observers, calls
-        ),
-        "the same, every call on the sync thread": lambda: _one_by_one(notify._notify_on_sync_thread, calls),
-        "anotify_observers, all at once (gather)": lambda: _all_at_once(manager.anotify_observers, calls),
-        "the same number of asyncio.sleep(0) tasks at once": lambda: _all_at_once(_sleep_zero, calls),
+        "one by one: anotify_observers": lambda: _one_by_one(manager.anotify_observers, calls),
+        "one by one: every call on the sync thread": lambda: _one_by_one(on_thread, calls),
+        "all at once: anotify_observers": lambda: _all_at_once(manager.anotify_observers, calls),
+        "all at once: every call on the sync thread": lambda: _all_at_once(on_thread, calls),
+        "all at once: asyncio.sleep(0) tasks": lambda: _all_at_once(_sleep_zero, calls),
     }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in ["plain loop", *cases]}
     for round_ in range(rounds):
@@ -92,9 +92,11 @@ async def _stalls(calls: int, rounds: int, progress: Callable[[str], None]) -> d
 
 
 def _median_run(samples: list[dict[str, float]]) -> dict[str, Any]:
-    """The median of the rounds for each figure, and every round's longest stall."""
+    """The median of the rounds for each figure, and every round's longest stall or p99."""
     medians: dict[str, Any] = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
-    medians["longest_stall_ms_per_round"] = [sample["longest_stall_ms"] for sample in samples]
+    for key in ("longest_stall_ms", "p99_us"):
+        if key in samples[0]:
+            medians[f"{key}_per_round"] = [sample[key] for sample in samples]
     return medians
 
 
@@ -103,28 +105,40 @@ async def _drain() -> None:
     await buffer.aflush(60)
 
 
-async def _per_call(calls: int) -> dict[str, Any]:
-    """One observed variable whose presence is cached: each call timed, on the loop and on the sync
-    thread; then the sync notify_observers, called from Django's sync thread, as the floor."""
+async def _per_call(calls: int, rounds: int) -> dict[str, Any]:
+    """One observed variable whose presence is cached, each call timed: on the loop, on the sync
+    thread, the sync notify_observers called on Django's sync thread (the floor), and a bare
+    ``await asyncio.sleep(0)`` (the loop's own turn), in interleaved rounds (the median round)."""
     var_id = OBSERVED[0]
-    results = {}
-    for name, call in (
-        ("on the event loop (presence cached)", manager.anotify_observers),
-        ("on the sync thread", notify._notify_on_sync_thread),
-    ):
-        assert presence.cached_answer(var_id), "the variable's presence is not cached"
-        samples = []
-        for i in range(calls):
-            started = time.perf_counter()
-            await call(var_id, i, i + 1, {"bench": True})
-            samples.append(time.perf_counter() - started)
-        results[name] = percentiles_us(samples) | {"mean_us": round(statistics.fmean(samples) * 1e6, 1)}
-        await _drain()
-    results["notify_observers (sync, the floor)"] = await sync_to_async(_sync_per_call)(var_id, calls)
-    return results
+    assert presence.cached_answer(var_id), "the variable's presence is not cached"
+    cases: dict[str, Callable[[], Awaitable[dict[str, float]]]] = {
+        "anotify_observers on the event loop (presence cached)": functools.partial(
+            _time_awaits, manager.anotify_observers, var_id, calls
+        ),
+        "anotify_observers on the sync thread": functools.partial(
+            _time_awaits, notify._notify_on_sync_thread, var_id, calls
+        ),
+        "notify_observers (sync, the floor)": functools.partial(sync_to_async(_time_calls), var_id, calls),
+        "await asyncio.sleep(0) alone": functools.partial(_time_awaits, _sleep_zero, var_id, calls),
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, timed in cases.items():
+            runs[name].append(await timed())
+            await _drain()
+    return {name: _median_run(samples) for name, samples in runs.items()}
 
 
-def _sync_per_call(var_id: str, calls: int) -> dict[str, float]:
+async def _time_awaits(call: Callable[..., Awaitable[Any]], var_id: str, calls: int) -> dict[str, float]:
+    samples = []
+    for i in range(calls):
+        started = time.perf_counter()
+        await call(var_id, i, i + 1, {"bench": True})
+        samples.append(time.perf_counter() - started)
+    return percentiles_us(samples) | {"mean_us": round(statistics.fmean(samples) * 1e6, 1)}
+
+
+def _time_calls(var_id: str, calls: int) -> dict[str, float]:
     samples = []
     for i in range(calls):
         started = time.perf_counter()
@@ -143,7 +157,7 @@ def _warm() -> None:
 async def _run(calls: int, rounds: int, progress: Callable[[str], None]) -> dict[str, Any]:
     await sync_to_async(_warm)()
     progress(f"cost per call, {calls} calls each way")
-    per_call = await _per_call(calls)
+    per_call = await _per_call(calls, rounds)
     await sync_to_async(_warm)()
     stalls = await _stalls(calls, rounds, progress)
     return {"calls": calls, "rounds": rounds, "per_call": per_call, "stalls": stalls}

@@ -157,16 +157,13 @@ class Command(BaseCommand):
         )
 
     def _write_async(self, results: dict[str, Any]) -> None:
-        self.stdout.write(f"{'one anotify_observers call':<45}{'p50 us':>10}{'p99 us':>10}{'mean us':>10}")
+        rounds = f"median of {results['rounds']} rounds of {results['calls']} calls"
+        self.stdout.write(f"{'one call, ' + rounds:<60}{'p50 us':>10}{'p99 us':>10}{'mean us':>10}")
         for name, row in results["per_call"].items():
-            self.stdout.write(f"{name:<45}{row['p50_us']:>10}{row['p99_us']:>10}{row['mean_us']:>10}")
-        self.stdout.write(
-            f"\n{results['calls']} calls, median of {results['rounds']} rounds"
-            f"\n{'':<50}{'wall ms':>10}{'stall ms':>10}{'p99 us':>10}  longest stall per round"
-        )
+            self.stdout.write(f"{name:<60}{row['p50_us']:>10}{row['p99_us']:>10}{row['mean_us']:>10}")
+        header = f"{'wall ms':>10}{'stall ms':>10}  longest stall per round"
+        self.stdout.write(f"\n{'the loop, ' + rounds:<60}{header}")
         for name, row in results["stalls"].items():
-            rounds = ", ".join(f"{ms:.2f}" for ms in row["longest_stall_ms_per_round"])
-            self.stdout.write(
-                f"{name:<50}{row['wall_ms']:>10.1f}{row['longest_stall_ms']:>10.2f}{row['p99_stall_us']:>10.1f}"
-                f"  {rounds}"
-            )
+            per_round = ", ".join(f"{ms:.2f}" for ms in row["longest_stall_ms_per_round"])
+            figures = f"{row['wall_ms']:>10.1f}{row['longest_stall_ms']:>10.2f}"
+            self.stdout.write(f"{name:<60}{figures}  {per_round}")
