@@ -15,7 +15,7 @@ from tests.conftest import database_url, free_port, wait_for
 
 @contextmanager
 def running_asgi_server(
-    *, log_to: Path | None = None, **env: str
+    *, log_to: str | os.PathLike[str] | None = None, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve ``project.asgi:application`` on a free loopback port; yields its base URL and process.
     It signs with the test process's SECRET_KEY, so tokens issued in a test are valid there.
@@ -39,7 +39,7 @@ def running_asgi_server(
             return False
 
     with ExitStack() as stack:
-        output = stack.enter_context(log_to.open("wb")) if log_to is not None else None
+        output = stack.enter_context(Path(log_to).open("wb")) if log_to is not None else None
         process = subprocess.Popen(
             command, env=environment, stdout=output, stderr=None if output is None else subprocess.STDOUT
         )
