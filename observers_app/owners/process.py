@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from celery.signals import worker_process_shutdown, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, InterfaceError, connections
 
-from .. import conf
+from .. import aio, conf
 from ..exceptions import ObserversError
 from ..models import OWNER_LOCK_NAMESPACE, Owner
 from . import leases
@@ -147,6 +147,9 @@ def process_owner() -> OwnerHandle:
         if _current is None or _current.closed:
             _current = _in_own_connection(_open_process_owner)
         return _current
+
+
+aprocess_owner = aio.async_twin(process_owner)
 
 
 def _open_process_owner() -> OwnerHandle:

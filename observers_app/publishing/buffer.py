@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, cast
 from celery import current_app
 from celery.signals import worker_process_shutdown
 
-from .. import conf
+from .. import aio, conf
 from ..exceptions import BrokerUnavailable
 from . import broker
 
@@ -207,6 +207,10 @@ def send_soon(task_name: str, args_json: str, *, durable_id: str | None = None) 
 def flush(timeout: float = 10.0) -> bool:
     """Wait until every message this process left with ``send_soon`` is published."""
     return _buffer.flush(timeout)
+
+
+# Waits on the broker, not the database: on a thread of the loop's pool, leaving Django's sync thread free.
+aflush = aio.async_twin(flush, thread_sensitive=False)
 
 
 def connect() -> None:

@@ -1,6 +1,6 @@
 """The periodic sweep, run by beat: every upkeep step of the hub, in one place."""
 
-from .. import conf
+from .. import aio, conf
 from ..owners.reaping import sweep_dead_observers
 from ..publishing import backpressure, outbox
 from ..webhooks import attempts
@@ -23,3 +23,6 @@ def sweep(*, batch_size: int | None = None) -> dict[str, int]:
         **pruning.prune(batch_size),
         "webhook_retries_sent": attempts.release_due_retries(batch_size=batch_size),
     }
+
+
+asweep = aio.async_twin(sweep)

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .. import conf
+from .. import aio, conf
 from ..db import DATABASE_ERRORS, prepared_rows
 from ..models import DeadLetter, MessageAttempt
 from ..publishing import broker
@@ -93,6 +93,9 @@ def replay_dead_letters(ids: list[int] | None = None, *, limit: int = 1000) -> i
     if rows:
         logger.warning("event=dead_letters_replayed messages=%d", len(rows))
     return len(rows)
+
+
+areplay_dead_letters = aio.async_twin(replay_dead_letters)
 
 
 def prune_attempts(*, older_than: timedelta = timedelta(days=1)) -> int:
