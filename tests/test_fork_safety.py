@@ -15,11 +15,11 @@ from django.db import transaction
 
 from observers_app import manager
 from observers_app.publishing import outbox
-from tests.conftest import database_url, free_port, wait_for
+from tests.conftest import database_url, free_port, start_client_process, wait_for, wait_ready
 from tests.factories import unique_var
 from tests.testapp.callbacks import record
 from tests.testapp.models import Received
-from tests.worker_process import purge_task_queue, running_worker
+from tests.worker_process import running_worker
 
 pytestmark = pytest.mark.skipif(
     sys.version_info < (3, 12), reason="Python warns of a fork in a multi-threaded process from 3.12 on"
@@ -31,25 +31,32 @@ WARNINGS_SHOWN = {"PYTHONWARNINGS": "always::DeprecationWarning"}
 @pytest.mark.django_db(transaction=True)
 def test_a_prefork_worker_replaces_its_pool_processes_with_no_thread_running(tmp_path: Path):
     """Every task in a new pool process (--max-tasks-per-child 1): the worker's main process forks
-    again and again while the hub runs; durable notifications a dead caller left are still
-    published, now by the pool processes."""
-    purge_task_queue()
+    again while the hub runs; a durable notification a dead caller left is still published, now by
+    the pool processes. Queues of its own, so that no other worker takes its messages."""
     var = unique_var()
     manager.add_observer(var, record)
     log = tmp_path / "worker.log"
-    env = {"DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings", **WARNINGS_SHOWN}
-    with running_worker(env=env, log_path=log, extra_args=("--max-tasks-per-child", "1")):
-        for n in range(1, 5):
-            manager.notify_observers(var, n - 1, n)
-            wait_for(functools.partial(received, var, n))
+    queues = {"OBSERVERS_QUEUE": "observers-test-fork"}
+    env = {"DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings", **queues}
+    with running_worker(
+        env={**env, **WARNINGS_SHOWN}, log_path=log, extra_args=("--max-tasks-per-child", "1")
+    ) as main:
+        first_pool = pool_processes(main.pid)
+        client = start_client_process("notify", var, "3", extra_env=queues)
+        wait_ready(client)
+        wait_for(functools.partial(received, var, 1))
+        client.communicate("go\n", timeout=60)
+        wait_for(functools.partial(received, var, 4))
         # A durable notification whose caller died between its commit and its publish.
         with transaction.atomic():
-            args_json = f'["{var}",4,5,null,"{uuid.uuid4()}",0.0]'
-            outbox.write(str(uuid.uuid4()), args_json)
+            outbox.write(str(uuid.uuid4()), f'["{var}",4,5,null,"{uuid.uuid4()}",0.0]')
         wait_for(functools.partial(received, var, 5), timeout=30)
-    pids = set(Received.objects.filter(var_id=var).values_list("pid", flat=True))
-    assert len(pids) >= 4, "each task ran in a new pool process"
+        assert pool_processes(main.pid) - first_pool, "the worker replaced its pool processes"
     assert FORK_WARNING not in log.read_text(errors="replace")
+
+
+def pool_processes(pid: int) -> set[int]:
+    return set(map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()))
 
 
 def received(var_id: str, value: int) -> bool:
