@@ -209,11 +209,6 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
             )
         self.message_user(request, f"Sent a test notification to {len(var_ids)} variables.", messages.SUCCESS)
 
-    def get_actions(self, request: HttpRequest) -> Any:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # deletes must go through the manager, which records why
-        return actions
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

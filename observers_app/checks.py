@@ -9,8 +9,12 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error
 from django.core.checks import Warning as CheckWarning
 from django.core.checks import register as register_check
+from django.db.models import deletion
 
 from . import conf, wiring
+
+# Django 6.1's database-level on_delete (none before it).
+_DATABASE_ON_DELETE: tuple[type, ...] = tuple(filter(None, [getattr(deletion, "DatabaseOnDelete", None)]))
 
 
 def _celery_app() -> Celery:
@@ -215,12 +219,37 @@ def check_observed_managers(**kwargs: Any) -> list[CheckMessage]:
     ]
 
 
+def check_database_on_delete(**kwargs: Any) -> list[CheckMessage]:
+    """Django 6.1's database-level on_delete (DB_CASCADE, DB_SET_NULL, DB_SET_DEFAULT) deletes or
+    changes rows in the database alone: no post_delete or post_save reaches model-field observing."""
+    from .sources.model_fields import observed_models
+
+    messages: list[CheckMessage] = []
+    for model in observed_models():
+        for field in model._meta.get_fields():
+            on_delete = getattr(field.remote_field, "on_delete", None) if field.concrete else None
+            if isinstance(on_delete, _DATABASE_ON_DELETE):
+                messages.append(
+                    CheckWarning(
+                        f"{model._meta.label} is observed, but {model._meta.label}.{field.name} has "
+                        f"on_delete={on_delete}: the database deletes or changes those rows without "
+                        "Django's signals, so their observers miss it.",
+                        hint="Use a Python-level on_delete (CASCADE, SET_NULL, SET_DEFAULT) on observed "
+                        "models, or call notify_observers() yourself after such deletes.",
+                        obj=model,
+                        id="observers.W006",
+                    )
+                )
+    return messages
+
+
 def register() -> None:
     register_check(check_celery_serialization)
     register_check(check_settings)
     register_check(check_renamed_settings)
     register_check(check_celery_wiring)
     register_check(check_observed_managers)
+    register_check(check_database_on_delete)
     register_check(check_webhook_settings)
     register_check(check_stream_authorizer)
     register_check(check_stream_origins)

@@ -4,32 +4,69 @@ Each lives in the package that answers its question (``observers``, ``publishing
 ``webhooks``, ``sources``, ``streams``, ``telemetry``, ``upkeep``, ``worker``); import it from here.
 """
 
-from .observers.adds import add_observer, add_observers
-from .observers.inspection import inspect_variable, observer_count, removal_of, total_observers
-from .observers.quarantine import reenable_observer
-from .observers.removals import remove_observer
-from .owners.leases import OwnerHandle, open_owner
-from .owners.process import process_owner
-from .owners.reaping import sweep_dead_observers
-from .publishing.buffer import flush
-from .publishing.notify import notify_observers
+from .observers.adds import aadd_observer, aadd_observers, add_observer, add_observers
+from .observers.inspection import (
+    ainspect_variable,
+    aobserver_count,
+    aremoval_of,
+    atotal_observers,
+    inspect_variable,
+    observer_count,
+    removal_of,
+    total_observers,
+)
+from .observers.quarantine import areenable_observer, reenable_observer
+from .observers.removals import aremove_observer, remove_observer
+from .owners.leases import OwnerHandle, aopen_owner, open_owner
+from .owners.process import aprocess_owner, process_owner
+from .owners.reaping import asweep_dead_observers, sweep_dead_observers
+from .publishing.buffer import aflush, flush
+from .publishing.notify import anotify_observers, notify_observers
 from .registry import observer_callback
 from .sources.model_fields import ObservedQuerySet, model_variable_id, observe_model, observed_models
-from .sources.sessions import delete_variable, get_variable, set_variable
+from .sources.sessions import (
+    adelete_variable,
+    aget_variable,
+    aset_variable,
+    delete_variable,
+    get_variable,
+    set_variable,
+)
 from .sources.sessions import variable_id as session_variable_id
 from .streams.access import issue_token, staff_only, stream_authorizer
-from .telemetry.stats import get_stats
-from .upkeep.sweep import sweep
-from .webhooks.api import WebhookRef, add_webhook, send_test_webhook
-from .worker.poison import replay_dead_letters
+from .telemetry.stats import aget_stats, get_stats
+from .upkeep.sweep import asweep, sweep
+from .webhooks.api import WebhookRef, aadd_webhook, add_webhook, asend_test_webhook, send_test_webhook
+from .worker.poison import areplay_dead_letters, replay_dead_letters
 
 __all__ = [
     "ObservedQuerySet",
     "OwnerHandle",
     "WebhookRef",
+    "aadd_observer",
+    "aadd_observers",
+    "aadd_webhook",
     "add_observer",
     "add_observers",
     "add_webhook",
+    "adelete_variable",
+    "aflush",
+    "aget_stats",
+    "aget_variable",
+    "ainspect_variable",
+    "anotify_observers",
+    "aobserver_count",
+    "aopen_owner",
+    "aprocess_owner",
+    "areenable_observer",
+    "aremoval_of",
+    "aremove_observer",
+    "areplay_dead_letters",
+    "asend_test_webhook",
+    "aset_variable",
+    "asweep",
+    "asweep_dead_observers",
+    "atotal_observers",
     "delete_variable",
     "flush",
     "get_stats",

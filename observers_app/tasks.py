@@ -47,7 +47,7 @@ class PoisonAwareBatchedTask(BatchedTask):
             logger.warning("event=failure_not_recorded id=%s", task_id, exc_info=True)
 
     def died(self, task_ids: list[str], error: str) -> None:
-        poison.record_deaths_soon(task_ids, error)
+        poison.record_deaths(task_ids, error)
 
 
 # typing=False: a message carries one notification's args; the function gets a batch of them.
@@ -87,6 +87,7 @@ def dispatch(args_list: list[list[Any]]) -> list[str]:
             exc_info=True,
         )
         close_old_connections()
+        retrying.counted(len(readable) - done)
     return outcomes
 
 

@@ -5,7 +5,8 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 from django.conf import settings
 
@@ -13,9 +14,12 @@ from tests.conftest import database_url, free_port, wait_for
 
 
 @contextmanager
-def running_asgi_server(**env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def running_asgi_server(
+    *, log_to: str | os.PathLike[str] | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve ``project.asgi:application`` on a free loopback port; yields its base URL and process.
-    It signs with the test process's SECRET_KEY, so tokens issued in a test are valid there."""
+    It signs with the test process's SECRET_KEY, so tokens issued in a test are valid there.
+    ``log_to``: a file that gets the server's output (its logs), for the test to read."""
     port = free_port()
     environment = {
         **os.environ,
@@ -25,9 +29,7 @@ def running_asgi_server(**env: str) -> Iterator[tuple[str, subprocess.Popen[byte
         **env,
     }
     command = [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--no-access-log", "--lifespan", "off"], env=environment
-    )
+    command += ["--port", str(port), "--no-access-log", "--lifespan", "off"]
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -36,9 +38,14 @@ def running_asgi_server(**env: str) -> Iterator[tuple[str, subprocess.Popen[byte
         except OSError:
             return False
 
-    try:
-        wait_for(up, timeout=30)
-        yield base, process
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with ExitStack() as stack:
+        output = stack.enter_context(Path(log_to).open("wb")) if log_to is not None else None
+        process = subprocess.Popen(
+            command, env=environment, stdout=output, stderr=None if output is None else subprocess.STDOUT
+        )
+        try:
+            wait_for(up, timeout=30)
+            yield base, process
+        finally:
+            process.terminate()
+            process.wait(timeout=20)

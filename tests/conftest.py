@@ -111,5 +111,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     (``pytest -m "not integration"`` runs the unit tests of pure logic alone)."""
     for item in items:
         uses = set(getattr(item, "fixturenames", ()))
-        if item.get_closest_marker("django_db") or uses & {"worker", "db", "transactional_db", "live_server"}:
+        needs_services = item.get_closest_marker("django_db") or item.get_closest_marker("faults")
+        if needs_services or uses & {"worker", "db", "transactional_db", "live_server"}:
             item.add_marker(pytest.mark.integration)

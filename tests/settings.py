@@ -21,6 +21,8 @@ from project.settings import *  # noqa: F403
 from project.settings import BASE_DIR, DATABASES, INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+# The project's URLs plus the test app's async views (served by uvicorn in tests/test_async.py).
+ROOT_URLCONF = "tests.urls"
 
 
 # A worker process must open the same test database as the test process: a file, not :memory:.

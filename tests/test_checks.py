@@ -3,11 +3,15 @@
 from collections.abc import Iterator
 from typing import Any
 
+import django
 import pytest
 from celery import Celery, current_app
+from django.core.checks import run_checks
+from django.test.utils import isolate_apps
 from kombu import Queue
 
 from observers_app import checks, wiring
+from observers_app.sources import model_fields
 
 SETTINGS = ("task_default_queue", "task_queues", "task_always_eager", "task_routes", "accept_content")
 
@@ -66,3 +70,44 @@ def test_the_hubs_router_sends_its_tasks_to_its_queues_and_leaves_the_hosts_alon
     for name in wiring.TASKS:
         assert router.route({}, name)["queue"].name == wiring.queue_for(name).name
     assert router.route({}, "mysite.tasks.anything")["queue"].name == current_app.conf.task_default_queue
+
+
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="database-level on_delete is new in Django 6.1")
+@isolate_apps("tests.testapp")
+def test_an_observed_model_deleted_by_the_database_alone_is_warned():
+    from django.db import models
+
+    class Parent(models.Model):  # noqa: DJ008
+        class Meta:
+            app_label = "testapp"
+
+    class Child(models.Model):  # noqa: DJ008
+        parent = models.ForeignKey(Parent, on_delete=models.DB_CASCADE)
+        status = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "testapp"
+
+    model_fields.observe_model(Child, fields=["status"])
+    try:
+        messages = checks.check_database_on_delete()
+    finally:
+        model_fields._observed.pop(Child)
+    assert ids(messages) == ["observers.W006"]
+    assert "testapp.Child.parent" in messages[0].msg and "DB_CASCADE" in messages[0].msg
+
+
+def test_observed_models_with_python_level_on_delete_pass():
+    assert ids(checks.check_database_on_delete()) == []
+
+
+@pytest.mark.django_db
+def test_no_model_of_the_hub_warns_on_this_database():
+    """A fresh SQLite host's first migrate and check show nothing from the hub (no covering index
+    declared where only PostgreSQL can use one: models.W040)."""
+    hub = [
+        m
+        for m in run_checks(include_deployment_checks=False, databases=["default"])
+        if "observers_app" in str(m.obj)
+    ]
+    assert hub == []

@@ -69,7 +69,7 @@ def import_cycle(package_dir: Path) -> list[str]:
 # The top-level modules every Django app has sit at both ends: the foundation that everything uses,
 # and the surface that Django, Celery and host projects call (the public API among them).
 FOUNDATION: tuple[str, ...] = ("conf", "exceptions", "deprecation", "db", "globs", "models", "querysets")
-FOUNDATION += ("validation", "registry", "wiring", "signals")
+FOUNDATION += ("validation", "registry", "wiring", "signals", "aio")
 PACKAGES: tuple[str, ...] = ("telemetry", "publishing", "observers", "owners", "worker", "webhooks")
 PACKAGES += ("upkeep", "sources", "streams")
 SURFACE: tuple[str, ...] = ("manager", "admin", "tasks", "apps", "checks", "urls", "views", "management")

@@ -23,6 +23,7 @@ def running_worker(
     hostname: str | None = None,
     nice: int = 0,
     queues: tuple[str, ...] = (),
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``celery -A project worker`` (prefork) until the block exits, then shut it down warmly;
     ``nice`` lowers its CPU priority (its pool processes inherit it); ``queues`` are consumed besides
@@ -51,6 +52,7 @@ def running_worker(
         "--hostname",
         hostname or f"observers-{uuid.uuid4().hex[:8]}@%h",
     ]
+    command += extra_args
     if include:
         command += ["--include", ",".join(include)]
     if queues:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .. import conf, registry, signals, validation
+from .. import aio, conf, registry, signals, validation
 from ..exceptions import TooManyObservers
 from ..models import Observer, Owner
 from ..publishing import presence
@@ -40,6 +40,9 @@ def add_observer(
     To register many, ``add_observers`` pays the wait once.
     """
     return add_observers([var_id], callback, owner=owner, glob=glob, coalesce=coalesce)[0]
+
+
+aadd_observer = aio.async_twin(add_observer)
 
 
 def add_observers(
@@ -85,6 +88,9 @@ def add_observers(
         for var_id in var_ids[: presence.REMEMBERED_ADDS]:
             presence.remember(var_id)
     return refs
+
+
+aadd_observers = aio.async_twin(add_observers)
 
 
 def _insert_observers(

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from .. import validation
+from .. import aio, validation
 from ..models import Observer, Owner, Removal, VariableState, WebhookEndpoint
 
 
@@ -17,8 +17,14 @@ def observer_count(var_id: str) -> int:
     return Observer.objects.live().matching(var_id, Observer.objects.globs_matching(var_id)).count()
 
 
+aobserver_count = aio.async_twin(observer_count)
+
+
 def total_observers() -> int:
     return Observer.objects.live().count()
+
+
+atotal_observers = aio.async_twin(total_observers)
 
 
 def removal_of(ref: uuid.UUID | str) -> dict[str, Any] | None:
@@ -36,6 +42,9 @@ def removal_of(ref: uuid.UUID | str) -> dict[str, Any] | None:
         "detail": removal.detail,
         "removed_at": removal.removed_at,
     }
+
+
+aremoval_of = aio.async_twin(removal_of)
 
 
 def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
@@ -80,6 +89,9 @@ def inspect_variable(var_id: str, *, limit: int = 1000) -> dict[str, Any]:
             for observer in observers
         ],
     }
+
+
+ainspect_variable = aio.async_twin(inspect_variable)
 
 
 def _webhook_endpoints(refs: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:

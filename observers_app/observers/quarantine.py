@@ -4,7 +4,7 @@ import uuid
 
 from django.db import transaction
 
-from .. import conf, validation
+from .. import aio, conf, validation
 from ..models import Observer, WebhookEndpoint
 from ..telemetry import counters
 
@@ -20,3 +20,6 @@ def reenable_observer(ref: uuid.UUID | str) -> bool:
         WebhookEndpoint.objects.filter(observer_id=ref).update(failures=0, failing_since=None)
     counters.increment({"observers_reenabled": updated})
     return bool(updated)
+
+
+areenable_observer = aio.async_twin(reenable_observer)

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import QuerySet
 
-from .. import conf, signals, validation
+from .. import aio, conf, signals, validation
 from ..models import Observer, Removal, WebhookEndpoint
 from ..publishing import presence
 from ..telemetry import counters
@@ -23,6 +23,9 @@ def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
     removed = remove_in_batches(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
     presence.forget(var_id)
     return bool(removed)
+
+
+aremove_observer = aio.async_twin(remove_observer)
 
 
 def remove_in_batches(

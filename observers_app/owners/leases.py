@@ -3,16 +3,17 @@
 import os
 import socket
 import uuid
+from collections.abc import Generator
 from datetime import timedelta
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from .. import validation
+from .. import aio, validation
 from ..exceptions import InvalidName, OwnerDead
 from ..models import Observer, Owner, Removal
 from ..observers.removals import remove_in_batches
@@ -57,6 +58,9 @@ class OwnerHandle:
         if self.keepalive is not None:
             self.keepalive.stop()
 
+    aheartbeat = aio.async_twin(heartbeat)
+    aclose = aio.async_twin(close)
+
     def __enter__(self) -> "OwnerHandle":
         return self
 
@@ -64,6 +68,14 @@ class OwnerHandle:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    async def __aenter__(self) -> "OwnerHandle":
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<OwnerHandle {self.kind} {self.name!r} {self.id}{' closed' if self.closed else ''}>"
@@ -75,6 +87,38 @@ def open_owner(name: str, *, ttl_s: float = 30.0) -> OwnerHandle:
     ttl_s = validation.check_ttl(ttl_s)
     owner = create_owner(name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
     return OwnerHandle(owner.id, name=name, kind=Owner.Kind.LEASE, ttl_s=ttl_s)
+
+
+_aopen_owner = aio.async_twin(open_owner)
+
+
+class OpeningOwner:
+    """What ``aopen_owner`` returns: await it for the OwnerHandle, or enter it with ``async with``,
+    which opens the owner and closes it on exit (removing its observers)."""
+
+    def __init__(self, name: str, *, ttl_s: float) -> None:
+        self._opening = _aopen_owner(name, ttl_s=ttl_s)
+        self._handle: OwnerHandle | None = None
+
+    def __await__(self) -> Generator[Any, None, OwnerHandle]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> OwnerHandle:
+        self._handle = await self._opening
+        return self._handle
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._handle is not None:
+            await self._handle.aclose()
+
+
+def aopen_owner(name: str, *, ttl_s: float = 30.0) -> OpeningOwner:
+    """The async twin of :func:`open_owner`: ``lease = await aopen_owner(name)``, or ``async with
+    aopen_owner(name) as lease:``, which closes the lease on exit (its observers removed before the
+    block is left). The same arguments, errors (raised by the ``await``) and guarantees."""
+    return OpeningOwner(name, ttl_s=ttl_s)
 
 
 def host_and_pid() -> tuple[str, int]:

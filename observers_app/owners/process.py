@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from celery.signals import worker_process_shutdown, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, InterfaceError, connections
 
-from .. import conf, signals
+from .. import aio, conf, signals
 from ..exceptions import ObserversError
 from ..models import OWNER_LOCK_NAMESPACE, Owner
 from . import leases
@@ -177,6 +177,9 @@ def process_owner() -> OwnerHandle:
         return _current
 
 
+aprocess_owner = aio.async_twin(process_owner)
+
+
 def _open_process_owner() -> OwnerHandle:
     name = f"{os.path.basename(sys.argv[0]) or 'python'} pid {os.getpid()} on {socket.gethostname()}"
     if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
@@ -226,8 +229,13 @@ def _in_own_connection(func: Callable[[], T]) -> T:
             connections.close_all()
 
     thread = threading.Thread(target=run, name="observers-owner")
-    thread.start()
-    thread.join()
+    try:
+        thread.start()
+    except RuntimeError:  # at interpreter exit, where some Pythons (3.12.0 and 3.12.1) start no thread
+        connections.close_all()  # nothing else runs now: this thread's own, fresh connection serves
+        run()
+    else:
+        thread.join()
     if "error" in result:
         raise result["error"]
     return result["value"]

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
-from .. import conf, signals
+from .. import aio, conf, signals
 from ..models import Observer, Owner, Removal
 from ..observers.removals import remove_in_batches
 from ..telemetry import counters
@@ -69,6 +69,9 @@ def sweep_dead_observers(*, batch_size: int | None = None, grace_s: float | None
     )
     signals.observers_swept.send(None, removed=sum(removed.values()), owners=owners_removed)
     return {**{f"removed_{reason}": n for reason, n in removed.items()}, "owners_removed": owners_removed}
+
+
+asweep_dead_observers = aio.async_twin(sweep_dead_observers)
 
 
 def _death_reason(kind: str, closed_at: Any) -> str:

@@ -19,7 +19,7 @@ from celery import current_app
 from celery.signals import worker_process_shutdown
 from kombu import Queue
 
-from .. import conf, wiring
+from .. import aio, conf, wiring
 from ..exceptions import BrokerUnavailable
 from . import broker
 
@@ -222,6 +222,10 @@ def send_soon(task_name: str, args_json: str, *, durable_id: str | None = None) 
 def flush(timeout: float = 10.0) -> bool:
     """Wait until every message this process left with ``send_soon`` is published."""
     return _buffer.flush(timeout)
+
+
+# Waits on the broker, not the database: on a thread of the loop's pool, leaving Django's sync thread free.
+aflush = aio.async_twin(flush, thread_sensitive=False)
 
 
 def connect() -> None:

@@ -1,5 +1,7 @@
-"""notify_observers: the caller's side of a notification, from its values to this process's send buffer."""
+"""notify_observers and its async twin: the caller's side of a notification, from its values to this
+process's send buffer."""
 
+import asyncio
 import json
 import time
 import uuid
@@ -7,7 +9,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from .. import conf, signals, validation
+from .. import aio, conf, signals, validation
 from ..exceptions import InvalidArgument, NotSerializable, PayloadTooLarge
 from ..wiring import DISPATCH_TASK
 from . import buffer, numbering, outbox, presence
@@ -37,14 +39,10 @@ def notify_observers(
     observer is called at least once even if this process dies right after (a worker publishes what
     it left); rolled back, it is never sent. Callbacks deduplicate by ``metadata["notification_id"]``.
     """
-    validation.check_name(var_id)
-    # Unchanged means the same JSON: 1 -> True and 1 -> 1.0 are changes, [1] -> (1,) is not.
-    old_json = validation.value_json("old_value", old_value)
-    new_json = validation.value_json("new_value", new_value)
-    if old_json == new_json:
+    prepared = _prepare(var_id, old_value, new_value, metadata)
+    if prepared is None:
         return None
-    notification_id = str(uuid.uuid4())
-    args_json = _dispatch_args_json(var_id, old_json, new_json, metadata, notification_id)
+    notification_id, args_json = prepared
     if ordered and presence.has_observers(var_id):
         # Numbered now, in the caller's transaction; a variable nobody observes costs no write.
         args_json = f"{args_json[:-1]},{numbering.next_seq(var_id)}]"
@@ -59,9 +57,69 @@ def notify_observers(
     return notification_id
 
 
-def _publish_dispatch(var_id: str, args_json: str, durable_id: str | None) -> None:
+async def anotify_observers(
+    var_id: str,
+    old_value: Any,
+    new_value: Any,
+    metadata: dict[str, Any] | None = None,
+    *,
+    ordered: bool = False,
+    durable: bool | None = None,
+) -> str | None:
+    """The async twin of :func:`notify_observers`: the same arguments, errors and guarantees, without
+    blocking the event loop.
+
+    When this process already knows whether ``var_id`` has observers (its presence cache) and the call
+    is neither ordered nor durable, nor inside a transaction, the notification needs neither the
+    database nor the broker: it is validated and left in the send buffer right on the event loop
+    (``notification_published`` is then sent there too), which it then yields to once. Otherwise
+    it runs on Django's sync thread, like every async twin.
+    """
+    observed = presence.cached_answer(var_id)
+    if (
+        observed is None
+        or ordered
+        or (conf.durable() if durable is None else durable)
+        or connection.in_atomic_block
+        or aio.under_sync_caller()
+    ):
+        return await _notify_on_sync_thread(
+            var_id, old_value, new_value, metadata, ordered=ordered, durable=durable
+        )
+    prepared = _prepare(var_id, old_value, new_value, metadata)
+    if prepared is not None:
+        _publish_dispatch(var_id, prepared[1], None, observed=observed)
+    # Yield once, as the sync thread's round trip does: a coroutine notifying in a loop lets the
+    # event loop's other tasks run between its calls.
+    await asyncio.sleep(0)
+    return None if prepared is None else prepared[0]
+
+
+_notify_on_sync_thread = aio.async_twin(notify_observers)
+
+
+def _prepare(
+    var_id: str, old_value: Any, new_value: Any, metadata: dict[str, Any] | None
+) -> tuple[str, str] | None:
+    """The notification's id and its dispatch message's arguments as JSON, or None when the value did
+    not change; raises the hub's errors for what it refuses."""
+    validation.check_name(var_id)
+    # Unchanged means the same JSON: 1 -> True and 1 -> 1.0 are changes, [1] -> (1,) is not.
+    old_json = validation.value_json("old_value", old_value)
+    new_json = validation.value_json("new_value", new_value)
+    if old_json == new_json:
+        return None
+    notification_id = str(uuid.uuid4())
+    return notification_id, _dispatch_args_json(var_id, old_json, new_json, metadata, notification_id)
+
+
+def _publish_dispatch(
+    var_id: str, args_json: str, durable_id: str | None, *, observed: bool | None = None
+) -> None:
+    """Hand the dispatch message to the send buffer when someone observes ``var_id`` (``observed``:
+    the answer already known, else asked now)."""
     started = time.perf_counter()
-    published = durable_id is not None or presence.has_observers(var_id)
+    published = durable_id is not None or (presence.has_observers(var_id) if observed is None else observed)
     if published:
         # Published by this process's publishing thread: the caller never waits on the broker. One
         # broker message per call, so no "task-sent" event: the worker's task events show every

@@ -35,12 +35,9 @@ _absent: dict[str, float] = {}  # variable -> until when "it has none" holds (th
 
 def has_observers(var_id: str) -> bool:
     asked_at = time.monotonic()
-    expires = _known.get(var_id)
-    if expires is not None and expires > asked_at:
-        return True
-    expires = _absent.get(var_id)
-    if expires is not None and expires > asked_at:
-        return False
+    answer = _cached(var_id, asked_at)
+    if answer is not None:
+        return answer
     try:
         found = Observer.objects.any_for_variable(var_id)
     except (OperationalError, InterfaceError):
@@ -57,6 +54,22 @@ def has_observers(var_id: str) -> bool:
     _known.pop(var_id, None)
     _bounded_set(_absent, var_id, asked_at + conf.absence_ttl())
     return False
+
+
+def cached_answer(var_id: str) -> bool | None:
+    """What ``has_observers`` would answer now without asking the database, or None when it would
+    ask. Reads memory only: the event loop may call it."""
+    return _cached(var_id, time.monotonic())
+
+
+def _cached(var_id: str, now: float) -> bool | None:
+    expires = _known.get(var_id)
+    if expires is not None and expires > now:
+        return True
+    expires = _absent.get(var_id)
+    if expires is not None and expires > now:
+        return False
+    return None
 
 
 def remember(var_id: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import validation
+from .. import aio, validation
 from ..models import Variable
 from ..publishing.notify import notify_observers
 
@@ -32,6 +32,9 @@ def set_variable(session_id: str, name: str, value: Any, metadata: dict[str, Any
     return _write(session_id, name, value, metadata, deleted=False)
 
 
+aset_variable = aio.async_twin(set_variable)
+
+
 def delete_variable(session_id: str, name: str, metadata: dict[str, Any] | None = None) -> bool:
     """Delete a session variable (its observers get ``new_value`` None); False if it was not set."""
     if get_variable(session_id, name, default=_ABSENT) is _ABSENT:
@@ -40,10 +43,16 @@ def delete_variable(session_id: str, name: str, metadata: dict[str, Any] | None 
     return True
 
 
+adelete_variable = aio.async_twin(delete_variable)
+
+
 def get_variable(session_id: str, name: str, default: Any = None) -> Any:
     variable_id(session_id, name)  # refuses what the table cannot hold before asking it
     row = Variable.objects.filter(session_id=session_id, name=name).values_list("value", "deleted").first()
     return default if row is None or row[1] else row[0]
+
+
+aget_variable = aio.async_twin(get_variable)
 
 
 _ABSENT = object()

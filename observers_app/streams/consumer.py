@@ -46,7 +46,7 @@ class QueueConsumer(threading.Thread):
     def _consume(self) -> None:
         with Connection(current_app.conf.broker_url, heartbeat=30) as connection:
             consumer = connection.Consumer(
-                self.queue, on_message=self._handle, no_ack=True, prefetch_count=1000
+                self.queue, on_message=self._receive, no_ack=True, prefetch_count=1000
             )
             with consumer:
                 self.ready.set()
@@ -56,7 +56,7 @@ class QueueConsumer(threading.Thread):
                     except TimeoutError:
                         connection.heartbeat_check()
 
-    def _handle(self, message: Any) -> None:
+    def _receive(self, message: Any) -> None:
         try:
             body = json.loads(message.body)
         except ValueError:

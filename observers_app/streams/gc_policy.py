@@ -8,6 +8,9 @@ RECLAIM_AFTER_S = 300.0
 # Streams closed since the last reclaim that make the next one due, at least (and a quarter of the
 # streams open): what they left in cycles is collected in bounded amounts.
 RECLAIM_MIN_CLOSED = 100
+# Objects frozen when the hub was loaded: the interpreter's own (Python 3.12 starts with some), not a
+# host's, which freezes after loading its project (gunicorn --preload, before it forks).
+FROZEN_AT_IMPORT = gc.get_freeze_count()
 
 
 class GcPolicy:
@@ -19,7 +22,7 @@ class GcPolicy:
         self.last_reclaim = time.monotonic()
         self.frozen_since_reclaim = False
         # A host that froze objects itself manages its collector: unfreezing would undo that.
-        self.host_froze = gc.get_freeze_count() > 0
+        self.host_froze = gc.get_freeze_count() > FROZEN_AT_IMPORT
 
     def opened(self) -> None:
         self.opened_since_freeze += 1

@@ -4,7 +4,7 @@ from typing import Any
 
 from celery import current_app
 
-from .. import wiring
+from .. import aio, wiring
 from ..models import DeadLetter, Observer, Owner
 from . import counters
 
@@ -18,6 +18,9 @@ def get_stats() -> dict[str, int]:
     stats["dead_letters"] = DeadLetter.objects.count()
     stats["uptime_ms"] = uptime_ms
     return stats
+
+
+aget_stats = aio.async_twin(get_stats)
 
 
 def dispatch_backlog() -> int:

@@ -2,7 +2,7 @@
 
 import logging
 
-from .. import conf
+from .. import aio, conf
 from ..exceptions import BrokerUnavailable
 from ..owners.reaping import sweep_dead_observers
 from ..publishing import backpressure, outbox
@@ -28,6 +28,9 @@ def sweep(*, batch_size: int | None = None) -> dict[str, int]:
         **pruning.prune(batch_size),
         "webhook_retries_sent": attempts.release_due_retries(batch_size=batch_size),
     }
+
+
+asweep = aio.async_twin(sweep)
 
 
 def _drain_shed() -> int:

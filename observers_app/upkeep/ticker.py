@@ -1,12 +1,13 @@
-"""The worker's ticker: every second, in each worker's main process, publish what waits in the outbox
-table (durable notifications their callers left, messages the broker refused) and count what the
-dispatch queue shed. No extra process to run."""
+"""The worker's ticker: every second, publish what waits in the outbox table (durable notifications
+their callers left, messages the broker refused) and count what the dispatch queue shed. In each pool
+process of a prefork worker (its main process forks replacements for them: a thread there would be
+inherited half-way by each), in the worker itself otherwise. No extra process to run."""
 
 import logging
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from django.db import connections
 
 from ..publishing import backpressure, outbox
@@ -38,9 +39,17 @@ _ticker: _Ticker | None = None
 
 
 def connect() -> None:
-    """Tick in every worker's main process while it runs (called once, from ``AppConfig.ready()``)."""
-    worker_ready.connect(_start, weak=False)
+    """Tick in every worker while it runs (called once, from ``AppConfig.ready()``)."""
+    worker_process_init.connect(_start, weak=False)
+    worker_ready.connect(_start_unless_prefork, weak=False)
+    worker_process_shutdown.connect(_stop, weak=False)
     worker_shutdown.connect(_stop, weak=False)
+
+
+def _start_unless_prefork(sender: Any = None, **kwargs: Any) -> None:
+    """At a worker's start: its pool processes tick if it forks them, else it does."""
+    if type(getattr(sender, "pool", None)).__module__ != "celery.concurrency.prefork":
+        _start()
 
 
 def _start(**kwargs: Any) -> None:

@@ -93,11 +93,6 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         removed = sum(remove_observer(var_id, ref) for ref, var_id in rows)
         self.message_user(request, f"Removed {removed} endpoints.", messages.SUCCESS)
 
-    def get_actions(self, request: HttpRequest) -> Any:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # removals go through the manager, which records why
-        return actions
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # add_webhook, which vets the URL and shows the secret once
 

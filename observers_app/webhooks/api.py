@@ -4,7 +4,7 @@ import uuid
 
 from django.db import transaction
 
-from .. import validation
+from .. import aio, validation
 from ..models import Observer, WebhookEndpoint
 from ..observers.adds import add_observer
 from ..validation import HasOwnerId
@@ -46,6 +46,9 @@ def add_webhook(
     return WebhookRef(ref, secret)
 
 
+aadd_webhook = aio.async_twin(add_webhook)
+
+
 def send_test_webhook(ref: uuid.UUID | str) -> bool:
     """POST a signed ``webhook.test`` message to webhook observer ``ref`` (after commit); False if
     ``ref`` is not a webhook observer."""
@@ -56,3 +59,6 @@ def send_test_webhook(ref: uuid.UUID | str) -> bool:
     message_id = f"msg_{uuid.uuid4().hex}"
     transaction.on_commit(lambda: messages.enqueue(str(ref), message_id, payload, attempt=1))
     return True
+
+
+asend_test_webhook = aio.async_twin(send_test_webhook)

@@ -11,14 +11,13 @@ time costs nothing.
 
 import json
 import logging
-import threading
 from datetime import timedelta
 from typing import Any
 
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from .. import conf, validation
+from .. import aio, conf, validation
 from ..db import DATABASE_ERRORS, prepared_rows
 from ..models import DeadLetter, MessageAttempt
 from ..publishing import broker
@@ -49,19 +48,15 @@ def record_failures(task_ids: list[str], error: str) -> None:
     )
 
 
-def record_deaths_soon(task_ids: list[str], error: str) -> None:
-    """Count a run whose worker process died, from the worker's main process: written by a thread of
-    its own, so its event loop never waits on the database (which may be away: then it is logged)."""
-
-    def write() -> None:
-        try:
-            record_failures(task_ids, f"{DIED} ({error})")
-        except Exception:
-            logger.warning("event=death_not_recorded ids=%s", task_ids, exc_info=True)
-        finally:
-            connections.close_all()
-
-    threading.Thread(target=write, name="observers-poison", daemon=True).start()
+def record_deaths(task_ids: list[str], error: str) -> None:
+    """Count a run whose worker process died, from the worker's main process, which starts no thread
+    (it forks): one statement on a connection closed right after; a database away is logged."""
+    try:
+        record_failures(task_ids, f"{DIED} ({error})")
+    except Exception:
+        logger.warning("event=death_not_recorded ids=%s", task_ids, exc_info=True)
+    finally:
+        connections.close_all()
 
 
 def parked(task_name: str, task_id: str, args: list[Any], *, redelivered: bool) -> bool:
@@ -119,6 +114,9 @@ def replay_dead_letters(ids: list[int] | None = None, *, limit: int = 1000) -> i
     if rows:
         logger.warning("event=dead_letters_replayed messages=%d", len(rows))
     return len(rows)
+
+
+areplay_dead_letters = aio.async_twin(replay_dead_letters)
 
 
 def prune_attempts(*, older_than: timedelta = timedelta(days=1)) -> int:

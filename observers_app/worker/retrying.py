@@ -41,9 +41,16 @@ _extra_prefetch = 0
 
 
 def transient(exc: BaseException) -> Reject:
-    """What a hub task raises when ``exc`` is a transient fault: a requeue (at once, if the task's
-    request is not a HubRequest), which a HubRequest holds back first."""
+    """What a hub task raises, in its pool process, when ``exc`` is a transient fault: a requeue (at
+    once, if the task's request is not a HubRequest), which a HubRequest holds back first. Counted."""
+    counted(1)
     return Reject(TransientFault(f"{type(exc).__name__}: {exc}"), requeue=True)
+
+
+def counted(messages: int) -> None:
+    """Count messages retried for a transient fault, in the pool process (the main process forks: no
+    thread of the hub's there), written once the database takes it."""
+    counters.increment_later({"messages_retried": messages})
 
 
 def requeue_later(request: Any) -> None:
@@ -56,7 +63,6 @@ def requeue_later(request: Any) -> None:
         while len(_retries) > REMEMBERED:
             _retries.popitem(last=False)
     delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** (retries - 1)) * random.uniform(0.8, 1.0)  # noqa: S311
-    counters.increment_later({"messages_retried": 1})
     consumer = _consumer
     if consumer is None or consumer.timer is None or consumer.qos is None:
         request.reject(requeue=True)  # not in a worker with a timer: no way to wait here
@@ -105,7 +111,7 @@ class HubRequest(Request):
             requeue_later(self)
             return None
         if isinstance(exc, WorkerLostError | SystemExit | TimeLimitExceeded):
-            poison.record_deaths_soon([self.id], f"{type(exc).__name__}: {exc}")
+            poison.record_deaths([self.id], f"{type(exc).__name__}: {exc}")
         if isinstance(exc, TimeLimitExceeded):  # acknowledged by default (acks_on_failure_or_timeout)
             task_ready(self)
             self.reject(requeue=True)

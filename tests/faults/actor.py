@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 
 import django
 
@@ -66,7 +67,7 @@ def main() -> None:
     elif mode == "attempts":
         from observers_app.models import WebhookAttempt
 
-        for attempt in WebhookAttempt.objects.filter(endpoint_id=var_id).order_by("id"):
+        for attempt in WebhookAttempt.objects.filter(endpoint_id=uuid.UUID(var_id)).order_by("id"):
             say(f"attempt {attempt.attempt} {attempt.status_code} {json.dumps(attempt.error)}")
     elif mode == "park-retries":
         from datetime import timedelta
@@ -78,7 +79,7 @@ def main() -> None:
         for n in range(int(sys.argv[3])):
             message_id = f"msg_parked_{n}_{time.time_ns()}"
             WebhookRetry.objects.create(
-                endpoint_id=var_id,
+                endpoint_id=uuid.UUID(var_id),
                 message_id=message_id,
                 body=json.dumps({"data": {"metadata": {"notification_id": message_id}}}),
                 attempt=2,

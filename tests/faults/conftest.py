@@ -1,5 +1,6 @@
 """The fault suite's private broker and database, and the processes each test starts and breaks."""
 
+import fcntl
 import json
 import os
 import signal
@@ -24,7 +25,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def rabbit() -> Iterator[PrivateRabbit]:
+def private_services() -> Iterator[None]:
+    """One fault run at a time on this machine: the private broker and database have fixed ports
+    and a fixed node name, so a second run waits here for the first to end."""
+    with open(Path(tempfile.gettempdir()) / "observers-faults-services.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="session")
+def rabbit(private_services: None) -> Iterator[PrivateRabbit]:
     node = PrivateRabbit(Path(tempfile.mkdtemp(prefix="observers-faults-rabbit-")))
     try:
         node.start()
@@ -34,7 +44,7 @@ def rabbit() -> Iterator[PrivateRabbit]:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PrivatePostgres]:
+def postgres(private_services: None) -> Iterator[PrivatePostgres]:
     cluster = PrivatePostgres(Path(tempfile.mkdtemp(prefix="observers-faults-pg-")))
     try:
         cluster.start()

@@ -145,4 +145,5 @@ def test_publishing_into_a_full_deliver_queue_says_which_messages_it_refused(set
         assert held == set(range(50)) - set(unsent)
     finally:
         with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(wiring.deliver_queue().name)
+            deleting: Any = connection.default_channel
+            deleting.queue_delete(wiring.deliver_queue().name)

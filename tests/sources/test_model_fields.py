@@ -185,9 +185,12 @@ def test_a_change_the_hub_refuses_is_logged_counted_and_skipped_and_the_save_goe
 def test_the_size_check_stops_encoding_a_value_once_over_the_limit(monkeypatch):
     encoded: list[object] = []
     default = model_fields._ENCODER.default
-    monkeypatch.setattr(
-        model_fields._ENCODER, "default", lambda value: encoded.append(value) or default(value)
-    )
+
+    def counting_default(value: object) -> object:
+        encoded.append(value)
+        return default(value)
+
+    monkeypatch.setattr(model_fields._ENCODER, "default", counting_default)
 
     with pytest.raises(PayloadTooLarge):
         model_fields._json([Decimal(n) for n in range(100_000)], limit=1_000)

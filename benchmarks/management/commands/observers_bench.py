@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from benchmarks import admin_bench, bench, durable_bench, scale_bench
+from benchmarks import admin_bench, async_bench, bench, durable_bench, scale_bench
 
 
 class Command(BaseCommand):
@@ -48,6 +48,12 @@ class Command(BaseCommand):
             help="only durable mode against fast: latency and sustained rate",
         )
         parser.add_argument(
+            "--async-api",
+            action="store_true",
+            help="only the async API: the event loop's longest stall while --calls anotify_observers "
+            "run, against a plain loop, and the cost of one call on the loop and on the sync thread",
+        )
+        parser.add_argument(
             "--admin",
             type=int,
             metavar="ROWS",
@@ -76,6 +82,16 @@ class Command(BaseCommand):
             options["json"].with_name("observers_durable_bench.json").write_text(
                 json.dumps(results, indent=2)
             )
+            return
+        if options["async_api"]:
+            results = async_bench.run(
+                calls=options["calls"], rounds=options["repeats"], progress=self.stderr.write
+            )
+            self._write_async(results)
+            path = options["json"].with_name("observers_async_bench.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=2))
+            self.stdout.write(f"wrote {path}")
             return
         if options["admin"]:
             results = admin_bench.run(rows=options["admin"], say=self.stdout.write)
@@ -139,3 +155,15 @@ class Command(BaseCommand):
             f"({page['callbacks_ms']} ms callbacks, {page['overhead_ms']} ms the rest); CPU "
             f"{page['page_cpu_ms']} ms ({page['callbacks_cpu_ms']} ms callbacks)"
         )
+
+    def _write_async(self, results: dict[str, Any]) -> None:
+        rounds = f"median of {results['rounds']} rounds of {results['calls']} calls"
+        self.stdout.write(f"{'one call, ' + rounds:<60}{'p50 us':>10}{'p99 us':>10}{'mean us':>10}")
+        for name, row in results["per_call"].items():
+            self.stdout.write(f"{name:<60}{row['p50_us']:>10}{row['p99_us']:>10}{row['mean_us']:>10}")
+        header = f"{'wall ms':>10}{'stall ms':>10}  longest stall per round"
+        self.stdout.write(f"\n{'the loop, ' + rounds:<60}{header}")
+        for name, row in results["stalls"].items():
+            per_round = ", ".join(f"{ms:.2f}" for ms in row["longest_stall_ms_per_round"])
+            figures = f"{row['wall_ms']:>10.1f}{row['longest_stall_ms']:>10.2f}"
+            self.stdout.write(f"{name:<60}{figures}  {per_round}")
