@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('observers_app', '0018_exact_json'),
+        ('observers_app', '0019_covering_index_postgresql_only'),
     ]
 
     operations = [
