@@ -176,6 +176,7 @@ def _send_to_pool(
         try:
             on_died(requests)
             exc = getattr(exc_info, "exception", exc_info)  # billiard's ExceptionInfo, or the exception
+            exc = getattr(exc, "exc", exc)  # itself wrapped with its traceback (ExceptionWithTraceback)
             task.died([request.id for request in requests], f"{type(exc).__name__}: {exc}")
             for request in requests:
                 request.reject(requeue=True)

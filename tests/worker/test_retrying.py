@@ -47,6 +47,7 @@ class Request:
 def consumer(monkeypatch: pytest.MonkeyPatch) -> Any:
     worker = type("Consumer", (), {"timer": Timer(), "qos": Qos()})()
     monkeypatch.setattr(retrying, "_consumer", worker)
+    monkeypatch.setattr(retrying, "_extra_prefetch", 0)
     monkeypatch.setattr(retrying.counters, "increment_later", lambda counts: None)
     return worker
 
