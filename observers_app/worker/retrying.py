@@ -1,5 +1,5 @@
-"""Transient faults: a message that met the database or the broker away (or a full queue) waits in the
-worker's main process and is delivered again, with capped backoff, for as long as the fault lasts.
+"""Transient faults: a message that met the database or the broker away waits in the worker's main
+process and is delivered again, with capped backoff, for as long as the fault lasts.
 
 Never acknowledged meanwhile, so no outage turns into a loss, and never counted as poison: a message
 is parked for what it carries (``worker.poison``), not for the hub's faults. While it waits the worker
@@ -9,7 +9,6 @@ messages do not stop the worker's other work; they wait well under RabbitMQ's co
 
 import logging
 import random
-import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -35,8 +34,7 @@ REMEMBERED = 10_000
 EXTRA_PREFETCH_MAX = 1000
 
 _consumer: Any = None  # the worker's consumer (its timer and prefetch), from worker_ready
-_retries: "OrderedDict[str, int]" = OrderedDict()
-_lock = threading.Lock()
+_retries: "OrderedDict[str, int]" = OrderedDict()  # in the main process's one thread, its event loop
 _extra_prefetch = 0
 
 
@@ -57,11 +55,10 @@ def requeue_later(request: Any) -> None:
     """Hold ``request``'s message, then requeue it: after 1 s, then 2, 4 ... at most MAX_DELAY_S for
     the same message. In the worker's main process."""
     global _extra_prefetch
-    with _lock:
-        retries = _retries.pop(request.id, 0) + 1
-        _retries[request.id] = retries
-        while len(_retries) > REMEMBERED:
-            _retries.popitem(last=False)
+    retries = _retries.pop(request.id, 0) + 1
+    _retries[request.id] = retries
+    while len(_retries) > REMEMBERED:
+        _retries.popitem(last=False)
     delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** (retries - 1)) * random.uniform(0.8, 1.0)  # noqa: S311
     consumer = _consumer
     if consumer is None or consumer.timer is None or consumer.qos is None:
@@ -87,9 +84,7 @@ def _requeue(request: Any, qos: Any, extra: bool) -> None:
 
 def forget(task_id: str) -> None:
     """The message finished: its next fault starts its backoff afresh."""
-    if _retries:
-        with _lock:
-            _retries.pop(task_id, None)
+    _retries.pop(task_id, None)
 
 
 class HubRequest(Request):
@@ -110,7 +105,8 @@ class HubRequest(Request):
             task_ready(self)
             requeue_later(self)
             return None
-        if isinstance(exc, WorkerLostError | SystemExit | TimeLimitExceeded):
+        cancelled = getattr(self, "_already_cancelled", False) or getattr(self, "_already_revoked", False)
+        if isinstance(exc, WorkerLostError | SystemExit | TimeLimitExceeded) and not cancelled:
             poison.record_deaths([self.id], f"{type(exc).__name__}: {exc}")
         if isinstance(exc, TimeLimitExceeded):  # acknowledged by default (acks_on_failure_or_timeout)
             task_ready(self)
