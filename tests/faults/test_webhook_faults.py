@@ -1,9 +1,7 @@
-"""Webhook retries through broker faults: parked retries released while the broker is away, a near retry
-sent into a blocked broker that then crashes, a receiver answering in forms the hub cannot read."""
+"""Webhook retries through broker faults: parked retries released while the broker is away; a receiver
+answering in forms the hub cannot read."""
 
 import json
-import threading
-import time
 
 import pytest
 
@@ -39,8 +37,10 @@ def test_parked_retries_released_while_the_broker_is_away_are_kept(scene: Scene,
             rabbit.start_app()
         with scene.worker():
             scene.run("sweep", "-")
-            wait_for(lambda: set(parked) <= set(message_ids(receiver)), timeout=60)
-    received = message_ids(receiver)
+            try:
+                wait_for(lambda: set(parked) <= set(message_ids(receiver)), timeout=60)
+            finally:
+                received = message_ids(receiver)
     report(
         "parked webhook retries released while the broker is away",
         {
@@ -50,52 +50,7 @@ def test_parked_retries_released_while_the_broker_is_away_are_kept(scene: Scene,
             "duplicates": len(received) - len(set(received)),
         },
     )
-    assert released == ["released 0"]
-
-
-def test_a_near_retry_sent_into_a_blocked_broker_that_then_crashes_is_not_lost(
-    scene: Scene, rabbit: PrivateRabbit
-):
-    """An attempt times out while a memory alarm blocks the broker; its retry (a countdown) is published
-    then, and the broker is killed and restarted before it took it: the retry still comes."""
-    alarm_set = threading.Event()
-    with running_receiver() as receiver:
-        receiver.script = [Reply(200, delay_s=8)]  # past OBSERVERS_WEBHOOK_TIMEOUT: a timeout, retried
-        webhook(scene, "near", receiver.url)
-        with scene.worker(OBSERVERS_WEBHOOK_TIMEOUT="5"):
-            lines = scene.run("notify", "near", "1", "0.5", "plain")
-            [notification] = [line.split()[1] for line in lines if line.startswith("sent ")]
-
-            def alarm_on_first_attempt() -> None:
-                wait_for(lambda: receiver.requests, timeout=60, interval=0.01)
-                rabbit.set_memory_alarm(True)
-                alarm_set.set()
-
-            thread = threading.Thread(target=alarm_on_first_attempt)
-            thread.start()
-            try:
-                thread.join(90)
-                assert alarm_set.is_set(), "the first attempt never came"
-                time.sleep(12)  # the attempt timed out (5 s) and its retry was handed to the blocked broker
-                rabbit.kill()  # what a blocked broker had not read yet is gone
-                time.sleep(2)
-                rabbit.start()
-            finally:
-                rabbit.set_memory_alarm(False)
-            # A retry the broker did not take waits in the database for the sweep (beat's, here the test's).
-            wait_for(
-                lambda: scene.run("sweep", "-") and len(receiver.requests) >= 2, timeout=90, interval=0.5
-            )
-    received = message_ids(receiver)
-    report(
-        "near webhook retry into a blocked broker, then killed",
-        {
-            "expected": 1,
-            "delivered": int(notification in received[1:]),
-            "lost": int(notification not in received[1:]),
-        },
-    )
-    assert received.count(notification) >= 2  # the first attempt, and its retry
+    assert released == ["released 0"], released
 
 
 # Replies the hub cannot read, each then followed by a 200: whether it retries after it, and why.

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection
@@ -13,10 +14,11 @@ from django.db.models.signals import pre_delete
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from observers_app import manager
+from observers_app import manager, wiring
 from observers_app.exceptions import WebhookRefused
 from observers_app.models import Observer, WebhookAttempt, WebhookEndpoint, WebhookRetry
-from observers_app.webhooks import messages, store
+from observers_app.webhooks import attempts, messages, store
+from project.celery import app
 from tests.conftest import wait_for
 from tests.factories import unique_var
 from tests.receivers import Receiver, Reply, running_receiver
@@ -302,6 +304,35 @@ def test_a_far_retry_waits_in_the_database_until_the_sweep_sends_it(receiver):
     assert list(WebhookRetry.objects.filter(endpoint=endpoint).values_list("message_id", flat=True)) == [
         "msg_later"
     ]
+
+
+def test_a_near_retry_the_broker_refuses_waits_in_the_database(receiver, settings):
+    """A failed attempt's near retry is confirmed by the broker before the attempt's message is
+    acknowledged; one the broker refuses (here its queue is declared with other arguments) is parked
+    for the sweep, not lost."""
+    ref = manager.add_webhook(unique_var("refused"), receiver.url)
+    receiver.default = Reply(500)
+    settings.OBSERVERS_QUEUE = unique_var("observers-test-near").replace(":", "-")
+    queue = wiring.webhook_queue().name
+    with app.connection_for_write() as connection:  # a queue the hub's own declaration clashes with
+        channel: Any = connection.default_channel
+        channel.queue_declare(queue, durable=True, arguments={"x-max-length": 1})
+    try:
+        result: dict[str, str] = {}
+        # A thread of its own: a new broker link, on the new queue.
+        thread = threading.Thread(
+            target=lambda: result.update(outcome=attempts.deliver(str(ref), "msg_near", "{}", 1))
+        )
+        thread.start()
+        thread.join(30)
+        assert result == {"outcome": "retrying"}
+        [retry] = WebhookRetry.objects.filter(endpoint_id=ref)
+        assert (retry.message_id, retry.attempt) == ("msg_near", 2)
+        assert retry.due_at <= timezone.now() + timedelta(seconds=1)  # the schedule's first delay
+    finally:
+        with app.connection_for_write() as connection:
+            deleting: Any = connection.default_channel
+            deleting.queue_delete(queue)
 
 
 def test_attempts_kept_are_bounded(receiver):
