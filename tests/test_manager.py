@@ -14,6 +14,7 @@ from observers_app import manager
 from observers_app.exceptions import InvalidVariableId, NotSerializable, PayloadTooLarge, UnknownCallback
 from observers_app.models import Observer, VariableState
 from observers_app.worker import delivery
+from tests import factories
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import record
@@ -221,15 +222,7 @@ def test_observer_removed_before_its_batch_runs_is_not_called():
     var = unique_var()
     kept, removed = make_observers(var, 2)
     manager.remove_observer(var, removed)
-    notification = {
-        "var_id": var,
-        "old_value": 1,
-        "new_value": 2,
-        "metadata": None,
-        "notification_id": str(uuid.uuid4()),
-        "seq": 1,
-        "notified_at": 0.0,
-    }
+    notification = factories.notification(var)
     delivery.deliver(json.loads(json.dumps(notification)), after=None, upto=max(kept, removed), globs=[])
     assert [c.observer_ref for c in received(var)] == [kept]
 

@@ -98,7 +98,11 @@ class Scene:
 
     def expect(self, var_id: str, lines: list[str]) -> None:
         """Count the notifications an actor printed as sent (committed) for ``var_id``."""
-        self.sent.setdefault(var_id, []).extend(line.split()[1] for line in lines if line.startswith("sent "))
+        self.sent.setdefault(var_id, []).extend(sent_ids(lines))
+
+    def printed(self, key: str, *args: str) -> list[str]:
+        """What an actor printed as ``<key> <value>`` lines: the values."""
+        return [line.split()[1] for line in self.run(*args) if line.startswith(f"{key} ")]
 
     @contextmanager
     def worker(self, **env: str) -> Iterator[subprocess.Popen[bytes]]:
@@ -185,6 +189,11 @@ def report(name: str, counts: Mapping[str, float]) -> None:
     print(line)
     with open(ROOT / "faults-results.txt", "a") as results:
         results.write(line + "\n")
+
+
+def sent_ids(lines: list[str]) -> list[str]:
+    """The notification ids an actor printed as sent."""
+    return [line.split()[1] for line in lines if line.startswith("sent ")]
 
 
 def children(pid: int) -> set[int]:

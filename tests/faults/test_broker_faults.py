@@ -11,7 +11,7 @@ from tests.conftest import wait_for
 from tests.receivers import running_receiver
 from tests.sse import EventStream
 
-from .conftest import Scene, report
+from .conftest import Scene, report, sent_ids
 from .services import PrivateRabbit
 
 pytestmark = pytest.mark.faults
@@ -107,7 +107,7 @@ def test_durable_notifications_are_never_shed_and_the_shed_queue_is_bounded(
     scene.observe("shed", 1)
     scene.run("declare", "-")  # the hub's queues, as a worker that ran before left them
     scene.expect("kept", scene.run("notify", "kept", "200", "1", "durable"))  # the oldest: shed first
-    fast = [line for line in scene.run("notify", "shed", "1000", "0.3", "plain") if line.startswith("sent ")]
+    fast = scene.printed("sent", "notify", "shed", "1000", "0.3", "plain")
     assert len(fast) > 150 and len(scene.sent["kept"]) > 20
     shed_queue = f"{scene.env['OBSERVERS_QUEUE']}.shed"
     held_by_shed_queue = rabbit.queue_depth(shed_queue)
@@ -116,7 +116,7 @@ def test_durable_notifications_are_never_shed_and_the_shed_queue_is_bounded(
         wait_for(lambda: scene.stats()["notifications_shed"] >= held_by_shed_queue, timeout=30, interval=0.5)
         stats = scene.stats()
     counts = scene.count()
-    delivered_fast = {line.split()[1] for line in scene.records()} & {line.split()[1] for line in fast}
+    delivered_fast = {line.split()[1] for line in scene.records()} & set(fast)
     report(
         "durable notifications into a full dispatch queue (no worker)",
         {
@@ -136,10 +136,8 @@ def test_a_broker_memory_alarm_quarantines_nothing_and_loses_nothing(scene: Scen
     every publisher: the hub's own callbacks cannot hand them on, which is the hub's fault, not the
     observers'. After the alarm clears, the webhook and the stream get every one; none is quarantined."""
     with running_receiver() as receiver, scene.web() as base:
-        [ref] = [
-            line.split()[1] for line in scene.run("webhook", "alarm", receiver.url) if line.startswith("ref ")
-        ]
-        [token] = [line.split()[1] for line in scene.run("token", "alarm") if line.startswith("token ")]
+        [ref] = scene.printed("ref", "webhook", "alarm", receiver.url)
+        [token] = scene.printed("token", "token", "alarm")
         stream = EventStream(base, [("var", "alarm"), ("token", token)])
         try:
             assert stream.status == 200 and stream.opened.wait(30), "the stream did not open"
@@ -152,7 +150,7 @@ def test_a_broker_memory_alarm_quarantines_nothing_and_loses_nothing(scene: Scen
                     rabbit.set_memory_alarm(False)
                     out, _ = caller.communicate(timeout=60)
                     sent += out.splitlines()
-                    expected = {line.split()[1] for line in sent if line.startswith("sent ")}
+                    expected = set(sent_ids(sent))
 
                     def posted() -> list[str]:
                         return [

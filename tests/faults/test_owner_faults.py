@@ -26,7 +26,7 @@ def partition(postgres: PrivatePostgres) -> Iterator[Partition]:
 
 
 def open_stream(scene: Scene, base: str, var_id: str) -> EventStream:
-    [token] = [line.split()[1] for line in scene.run("token", var_id) if line.startswith("token ")]
+    [token] = scene.printed("token", "token", var_id)
     stream = EventStream(base, [("var", var_id), ("token", token)])
     assert stream.status == 200 and stream.opened.wait(30), "the stream did not open"
     return stream
@@ -44,11 +44,7 @@ def test_a_web_process_whose_owner_was_swept_closes_its_streams_and_serves_new_o
     with scene.worker(), scene.web(DATABASE_URL=web_database) as base:
         first = open_stream(scene, base, "cut")
         try:
-            before = {
-                line.split()[1]
-                for line in scene.run("notify", "cut", "20", "0.25", "plain")
-                if line.startswith("sent ")
-            }
+            before = set(scene.printed("sent", "notify", "cut", "20", "0.25", "plain"))
             wait_for(lambda: before <= notified_ids(first, "cut"), timeout=30)
             partition.cut()  # the web process alone is cut off: its session, and its owner's lock, go
             try:
@@ -61,11 +57,7 @@ def test_a_web_process_whose_owner_was_swept_closes_its_streams_and_serves_new_o
             closing = [event for event in first.events if event.get("event") == "close"]
             second = open_stream(scene, base, "cut")
             try:
-                after = {
-                    line.split()[1]
-                    for line in scene.run("notify", "cut", "20", "0.5", "plain")
-                    if line.startswith("sent ")
-                }
+                after = set(scene.printed("sent", "notify", "cut", "20", "0.5", "plain"))
                 wait_for(lambda: after <= notified_ids(second, "cut"), timeout=30)
                 received = notified_ids(second, "cut")
             finally:

@@ -19,7 +19,7 @@ def message_ids(receiver: Receiver) -> list[str]:
 
 
 def webhook(scene: Scene, var_id: str, url: str) -> str:
-    [ref] = [line.split()[1] for line in scene.run("webhook", var_id, url) if line.startswith("ref ")]
+    [ref] = scene.printed("ref", "webhook", var_id, url)
     return ref
 
 
@@ -27,9 +27,7 @@ def test_parked_retries_released_while_the_broker_is_away_are_kept(scene: Scene,
     """The sweep sends the parked retries now due while the broker is away: none may be deleted unsent."""
     with running_receiver() as receiver:
         ref = webhook(scene, "parked", receiver.url)
-        parked = [
-            line.split()[1] for line in scene.run("park-retries", ref, "50") if line.startswith("sent ")
-        ]
+        parked = scene.printed("sent", "park-retries", ref, "50")
         rabbit.stop_app()
         try:
             released = scene.run("release-retries", "-")  # the sweep's step, while the broker is away

@@ -13,6 +13,7 @@ from django.utils import timezone
 from observers_app import manager, wiring
 from observers_app.models import OutboxMessage
 from observers_app.publishing import buffer, outbox
+from tests import factories
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.models import Received
@@ -87,15 +88,7 @@ def test_a_row_its_caller_left_unsent_is_published_by_the_running_worker():
 def test_a_page_the_broker_did_not_take_is_held_and_published_by_the_running_worker_at_once():
     var = unique_var("held")
     [ref] = make_observers(var, 1)
-    notification = {
-        "var_id": var,
-        "old_value": 1,
-        "new_value": 2,
-        "metadata": None,
-        "notification_id": str(uuid.uuid4()),
-        "seq": 1,
-        "notified_at": time.time(),
-    }
+    notification = factories.notification(var, notified_at=time.time())
     before = manager.get_stats()
     outbox.hold([(wiring.DELIVER_TASK, json.dumps([notification, None, str(uuid.UUID(int=2**128 - 1)), []]))])
 
