@@ -240,6 +240,7 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
             "figures": dashboard.labelled(manager.get_stats()),
             "chart": dashboard.stats_chart(),
             "stream_url": f"{reverse('observers:stream')}?var={dashboard.VARIABLE}",
+            "stream_variable": dashboard.VARIABLE,
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/observers_app/stats.html", context)

@@ -1,5 +1,8 @@
 """The admin: staff see observers, owners, variables, the stats dashboard and inspect pages; others don't."""
 
+import re
+
+import django
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
@@ -10,7 +13,7 @@ from observers_app import manager
 from observers_app.models import Observer
 from observers_app.registry import name_of
 from observers_app.telemetry import counters
-from tests.factories import make_observers, unique_var
+from tests.factories import hub_admin_pages, make_observers, unique_var
 from tests.testapp.callbacks import explode, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -89,6 +92,36 @@ def test_stats_dashboard_shows_every_figure_and_the_chart(staff_client):
     assert (
         "<svg" in page and "<polyline" in page and "http" not in page.split("<svg", 1)[1].split("</svg>")[0]
     )
+
+
+def test_no_hub_page_has_an_inline_script_or_style(staff_client):
+    """What a Content Security Policy without 'unsafe-inline' (Django 6's SECURE_CSP) would block: the
+    hub's pages, Django's admin around them included, run under one as they are."""
+    for url in hub_admin_pages()[1]:
+        page = staff_client.get(url).content.decode()
+        assert "<style" not in page and not re.search(r"\sstyle=", page), url
+        assert not re.search(r"\son[a-z]+=", page), url  # no inline event handler either
+        for script in re.findall(r"<script\b[^>]*>", page):
+            assert " src=" in script, (url, script)
+    stats = staff_client.get(reverse("admin:observers_stats")).content.decode()
+    assert "observers_app/stats.js" in stats and "observers_app/stats.css" in stats
+    assert "nonce=" not in stats  # the example project enables no nonce
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="CSP nonces came in Django 6.0 (Django 5.2 has none)")
+def test_the_stats_page_carries_the_nonce_where_the_host_enables_it(staff_client, settings):
+    from django.utils.csp import CSP
+
+    settings.SECURE_CSP = {"default-src": [CSP.SELF], "script-src": [CSP.NONCE], "style-src": [CSP.NONCE]}
+    engine = settings.TEMPLATES[0]
+    processors = [*engine["OPTIONS"]["context_processors"], "django.template.context_processors.csp"]
+    settings.TEMPLATES = [{**engine, "OPTIONS": {**engine["OPTIONS"], "context_processors": processors}}]
+    response = staff_client.get(reverse("admin:observers_stats"))
+    nonce = re.findall(r"'nonce-([^']+)'", response["Content-Security-Policy"])
+    assert len(set(nonce)) == 1
+    page = response.content.decode()
+    assert re.search(rf'observers_app/stats\.js"[^>]*\snonce="{re.escape(nonce[0])}"', page)
+    assert re.search(rf'observers_app/stats\.css"[^>]*\snonce="{re.escape(nonce[0])}"', page)
 
 
 def test_list_counts_are_capped_not_full_counts(monkeypatch):

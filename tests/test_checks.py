@@ -20,9 +20,18 @@ SETTINGS = ("task_default_queue", "task_queues", "task_always_eager", "task_rout
 def celery_conf() -> Iterator[Any]:
     """The host's Celery configuration, restored after the test."""
     conf = current_app.conf
-    saved = {name: conf[name] for name in SETTINGS}
+    keys = [*SETTINGS, *(f"CELERY_{name.upper()}" for name in SETTINGS)]
+    saved = {key: conf[key] for key in keys if key in conf}
     yield conf
+    for key in keys:
+        conf.pop(key, None)
     conf.update(saved)
+
+
+def set_conf(conf: Any, **values: Any) -> None:
+    """Set Celery settings as a host's CELERY_-prefixed Django settings do (Celery 5.5 reads those
+    first), and under their own names."""
+    conf.update({**values, **{f"CELERY_{name.upper()}": value for name, value in values.items()}})
 
 
 def ids(messages: list[Any]) -> list[str]:
@@ -35,27 +44,27 @@ def test_the_example_configuration_passes():
 
 
 def test_a_default_queue_that_is_the_hubs_is_an_error(celery_conf: Any):
-    celery_conf.task_default_queue = wiring.dispatch_queue().name
+    set_conf(celery_conf, task_default_queue=wiring.dispatch_queue().name)
     assert ids(checks.check_celery_wiring()) == ["observers.E004"]
 
 
 def test_declaring_the_hubs_queues_is_an_error(celery_conf: Any):
-    celery_conf.task_queues = (Queue("celery"), Queue(wiring.deliver_queue().name))
+    set_conf(celery_conf, task_queues=(Queue("celery"), Queue(wiring.deliver_queue().name)))
     messages = checks.check_celery_wiring()
     assert ids(messages) == ["observers.E005"]
     assert wiring.deliver_queue().name in messages[0].msg
 
 
 def test_eager_mode_and_routes_for_the_hubs_tasks_are_warned(celery_conf: Any):
-    celery_conf.task_always_eager = True
-    celery_conf.task_routes = {"observers.*": {"queue": "elsewhere"}, "mysite.*": {"queue": "mine"}}
+    routes = {"observers.*": {"queue": "elsewhere"}, "mysite.*": {"queue": "mine"}}
+    set_conf(celery_conf, task_always_eager=True, task_routes=routes)
     messages = checks.check_celery_wiring()
     assert ids(messages) == ["observers.W002", "observers.W004"]
     assert str(sorted(wiring.TASKS)) in messages[1].msg
 
 
 def test_pickle_is_an_error(celery_conf: Any):
-    celery_conf.accept_content = ["json", "pickle"]
+    set_conf(celery_conf, accept_content=["json", "pickle"])
     assert ids(checks.check_celery_serialization()) == ["observers.E002"]
 
 

@@ -60,6 +60,17 @@ def test_the_compose_stack_writes_no_credential_and_publishes_nothing_beyond_loo
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
+def test_the_compose_stack_serves_the_whole_site_over_asgi():
+    """One web service: the site under uvicorn, so its streams and the live stats dashboard work
+    (tests/streams/test_browser_streams.py runs the same application the same way)."""
+    services = compose()["services"]
+    web = services["web"]["command"]
+    assert "collectstatic --noinput" in web and "uvicorn project.asgi:application" in web
+    commands = [str(service.get("command", "")) for service in services.values()]
+    assert not [command for command in commands if "gunicorn" in command or "wsgi" in command]
+    assert [command for command in commands if "uvicorn" in command] == [web]
+
+
 def test_the_image_runs_as_an_unprivileged_user():
     users = re.findall(r"^USER\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert users and users[-1] not in ("root", "0")

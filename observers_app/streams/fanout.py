@@ -85,6 +85,7 @@ class StreamFanout:
         self.consumer.start()
         ready = await self.loop.run_in_executor(None, self.consumer.ready.wait, CONSUMER_READY_TIMEOUT_S)
         if not ready:
+            self.consumer.stop()  # or it would take the queue from the next start's consumer
             raise RuntimeError("the streams' queue consumer could not reach the broker")
         self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
         self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
@@ -284,18 +285,24 @@ _starting: "asyncio.Future[StreamFanout] | None" = None
 
 
 async def get_fanout() -> StreamFanout:
-    """The process's fan-out, started by the first stream."""
-    global _fanout, _starting
+    """The process's fan-out, started by the first stream. A stream whose client leaves meanwhile
+    stops waiting, not the start: the next stream waits for the same one (a second fan-out would
+    wait forever for the queue the first one's consumer holds)."""
+    global _starting
     if _fanout is not None:
         return _fanout
     if _starting is None:
         _starting = asyncio.ensure_future(_start())
-    try:
-        _fanout = await asyncio.shield(_starting)
-    except BaseException:
-        _starting = None
-        raise
-    return _fanout
+        _starting.add_done_callback(_started)
+    return await asyncio.shield(_starting)
+
+
+def _started(starting: "asyncio.Future[StreamFanout]") -> None:
+    global _fanout, _starting
+    if starting.cancelled() or starting.exception() is not None:
+        _starting = None  # the next stream tries again
+    else:
+        _fanout = starting.result()
 
 
 async def _start() -> StreamFanout:

@@ -1,4 +1,5 @@
-"""Streams in headless Chromium: EventSource, and the stats dashboard updating live.
+"""Streams in headless Chromium: EventSource, and the stats dashboard updating live (under an enforced
+Content Security Policy on Django 6.0+, with every hub admin page).
 
 The project runs under uvicorn with DEBUG off; screenshots go to ``screenshots/test_browser_streams/``.
 """
@@ -12,16 +13,18 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import django
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import Page, sync_playwright
+from django.urls import reverse
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 
 from observers_app import manager
 from observers_app.sources import sessions
 from observers_app.streams.access import issue_token
 from tests.asgi_server import running_asgi_server
 from tests.conftest import database_url, wait_for
-from tests.factories import unique_var
+from tests.factories import hub_admin_pages, unique_var
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, log_in
 from tests.testapp.callbacks import record
 
@@ -130,6 +133,75 @@ def test_eventsource_receives_changes_and_the_dashboard_goes_live(
         assert after["active_observers"] == before["active_observers"] + 1
         page.screenshot(path=str(SCREENSHOTS / "1-dashboard-after.png"), full_page=True)
         browser.close()
+
+
+# Every CSP violation a page reports, passed to the test through a binding (page scripts cannot block it).
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => window.reportCspViolation(
+    `${location.pathname}: ${event.effectiveDirective} blocked ${event.blockedURI} (line ${event.lineNumber})`
+));
+"""
+
+
+@pytest.mark.skipif(
+    django.VERSION < (6, 0),
+    reason="Django 5.2 has no Content Security Policy support (SECURE_CSP and its middleware came in 6.0)",
+)
+def test_every_hub_admin_page_and_the_live_dashboard_work_under_an_enforced_csp(
+    server: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop runs in this thread
+    User.objects.create_user("operator", password="a-long-test-password", is_staff=True, is_superuser=True)
+    var, pages = hub_admin_pages()
+    violations: list[str] = []
+    console: list[str] = []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        # A lambda: Playwright cannot expose a builtin method such as list.append.
+        page.expose_function("reportCspViolation", lambda violation: violations.append(violation))
+        page.add_init_script(REPORT_VIOLATIONS)
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.location.get("url", "").endswith("/favicon.ico"):
+                return  # the example project has no favicon; Chromium asks for one anyway
+            if message.type == "error" or "Content Security Policy" in message.text:
+                console.append(f"{page.url}: {message.text}")
+
+        page.on("console", on_console)
+        log_in(page, server, "operator")
+
+        def visit(path: str) -> None:
+            response = page.goto(f"{server}{path}")
+            assert response is not None and response.status == 200, path
+            # The policy is enforced, so a page with an inline script or style could not pass unnoticed.
+            assert response.headers.get("content-security-policy") == "default-src 'self'", path
+            page.wait_for_load_state("load")
+
+        for path in pages:
+            visit(path)
+        visit(reverse("admin:observers_stats"))  # again, to watch it live
+        wait_for(lambda: violations or page.locator("#observers-live").inner_text().startswith("Live"))
+        assert violations == [], violations
+        # Styled by the hub's stylesheet: the series' colours and the chart's frame.
+        stroke = "getComputedStyle(document.querySelector('#observers-chart polyline')).stroke"
+        assert page.evaluate(stroke) == "rgb(65, 118, 144)"
+        frame = "getComputedStyle(document.querySelector('#observers-chart')).borderTopStyle"
+        assert page.evaluate(frame) == "solid"
+        before = shown_figures(page)
+        for n in range(5):
+            manager.notify_observers(var, n, n + 1)
+        # Live: the figures and the chart change on the open page, from the stream.
+        wait_for(lambda: shown_figures(page)["notifications_sent"] >= before["notifications_sent"] + 10)
+        wait_for(lambda: int(page.locator(".series-total[data-series=callbacks]").inner_text()) >= 10)
+        assert shown_figures(page)["notifications_dispatched"] >= before["notifications_dispatched"] + 5
+        page.screenshot(path=str(SCREENSHOTS / "2-dashboard-under-csp.png"), full_page=True)
+        browser.close()
+
+    assert violations == [], violations
+    assert console == [], console  # no violation (Chromium logs each) and no script error
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import pytest
 
 from observers_app import manager, registry, tasks, wiring
 from observers_app.exceptions import UnstorableValue
-from observers_app.models import Observer
+from observers_app.models import DeadLetter, Observer
 from observers_app.publishing import broker
 from observers_app.telemetry import counters
 from observers_app.worker.batching import DONE
@@ -88,6 +88,10 @@ def test_poisoned_and_malformed_messages_in_one_worker_batch_cost_no_neighbour_i
 
     wait_for(lambda: Received.objects.filter(var_id__in=goods).count() >= 4, timeout=30)
     assert values(goods) == [1, 2, 3, 4]
+    # Done only once the worker is: the busy callbacks ran, the malformed message was parked (the
+    # test's database is emptied next, which must not race the worker's writes).
+    wait_for(lambda: Received.objects.filter(var_id=busy).count() == 40, timeout=60)
+    wait_for(lambda: DeadLetter.objects.filter(args="[1, 2]").exists(), timeout=120)
 
 
 @pytest.mark.usefixtures("worker")
