@@ -218,7 +218,7 @@ class HistoryEntry(models.Model):
     old_value = JSONTextField(null=True)
     new_value = JSONTextField(null=True)
     metadata = JSONTextField(null=True)
-    at = models.DateTimeField(help_text="When it was notified.")
+    at = models.DateTimeField(help_text="When a worker dispatched it (the database's clock).")
     observers = models.IntegerField(help_text="Observers registered on its name and matching globs.")
 
     class Meta:

@@ -6,10 +6,10 @@ worker numbers it): whatever a stream or a callback received is in the history b
 that reads the history after subscribing misses nothing between the two.
 """
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
+from django.utils import timezone
 
 from .. import conf
 from ..db import prepared_rows
@@ -41,17 +41,17 @@ def _insert(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) ->
     columns = ("var_id", "seq", "notification_id", "old_value", "new_value", "metadata", "at", "observers")
     values, params = [], []
     field = HistoryEntry._meta.get_field("new_value")
+    at, at_params = recording_time()
     for n in notifications:
         names = [n["var_id"], *globs.get(n["var_id"], ())]
         count = (
             f"(SELECT COALESCE(SUM(observer_count), 0) FROM {states} "  # noqa: S608
             f"WHERE var_id IN ({', '.join(['%s'] * len(names))}))"
         )
-        values.append(f"(%s, %s, %s, %s, %s, %s, %s, {count})")
-        at = datetime.fromtimestamp(n["notified_at"], tz=UTC)
+        values.append(f"(%s, %s, %s, %s, %s, %s, {at}, {count})")
         params += [n["var_id"], n["seq"], n["notification_id"]]
         params += [field.get_prep_value(n[key]) for key in ("old_value", "new_value", "metadata")]
-        params += [connection.ops.adapt_datetimefield_value(at), *names]
+        params += [*at_params, *names]
     updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns[2:])
     sql = (
         f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES {', '.join(values)} "  # noqa: S608
@@ -59,6 +59,14 @@ def _insert(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) ->
         f"RETURNING var_id, (SELECT epoch FROM {states} WHERE {states}.var_id = {table}.var_id)"
     )
     return sql, params
+
+
+def recording_time() -> tuple[str, list[Any]]:
+    """When an entry is written, by the database's clock where it has one (PostgreSQL): a stream's
+    resume compares it with a time read from the same clock, whichever host wrote it."""
+    if connection.vendor == "postgresql":
+        return "clock_timestamp()", []
+    return "%s", [connection.ops.adapt_datetimefield_value(timezone.now())]
 
 
 def _read_missing_epochs(notifications: list[dict[str, Any]]) -> None:

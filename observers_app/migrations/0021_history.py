@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
                 ('old_value', observers_app.models.JSONTextField(null=True)),
                 ('new_value', observers_app.models.JSONTextField(null=True)),
                 ('metadata', observers_app.models.JSONTextField(null=True)),
-                ('at', models.DateTimeField(help_text='When it was notified.')),
+                ('at', models.DateTimeField(help_text="When a worker dispatched it (the database's clock).")),
                 ('observers', models.IntegerField(help_text='Observers registered on its name and matching globs.')),
             ],
             options={

@@ -21,8 +21,8 @@ from tests.testapp.models import Received
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def message(var_id: str, new_value: int, notified_at: float | None = None) -> list[Any]:
-    return [var_id, new_value - 1, new_value, {"n": new_value}, str(uuid.uuid4()), notified_at or time.time()]
+def message(var_id: str, new_value: int) -> list[Any]:
+    return [var_id, new_value - 1, new_value, {"n": new_value}, str(uuid.uuid4()), time.time()]
 
 
 @pytest.mark.usefixtures("worker")
@@ -70,7 +70,8 @@ def test_entries_older_than_the_max_age_are_pruned(settings):
     settings.OBSERVERS_HISTORY_MAX_AGE = 60
     var = unique_var("aged")
     manager.add_observer(var, record)
-    tasks.dispatch([message(var, 1, time.time() - 120), message(var, 2, time.time() - 120), message(var, 3)])
+    tasks.dispatch([message(var, 1), message(var, 2), message(var, 3)])
+    HistoryEntry.objects.filter(var_id=var, seq__lte=2).update(at=timezone.now() - timedelta(seconds=120))
 
     assert manager.sweep()["history_pruned"] >= 2
     kept = manager.history(var, after_seq=1)
