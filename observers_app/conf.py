@@ -87,6 +87,9 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_STREAM_AUTHORIZER": "observers.staff_only",
     "OBSERVERS_STREAM_ALLOWED_ORIGINS": [],
     "OBSERVERS_STREAM_GC_FREEZE": True,
+    # Seconds a web process keeps observing a name after its last stream left: its changes are still
+    # kept in the history, so a client that reconnects within it resumes without a reset.
+    "OBSERVERS_STREAM_RESUME_WINDOW": 30.0,
     # The notification history (observers_app/history/): every notification a worker dispatches is kept,
     # per variable the newest OBSERVERS_HISTORY_MAX_ENTRIES seqs at most and none older than
     # OBSERVERS_HISTORY_MAX_AGE seconds (the sweep prunes the rest); off, nothing is kept and every
@@ -310,6 +313,10 @@ def history_max_entries() -> int:
 
 def history_max_age() -> float:
     return float(_get("OBSERVERS_HISTORY_MAX_AGE"))
+
+
+def stream_resume_window() -> float:
+    return float(_get("OBSERVERS_STREAM_RESUME_WINDOW"))
 
 
 def stream_buffer() -> int:

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 
 from .. import conf
 from ..exceptions import InvalidVariableId, ObserversError, StreamRefused
-from . import access, messages, snapshot
+from . import access, messages, resume
 from .fanout import StreamFanout, get_fanout
 from .watcher import Watcher
 
@@ -54,23 +54,36 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             await fanout.run_db(_check_session_user, request, var_ids)
     except StreamRefused as exc:
         return _plain(str(exc), 403)
-    response = StreamingHttpResponse(_events(fanout, var_ids), content_type="text/event-stream")
+    last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    response = StreamingHttpResponse(
+        _events(fanout, var_ids, last_event_id), content_type="text/event-stream"
+    )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies such as nginx must pass each event on at once
     return response
 
 
-async def _events(fanout: StreamFanout, var_ids: list[str]) -> AsyncIterator[bytes]:
+async def _events(
+    fanout: StreamFanout, var_ids: list[str], last_event_id: str | None
+) -> AsyncIterator[bytes]:
     """The stream's body: it starts watching only once the response is being sent, and stops the
-    moment it ends (Django cancels it when the client disconnects)."""
+    moment it ends (Django cancels it when the client disconnects). A reconnect with the id of the
+    last event it got is sent what it missed, from the history, then what comes live (read after
+    subscribing: no gap; each variable's by seq: no duplicate), or a reset and a snapshot."""
     _release_request_thread()
     watcher = Watcher(var_ids, buffer_size=conf.stream_buffer())
     try:
         await fanout.join(watcher)
-        values = await fanout.run_db(snapshot.read, var_ids)
-        fanout.start_positions(watcher, values)
-        first = watcher.take_snapshot(values)
-        yield b": watching\n\n" + b"".join(event.wire for event in first)
+        opening = await fanout.run_db(resume.open_stream, var_ids, last_event_id)
+        watcher.positions = opening.positions
+        if opening.resumed and opening.positions is not None:
+            fanout.start_positions(watcher, resume.last_positions(opening.positions, opening.events))
+            first = watcher.take_resumed(opening.events, opening.positions)
+        else:
+            fanout.start_positions(watcher, opening.events)
+            first = watcher.take_snapshot(opening.events)
+        reset = messages.reset(opening.reset) if opening.reset else b""
+        yield b": watching\n\n" + reset + watcher.wire(first)
         while watcher.closed_reason is None:
             await watcher.wake.wait()
             if chunk := watcher.drain():
