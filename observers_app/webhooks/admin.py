@@ -2,6 +2,7 @@
 (which offers to replay what the endpoint missed), a history replay."""
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -17,6 +18,17 @@ from ..observers.removals import remove_observer
 from .api import send_test_webhook
 
 REPLAY_URL = "admin:observers_app_webhookendpoint_replay"
+
+
+def _missed_since(
+    last_success_at: datetime | None, created_at: datetime, failing_since: datetime | None
+) -> datetime:
+    """Where a disabled endpoint's replay starts: its last success (written at most once a minute) or,
+    never reached, its creation. Its first failure is too late: the notification that failed first
+    was notified before its POST failed (and the retries still due when it was disabled were given
+    up). So the replay may send some the endpoint had: with the same webhook-id, which it drops."""
+    since = last_success_at or created_at
+    return min(since, failing_since) if failing_since else since
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -90,12 +102,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def reenable_endpoints(
         self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
     ) -> HttpResponse | None:
-        # What an endpoint missed began with its first failure: the retries of the messages that failed
-        # before it was disabled were given up too.
         disabled = queryset.filter(observer__quarantined_at__isnull=False).values_list(
-            "observer_id", "failing_since", "observer__quarantined_at"
+            "observer_id", "last_success_at", "created_at", "failing_since"
         )
-        missed_since = {ref: failing_since or disabled_at for ref, failing_since, disabled_at in disabled}
+        missed_since = {ref: _missed_since(*times) for ref, *times in disabled}
         enabled = {ref: since for ref, since in missed_since.items() if reenable_observer(ref)}
         self.message_user(request, f"Re-enabled {len(enabled)} endpoints.", messages.SUCCESS)
         return history_admin.offer_replay(self, request, REPLAY_URL, enabled)

@@ -46,6 +46,7 @@ def replay_run(observer_ref: str, var_id: str, first: int, last: int) -> int:
                 "notification_id": entry.notification_id,
                 "seq": entry.seq,
                 "notified_at": entry.at.timestamp(),
+                "epoch": kept.epoch,
                 "replayed": True,
             }
             for name, n in delivery.call_and_record(
