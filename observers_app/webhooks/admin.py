@@ -105,7 +105,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         disabled = queryset.filter(observer__quarantined_at__isnull=False).values_list(
             "observer_id", "last_success_at", "created_at", "failing_since"
         )
-        missed_since = {ref: _missed_since(*times) for ref, *times in disabled}
+        missed_since = {
+            ref: _missed_since(last_success_at, created_at, failing_since)
+            for ref, last_success_at, created_at, failing_since in disabled
+        }
         enabled = {ref: since for ref, since in missed_since.items() if reenable_observer(ref)}
         self.message_user(request, f"Re-enabled {len(enabled)} endpoints.", messages.SUCCESS)
         return history_admin.offer_replay(self, request, REPLAY_URL, enabled)
