@@ -10,7 +10,7 @@ signed and retried, every notification with its original id.
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django.db.models import Count, Max, Min
@@ -57,20 +57,22 @@ def replay(ref: uuid.UUID | str, *, since: int | datetime) -> Replayed:
     if not conf.history():
         raise ReplayRefused("the history is off (OBSERVERS_HISTORY = False): there is nothing to replay")
     observer = _replayable(ref)
+    runs: Iterable[Run]
     if observer.is_glob:
         if not isinstance(since, datetime):
             raise ReplayRefused(
                 f"observer {ref} watches the glob {observer.var_id!r}: its variables are numbered each on "
                 "its own, so a seq names no point for it; give since as a datetime"
             )
-        runs, complete = _glob_runs(observer.var_id, _check_time(since))
+        runs, complete = _glob_runs(observer.var_id, _check_time(since)), True
     else:
         runs, complete = _variable_runs(observer.var_id, since)
     notifications = 0
     variables: set[str] = set()
     messages: list[tuple[str, str]] = []
-    for var_id, first, last, entries in runs:
+    for (var_id, first, last, entries), covered in runs:
         notifications += entries
+        complete = complete and covered
         variables.add(var_id)
         messages.append((REPLAY_TASK, json.dumps([str(ref), var_id, first, last], separators=(",", ":"))))
         if len(messages) == VARIABLES_PER_READ:
@@ -109,12 +111,14 @@ def _check_time(since: datetime) -> datetime:
     return since
 
 
-# A variable's run of seqs to send: (var_id, first seq, last seq, entries kept in it).
-Run = tuple[str, int, int, int]
+# A variable's run of seqs to send: (var_id, first seq, last seq, entries kept in it), and whether the
+# variable's history reaches back to the replay's point.
+Run = tuple[tuple[str, int, int, int], bool]
 
 
 def _variable_runs(var_id: str, since: int | datetime) -> tuple[list[Run], bool]:
-    """The runs of one variable's kept entries from ``since``, and whether the history covers it."""
+    """The runs of one variable's kept entries from ``since`` (checked first), and whether its history
+    reaches back to it."""
     kept = HistoryEntry.objects.filter(var_id=var_id)
     if isinstance(since, datetime):
         bounds = kept.filter(at__gte=_check_time(since)).aggregate(
@@ -137,15 +141,13 @@ def _variable_runs(var_id: str, since: int | datetime) -> tuple[list[Run], bool]
         complete = bounds["first"] == since
     if bounds["first"] is None:
         return [], complete
-    return list(_pages(var_id, bounds["first"], bounds["last"], bounds["entries"])), complete
+    return list(_pages(var_id, bounds["first"], bounds["last"], bounds["entries"], complete)), complete
 
 
-def _glob_runs(pattern: str, since: datetime) -> tuple[list[Run], bool]:
+def _glob_runs(pattern: str, since: datetime) -> Iterator[Run]:
     """The runs of every variable matching ``pattern`` with entries at or after ``since``, read by
     variable name in bounded batches (the prefix before the first ``*`` narrows the read)."""
     prefix = pattern.split("*", 1)[0]
-    runs: list[Run] = []
-    complete = True
     after = ""
     while True:
         batch = list(
@@ -157,10 +159,9 @@ def _glob_runs(pattern: str, since: datetime) -> tuple[list[Run], bool]:
         )
         for var_id, first, last, entries in batch:
             if glob_matches(pattern, var_id):
-                runs.extend(_pages(var_id, first, last, entries))
-                complete = complete and _covers(var_id, first, since)
+                yield from _pages(var_id, first, last, entries, _covers(var_id, first, since))
         if len(batch) < VARIABLES_PER_READ:
-            return runs, complete
+            return
         after = batch[-1][0]
 
 
@@ -170,10 +171,10 @@ def _covers(var_id: str, first: int, since: datetime) -> bool:
     return first <= 1 or HistoryEntry.objects.filter(var_id=var_id, seq__lt=first, at__lt=since).exists()
 
 
-def _pages(var_id: str, first: int, last: int, entries: int) -> Iterator[Run]:
+def _pages(var_id: str, first: int, last: int, entries: int, covered: bool) -> Iterator[Run]:
     """The run split into messages of at most REPLAY_PAGE seqs; the entries counted on the first."""
     for start in range(first, last + 1, REPLAY_PAGE):
-        yield var_id, start, min(start + REPLAY_PAGE - 1, last), entries if start == first else 0
+        yield (var_id, start, min(start + REPLAY_PAGE - 1, last), entries if start == first else 0), covered
 
 
 def _publish(messages: list[tuple[str, str]]) -> None:
