@@ -5,6 +5,7 @@ Each lives in the package that answers its question (``observers``, ``publishing
 from here.
 """
 
+from .history.reading import ahistory, history
 from .history.replay import Replayed, areplay, replay
 from .observers.adds import aadd_observer, aadd_observers, add_observer, add_observers
 from .observers.inspection import (
@@ -56,6 +57,7 @@ __all__ = [
     "aflush",
     "aget_stats",
     "aget_variable",
+    "ahistory",
     "ainspect_variable",
     "anotify_observers",
     "aobserver_count",
@@ -75,6 +77,7 @@ __all__ = [
     "flush",
     "get_stats",
     "get_variable",
+    "history",
     "inspect_variable",
     "issue_token",
     "model_variable_id",

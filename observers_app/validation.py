@@ -28,7 +28,7 @@ MAX_TTL_S = 7 * 24 * 3600.0
 ERROR_MAX_LENGTH = 2000
 # Keys the hub adds to every callback's metadata; a caller may not send them itself.
 HUB_METADATA_KEYS = frozenset(
-    {"notification_id", "seq", "observer_ref", "notified_at", "coalesced", "replayed"}
+    {"notification_id", "seq", "epoch", "observer_ref", "notified_at", "coalesced", "replayed"}
 )
 
 # One JSON escape at a time, so that an escaped backslash is never read as the start of another:
