@@ -27,6 +27,16 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """The test database, as pytest-django sets it up; this process's view of the observed names
+    stopped (its connection closed) before the database is dropped."""
+    from observers_app.publishing import view
+
+    yield
+    view.stop()
+
+
+@pytest.fixture(scope="session")
 def worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
     """One worker process (prefork, -c 2) for the whole session; yields its node name, for remote
     control commands addressed to it alone."""
