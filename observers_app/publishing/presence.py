@@ -121,6 +121,9 @@ def added(var_ids: list[str], *, glob: bool) -> None:
     own = view.current()
     if own is not None:
         own.remember(var_ids, glob=glob)
+    if not glob:
+        for var_id in var_ids[:REMEMBERED_ADDS]:
+            remember(var_id)  # answered while the view loads too
     pending = _pending_announcement()
     (pending.patterns if glob else pending.names).extend(var_ids)
 

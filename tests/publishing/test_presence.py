@@ -96,7 +96,8 @@ def loaded_view() -> view.View:
     """This process's view, once it answers from memory."""
     names = view.current()
     assert names is not None
-    wait_for(lambda: names.answer("anything") is not None, timeout=10, interval=0.01)
+    registered = PresenceView.objects.filter(id=names.id)
+    wait_for(lambda: names.answer("anything") is not None and registered.exists(), timeout=10, interval=0.01)
     return names
 
 
