@@ -4,6 +4,7 @@ Each lives in the package that answers its question (``observers``, ``publishing
 ``webhooks``, ``sources``, ``streams``, ``telemetry``, ``upkeep``, ``worker``); import it from here.
 """
 
+from .history.reading import ahistory, history
 from .observers.adds import aadd_observer, aadd_observers, add_observer, add_observers
 from .observers.inspection import (
     ainspect_variable,
@@ -53,6 +54,7 @@ __all__ = [
     "aflush",
     "aget_stats",
     "aget_variable",
+    "ahistory",
     "ainspect_variable",
     "anotify_observers",
     "aobserver_count",
@@ -71,6 +73,7 @@ __all__ = [
     "flush",
     "get_stats",
     "get_variable",
+    "history",
     "inspect_variable",
     "issue_token",
     "model_variable_id",

@@ -95,6 +95,7 @@ def test_the_twins_answer_as_their_sync_functions():
             "total": await manager.atotal_observers(),
             "inspect": await manager.ainspect_variable(var),
             "stats": await manager.aget_stats(),
+            "history": await manager.ahistory(var),
             "removed": await manager.aremove_observer(var, ref),
             "removed_again": await manager.aremove_observer(var, ref),
             "removal": await manager.aremoval_of(ref),
@@ -120,6 +121,7 @@ def test_the_twins_answer_as_their_sync_functions():
     assert without_ages["observers"][1:] == [{**o, "age_ms": 0} for o in now["observers"]]
     assert got["stats"].keys() == manager.get_stats().keys()
     assert got["stats"]["active_observers"] == 4
+    assert got["history"] == manager.history(var)
     assert (got["removed"], got["removed_again"]) == (True, False)
     assert got["removal"] == manager.removal_of(got["ref"]) and got["removal"]["reason"] == "removed"
     assert got["reenabled"] is manager.reenable_observer(got["refs"][0]) is False
@@ -146,6 +148,7 @@ BAD_CALLS = [
     pytest.param("delete_variable", ("session", "x" * 101), id="delete_variable"),
     pytest.param("add_webhook", ("var:x", "ftp://example.com/hook"), id="add_webhook"),
     pytest.param("open_owner", ("",), id="open_owner"),
+    pytest.param("history", ("var:x", -1), id="history"),
 ]
 
 

@@ -21,7 +21,7 @@ HUB_FAULTS = (BrokerUnavailable, *DATABASE_ERRORS)
 logger = logging.getLogger(__name__)
 
 # Keys the hub adds to every callback's metadata; a caller may not send them itself.
-HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "observer_ref", "notified_at", "coalesced"})
+HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "epoch", "observer_ref", "notified_at", "coalesced"})
 
 
 @dataclass
@@ -92,6 +92,7 @@ def call_observers(
     hub_keys = {
         "notification_id": notification["notification_id"],
         "seq": notification["seq"],
+        "epoch": notification.get("epoch"),
         "notified_at": notification["notified_at"],
     }
     if "coalesced" in notification:
