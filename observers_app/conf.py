@@ -87,6 +87,13 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_STREAM_AUTHORIZER": "observers.staff_only",
     "OBSERVERS_STREAM_ALLOWED_ORIGINS": [],
     "OBSERVERS_STREAM_GC_FREEZE": True,
+    # The notification history (observers_app/history/): every notification a worker dispatches is kept,
+    # per variable the newest OBSERVERS_HISTORY_MAX_ENTRIES seqs at most and none older than
+    # OBSERVERS_HISTORY_MAX_AGE seconds (the sweep prunes the rest); off, nothing is kept and every
+    # notification changes its variable's epoch (no reader can resume across it).
+    "OBSERVERS_HISTORY": True,
+    "OBSERVERS_HISTORY_MAX_ENTRIES": 1000,
+    "OBSERVERS_HISTORY_MAX_AGE": 3600.0,
 }
 
 # Webhooks (observers_app/webhooks/; docs/webhooks.md), read through the webhook_* functions below.
@@ -291,6 +298,18 @@ def webhook_resolve() -> dict[str, list[str]]:
         host.lower().rstrip("."): list(addresses)
         for host, addresses in _webhook("OBSERVERS_WEBHOOK_RESOLVE").items()
     }
+
+
+def history() -> bool:
+    return bool(_get("OBSERVERS_HISTORY"))
+
+
+def history_max_entries() -> int:
+    return int(_get("OBSERVERS_HISTORY_MAX_ENTRIES"))
+
+
+def history_max_age() -> float:
+    return float(_get("OBSERVERS_HISTORY_MAX_AGE"))
 
 
 def stream_buffer() -> int:

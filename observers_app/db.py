@@ -12,6 +12,13 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
+def new_epoch_sql(vendor: str) -> str:
+    """SQL for a fresh epoch: 8 random hex digits, drawn by the database for each row."""
+    if vendor == "postgresql":
+        return "substr(md5(random()::text || clock_timestamp()::text), 1, 8)"
+    return "lower(hex(randomblob(4)))"
+
+
 def prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:
     """One row from a statement PostgreSQL plans once per connection."""
     rows = prepared_rows(connection, sql, params)
@@ -49,10 +56,12 @@ def upsert_add(
     *extra: str,
     refreshed: tuple[str, ...] = (),
     returning: tuple[str, ...] = (),
+    assigned: tuple[str, ...] = (),
 ) -> tuple[str, list[Any]]:
     """The statement that INSERTs the rows (``keys``, ``column``, then ``extra`` columns), or adds
     their ``column`` value to the existing row with the same keys, also setting the ``refreshed``
-    extra columns to the new row's; it returns the ``returning`` columns of each row."""
+    extra columns to the new row's and applying the ``assigned`` SQL assignments; it returns the
+    ``returning`` columns of each row."""
     names = [*keys, column, *extra]
     rows = sorted(rows, key=lambda row: tuple(str(value) for value in row[: len(keys)]))  # one lock order
     quote = connection.ops.quote_name
@@ -61,6 +70,7 @@ def upsert_add(
     placeholders = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(rows))
     updates = [f"{quote(column)} = {quote(table)}.{quote(column)} + excluded.{quote(column)}"]
     updates += [f"{quote(name)} = excluded.{quote(name)}" for name in refreshed]
+    updates += assigned
     returned = f" RETURNING {', '.join(map(quote, returning))}" if returning else ""
     return (
         f"INSERT INTO {quote(table)} ({', '.join(map(quote, names))}) VALUES {placeholders} "  # noqa: S608

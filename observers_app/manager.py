@@ -1,9 +1,12 @@
 """The hub's public API: every name a host project calls, in one place (``__all__``).
 
 Each lives in the package that answers its question (``observers``, ``publishing``, ``owners``,
-``webhooks``, ``sources``, ``streams``, ``telemetry``, ``upkeep``, ``worker``); import it from here.
+``history``, ``webhooks``, ``sources``, ``streams``, ``telemetry``, ``upkeep``, ``worker``); import it
+from here.
 """
 
+from .history.reading import ahistory, history
+from .history.replay import Replayed, areplay, replay
 from .observers.adds import aadd_observer, aadd_observers, add_observer, add_observers
 from .observers.inspection import (
     ainspect_variable,
@@ -42,6 +45,7 @@ from .worker.poison import areplay_dead_letters, replay_dead_letters
 __all__ = [
     "ObservedQuerySet",
     "OwnerHandle",
+    "Replayed",
     "WebhookRef",
     "aadd_observer",
     "aadd_observers",
@@ -53,6 +57,7 @@ __all__ = [
     "aflush",
     "aget_stats",
     "aget_variable",
+    "ahistory",
     "ainspect_variable",
     "anotify_observers",
     "aobserver_count",
@@ -61,6 +66,7 @@ __all__ = [
     "areenable_observer",
     "aremoval_of",
     "aremove_observer",
+    "areplay",
     "areplay_dead_letters",
     "asend_test_webhook",
     "aset_variable",
@@ -71,6 +77,7 @@ __all__ = [
     "flush",
     "get_stats",
     "get_variable",
+    "history",
     "inspect_variable",
     "issue_token",
     "model_variable_id",
@@ -84,6 +91,7 @@ __all__ = [
     "reenable_observer",
     "removal_of",
     "remove_observer",
+    "replay",
     "replay_dead_letters",
     "send_test_webhook",
     "session_variable_id",

@@ -9,6 +9,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat, Left, StrIndex
 from django.utils import timezone
 
+from .db import new_epoch_sql
 from .querysets import ObserverQuerySet, OwnerQuerySet
 
 VAR_ID_MAX_LENGTH = 255
@@ -29,6 +30,17 @@ class JSONTextField(models.TextField):
 
     def get_prep_value(self, value: Any) -> str | None:
         return None if value is None else json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class NewEpoch(models.Func):
+    """A fresh random epoch, drawn by the database: the default of a variable's state, so that a state
+    created again (its numbering restarted) never has the epoch of the one before it."""
+
+    output_field = models.CharField()
+    template = f"({new_epoch_sql('sqlite')})"
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        return self.as_sql(compiler, connection, template=f"({new_epoch_sql('postgresql')})", **extra_context)
 
 
 class Owner(models.Model):
@@ -172,10 +184,19 @@ class Variable(models.Model):
 
 
 class VariableState(models.Model):
-    """A variable's notification sequence, last notification and observer count."""
+    """A variable's notification sequence, last notification and observer count, and its history's
+    epoch and floor."""
 
     var_id = models.CharField(max_length=VAR_ID_MAX_LENGTH, primary_key=True)
     seq = models.BigIntegerField(default=0, db_default=0)
+    epoch = models.CharField(
+        max_length=16,
+        db_default=NewEpoch(),
+        help_text="Changes whenever the variable's history can no longer be trusted complete.",
+    )
+    history_floor = models.BigIntegerField(
+        default=0, db_default=0, help_text="The highest seq the sweep pruned from the history."
+    )
     last_notified_at = models.DateTimeField(null=True, blank=True)
     observer_count = models.BigIntegerField(
         default=0,
@@ -186,6 +207,27 @@ class VariableState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.var_id} @ {self.seq}"
+
+
+class HistoryEntry(models.Model):
+    """One notification a worker dispatched, kept for ``history()``, stream resumes and replays."""
+
+    var_id = models.CharField(max_length=VAR_ID_MAX_LENGTH)
+    seq = models.BigIntegerField()
+    notification_id = models.CharField(max_length=64)
+    old_value = JSONTextField(null=True)
+    new_value = JSONTextField(null=True)
+    metadata = JSONTextField(null=True)
+    at = models.DateTimeField(help_text="When a worker dispatched it (the database's clock).")
+    observers = models.IntegerField(help_text="Observers registered on its name and matching globs.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["var_id", "seq"], name="historyentry_var_id_seq")]
+        indexes = [models.Index(fields=["at"], name="historyentry_at")]
+        verbose_name_plural = "history entries"
+
+    def __str__(self) -> str:
+        return f"{self.var_id} #{self.seq}"
 
 
 class Latest(models.Model):

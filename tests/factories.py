@@ -40,8 +40,8 @@ def notification(var_id: str, **fields: Any) -> dict[str, Any]:
 
 def hub_admin_pages() -> tuple[str, list[str]]:
     """Rows for every page of the hub in the admin to show, and those pages' paths: the admin's index,
-    each model's list and a change page, the inspect and stats pages. Returns the observed variable too
-    (two observers: one durable, one of a lease)."""
+    each model's list and a change page, the inspect, stats and replay pages. Returns the observed
+    variable too (two observers: one durable, one of a lease)."""
     var = unique_var("page")
     ref = manager.add_observer(var, record)
     manager.add_observer(var, record, owner=(owner := manager.open_owner("page-client", ttl_s=300)))
@@ -61,4 +61,6 @@ def hub_admin_pages() -> tuple[str, list[str]]:
         reverse("admin:observers_app_deadletter_change", args=[letter.pk]),
         reverse("admin:observers_app_webhookendpoint_changelist"),
         reverse("admin:observers_app_webhookendpoint_change", args=[hook]),
+        reverse("admin:observers_app_observer_replay", args=[ref]),
+        reverse("admin:observers_app_webhookendpoint_replay", args=[hook]),
     ]

@@ -70,7 +70,15 @@ def import_cycle(package_dir: Path) -> list[str]:
 # and the surface that Django, Celery and host projects call (the public API among them).
 FOUNDATION: tuple[str, ...] = ("conf", "exceptions", "deprecation", "db", "globs", "models", "querysets")
 FOUNDATION += ("validation", "registry", "wiring", "signals", "aio")
-PACKAGES: tuple[str, ...] = ("telemetry", "publishing", "observers", "owners", "worker", "webhooks")
+PACKAGES: tuple[str, ...] = (
+    "telemetry",
+    "publishing",
+    "history",
+    "observers",
+    "owners",
+    "worker",
+    "webhooks",
+)
 PACKAGES += ("upkeep", "sources", "streams")
 SURFACE: tuple[str, ...] = ("manager", "admin", "tasks", "apps", "checks", "urls", "views", "management")
 SURFACE += ("migrations",)

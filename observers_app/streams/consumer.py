@@ -1,4 +1,7 @@
-"""The web process's queue consumer: one thread that hands each notification to the event loop."""
+"""The web process's queue consumer: one thread that hands each notification to the event loop.
+
+One per process at a time (``start_consumer``): its queue is exclusive, so a second consumer of the
+same queue would be refused (RESOURCE_LOCKED) as long as the first holds it."""
 
 import json
 import logging
@@ -14,6 +17,8 @@ from .forwarding import EXCHANGE, queue_name
 
 logger = logging.getLogger(__name__)
 RECONNECT_DELAY_S = 1.0
+# Seconds a consumer being replaced may take to let its connection go (it checks every second).
+STOP_TIMEOUT_S = 5.0
 
 
 class QueueConsumer(threading.Thread):
@@ -32,6 +37,7 @@ class QueueConsumer(threading.Thread):
         )
         self.on_message = on_message
         self.ready = threading.Event()
+        self.settled = threading.Event()  # ready, or its first attempt failed
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -41,15 +47,23 @@ class QueueConsumer(threading.Thread):
             except Exception:
                 # Events published while reconnecting are lost; streams keep running.
                 logger.warning("event=stream_consumer_reconnect queue=%s", self.queue.name, exc_info=True)
+                self.settled.set()
                 self.stopped.wait(RECONNECT_DELAY_S)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the queue is consumed: False as soon as the first attempt fails."""
+        self.settled.wait(timeout)
+        return self.ready.is_set()
 
     def _consume(self) -> None:
         with Connection(current_app.conf.broker_url, heartbeat=30) as connection:
+            connection.connect()  # one attempt (a broker away raises here), so that stop() is seen
             consumer = connection.Consumer(
                 self.queue, on_message=self._receive, no_ack=True, prefetch_count=1000
             )
             with consumer:
                 self.ready.set()
+                self.settled.set()
                 while not self.stopped.is_set():
                     try:
                         connection.drain_events(timeout=1)
@@ -66,3 +80,23 @@ class QueueConsumer(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+_current: QueueConsumer | None = None
+_lock = threading.Lock()
+
+
+def start_consumer(owner_id: uuid.UUID, on_message: Callable[[dict[str, Any]], None]) -> QueueConsumer:
+    """Start the process's consumer of ``owner_id``'s queue, after stopping the previous one (a
+    fan-out that failed to start, or was retired): never two at once. Blocks while it stops."""
+    global _current
+    with _lock:
+        previous = _current
+        if previous is not None:
+            previous.stop()
+            previous.join(STOP_TIMEOUT_S)
+            if previous.is_alive():
+                raise RuntimeError("the streams' previous queue consumer has not stopped yet; retry")
+        _current = QueueConsumer(owner_id, on_message)
+        _current.start()
+        return _current

@@ -21,7 +21,7 @@ from ..observers.removals import remove_observer
 from ..owners.process import process_owner
 from ..telemetry import counters, dashboard
 from . import messages
-from .consumer import QueueConsumer
+from .consumer import STOP_TIMEOUT_S, QueueConsumer, start_consumer
 from .forwarding import FORWARD_CALLBACK
 from .gc_policy import GcPolicy
 from .messages import StreamEvent
@@ -79,18 +79,31 @@ class StreamFanout:
         self.retired = False
 
     async def start(self) -> None:
-        self.owner = await self.run_db(process_owner, executor=self.registrar)
+        """Take the process's owner and start its queue's consumer; on failure, leave nothing
+        running (no thread, no consumer of the queue), for the next stream to start again."""
+        try:
+            self.owner = await self.run_db(process_owner, executor=self.registrar)
+            self.consumer = await self.loop.run_in_executor(
+                None, start_consumer, self.owner.id, self._from_consumer
+            )
+            if not await self.loop.run_in_executor(None, self.consumer.wait_ready, CONSUMER_READY_TIMEOUT_S):
+                raise RuntimeError("the streams' queue consumer could not reach the broker")
+        except BaseException:
+            await self._stop_after_failed_start()
+            raise
         signals.process_owner_lost.connect(self._on_owner_lost, weak=False, dispatch_uid=id(self))
-        self.consumer = QueueConsumer(self.owner.id, self._from_consumer)
-        self.consumer.start()
-        ready = await self.loop.run_in_executor(None, self.consumer.ready.wait, CONSUMER_READY_TIMEOUT_S)
-        if not ready:
-            self.consumer.stop()  # or it would take the queue from the next start's consumer
-            raise RuntimeError("the streams' queue consumer could not reach the broker")
         self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
         self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
         if self.gc_policy is not None:
             self.loop.call_later(COLLECTOR_TICK_S, self._collect)
+
+    async def _stop_after_failed_start(self) -> None:
+        self.retired = True
+        if self.consumer is not None:
+            self.consumer.stop()
+            await self.loop.run_in_executor(None, self.consumer.join, STOP_TIMEOUT_S)
+        self.registrar.shutdown(wait=False)
+        self.readers.shutdown(wait=False)
 
     async def run_db(
         self, func: Callable[..., T], *args: Any, executor: ThreadPoolExecutor | None = None

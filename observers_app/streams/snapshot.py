@@ -4,10 +4,12 @@ Each value is read with its notification ``seq`` in one statement (one consisten
 """
 
 from typing import Any
+from urllib.parse import unquote
 
 from django.db.models import CharField, Field, OuterRef, Subquery, Value
-from django.db.models.functions import Concat
+from django.db.models.functions import Concat, Replace
 
+from .. import validation
 from ..globs import glob_matches
 from ..models import Variable, VariableState
 from ..sources import model_fields
@@ -46,13 +48,17 @@ def _seq_of(var_id: Any) -> Subquery:
 
 
 def _session_variables(var_id: str) -> list[StreamEvent]:
-    full_id = Concat(Value(SESSION_PREFIX), "session_id", Value(":"), "name", output_field=CharField())
+    """A session variable's hub name escapes ``%`` and ``:`` in its session id
+    (sessions.variable_id): the name is built here the same way, in the statement."""
+    full_id = Concat(
+        Value(SESSION_PREFIX), _escaped("session_id"), Value(":"), "name", output_field=CharField()
+    )
     rows = Variable.objects.annotate(full_id=full_id)
     literal = var_id.split("*", 1)[0]
     rows = rows.filter(full_id__startswith=literal) if "*" in var_id else rows.filter(full_id=var_id)
     session_part = literal[len(SESSION_PREFIX) :]
     if ":" in session_part:  # the session id is known: its index narrows the read
-        rows = rows.filter(session_id=session_part.split(":", 1)[0])
+        rows = rows.filter(session_id=_unescaped(session_part.split(":", 1)[0]))
     found = rows.annotate(seq=_seq_of(OuterRef("full_id"))).values_list(
         "full_id", "value", "deleted", "version", "seq"
     )
@@ -63,14 +69,27 @@ def _session_variables(var_id: str) -> list[StreamEvent]:
     ]
 
 
+def _escaped(column: str) -> Replace:
+    """``column`` as validation.name_part escapes it (``%`` first, then ``:``)."""
+    percent = Replace(column, Value("%"), Value("%25"), output_field=CharField())
+    return Replace(percent, Value(":"), Value("%3A"), output_field=CharField())
+
+
+def _unescaped(part: str) -> str | None:
+    """The part ``validation.name_part`` escaped to ``part``; None if no part escapes to it."""
+    raw = unquote(part)
+    return raw if validation.name_part(raw) == part else None
+
+
 def _model_field(var_id: str) -> list[StreamEvent]:
     """``<app_label>.<model>:<pk>:<field>`` of an observed model (see model_fields.model_variable_id)."""
     for model, fields in model_fields.observed_models().items():
         label = model._meta.label_lower
         if not var_id.startswith(f"{label}:") or ":" not in var_id[len(label) + 1 :]:
             continue
-        pk, field_name = var_id[len(label) + 1 :].rsplit(":", 1)
-        if field_name not in fields:
+        escaped_pk, field_name = var_id[len(label) + 1 :].rsplit(":", 1)
+        pk = _unescaped(escaped_pk)
+        if field_name not in fields or pk is None:
             continue
         field = model._meta.get_field(field_name)
         assert isinstance(field, Field)  # observe_model accepts concrete fields only

@@ -87,6 +87,11 @@ COUNTERS = {
         "process) OBSERVERS_MAX_DELIVERIES times.",
     ),
     "messages_replayed": Figure("Dead letters replayed", "Dead letters published again by a replay."),
+    "history_replayed": Figure(
+        "Notifications replayed from history",
+        "Callbacks called with a kept notification again, by a history replay (manager.replay, the "
+        "admin's replay, observers_replay_history), each with its original id.",
+    ),
     "observers_added": Figure(
         "Observers added", "Observers registered (add_observer, add_webhook, streams)."
     ),

@@ -4,12 +4,14 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Model, Q, QuerySet, Subquery
+from django.db import transaction
+from django.db.models import Case, F, Model, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from .. import conf
 from ..globs import globs_among
-from ..models import Latest, Observer, Payload, Removal, StatBucket, Variable, VariableState
+from ..models import HistoryEntry, Latest, Observer, Payload, Removal, StatBucket, Variable, VariableState
 
 
 def prune(batch_size: int) -> dict[str, int]:
@@ -25,8 +27,12 @@ def prune(batch_size: int) -> dict[str, int]:
       variable set again starts again at version 1.
     - Stored payloads older than OBSERVERS_PAYLOAD_RETENTION_DAYS (normally deleted by their last page;
       these lost a page, or their dispatcher died): a page still queued after that is logged, not delivered.
+    - History entries older than OBSERVERS_HISTORY_MAX_AGE seconds, or more than
+      OBSERVERS_HISTORY_MAX_ENTRIES seqs behind their variable's; each variable's ``history_floor``
+      rises to the highest seq pruned, so that a reader from before it is told it missed some.
     """
     return {
+        "history_pruned": _prune_history(batch_size),
         "records_pruned": _prune_records(batch_size),
         "states_pruned": _prune_unobserved(VariableState, Q(observer_count__lte=0), batch_size),
         "mailboxes_pruned": _prune_mailboxes(batch_size),
@@ -52,6 +58,32 @@ def _delete_in_batches(model: type[Model], condition: Q, batch_size: int) -> int
         deleted_total += deleted
         if deleted < batch_size:
             return deleted_total
+
+
+def _prune_history(batch_size: int) -> int:
+    """History entries past their age or beyond their variable's newest OBSERVERS_HISTORY_MAX_ENTRIES
+    seqs, a batch per transaction, each raising its variables' floors in the same transaction."""
+    newest = VariableState.objects.filter(var_id=OuterRef("var_id")).values("seq")[:1]
+    cutoff = timezone.now() - timedelta(seconds=conf.history_max_age())
+    old = Q(at__lt=cutoff) | Q(seq__lte=Subquery(newest) - conf.history_max_entries())
+    pruned = 0
+    while True:
+        with transaction.atomic():
+            batch = list(HistoryEntry.objects.filter(old).values_list("id", "var_id", "seq")[:batch_size])
+            HistoryEntry.objects.filter(id__in=[row[0] for row in batch]).delete()
+            floors: dict[str, int] = {}
+            for _, var_id, seq in batch:
+                floors[var_id] = max(seq, floors.get(var_id, 0))
+            if floors:
+                highest = Case(
+                    *(When(var_id=v, then=Value(seq)) for v, seq in floors.items()), default=Value(0)
+                )
+                VariableState.objects.filter(var_id__in=floors).update(
+                    history_floor=Greatest(F("history_floor"), highest)
+                )
+        pruned += len(batch)
+        if len(batch) < batch_size:
+            return pruned
 
 
 def _prune_records(batch_size: int) -> int:
@@ -82,6 +114,9 @@ def _prune_unobserved(model: type[VariableState], unobserved: Q, batch_size: int
         unmatched = [var_id for var_id in page if not globs_among(patterns, var_id)]
         deleted, _ = model.objects.filter(stale, var_id__in=unmatched).delete()
         pruned += deleted
+        if deleted:  # a variable numbered again starts from 1: no entry of the old numbering may stay
+            kept = model.objects.filter(var_id__in=unmatched).values("var_id")
+            HistoryEntry.objects.filter(var_id__in=unmatched).exclude(var_id__in=kept).delete()
     return pruned
 
 

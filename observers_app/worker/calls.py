@@ -21,7 +21,9 @@ HUB_FAULTS = (BrokerUnavailable, *DATABASE_ERRORS)
 logger = logging.getLogger(__name__)
 
 # Keys the hub adds to every callback's metadata; a caller may not send them itself.
-HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "observer_ref", "notified_at", "coalesced"})
+HUB_METADATA_KEYS = frozenset(
+    {"notification_id", "seq", "epoch", "observer_ref", "notified_at", "coalesced", "replayed"}
+)
 
 
 # An observer's id: its text as a page of observers is read (no UUID object per observer), or a UUID.
@@ -96,10 +98,13 @@ def call_observers(
     hub_keys = {
         "notification_id": notification["notification_id"],
         "seq": notification["seq"],
+        "epoch": notification.get("epoch"),
         "notified_at": notification["notified_at"],
     }
     if "coalesced" in notification:
         hub_keys["coalesced"] = notification["coalesced"]
+    if notification.get("replayed"):
+        hub_keys["replayed"] = True
     # Merged once; each callback gets a copy of its own, so none can change what the next sees.
     metadata = {**(notification["metadata"] or {}), **hub_keys}
     deadline = _Deadline(time_limit)

@@ -63,10 +63,11 @@ def deliver(
 
 
 def call_and_record(
-    notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool
+    notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool, replayed: bool = False
 ) -> dict[str, int]:
     """Call the rows' observers and record failures, recoveries and quarantines; returns the
-    counters to add (the caller adds them, once per batch)."""
+    counters to add (the caller adds them, once per batch). A ``replayed`` notification (from the
+    history) is counted apart, and left out of the delivery latencies (it is old by design)."""
     outcome = calls.call_observers(
         [(ref, callback, failures) for ref, callback, failures, _ in rows],
         notification,
@@ -83,10 +84,10 @@ def call_and_record(
             if outcome.recovered:
                 Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
     if rows:
-        _send_delivery_events(notification, rows, outcome, quarantined)
+        _send_delivery_events(notification, rows, outcome, quarantined, timed=not replayed)
     return {
         "notifications_dispatched": int(dispatched),
-        "notifications_sent": outcome.called,
+        "history_replayed" if replayed else "notifications_sent": outcome.called,
         "notifications_failed": len(outcome.failed),
         "removed_quarantined": len(quarantined),
     }
@@ -137,6 +138,8 @@ def _send_delivery_events(
     rows: list[tuple[Any, ...]],
     outcome: calls.BatchOutcome,
     quarantined: list[tuple[Any, ...]],
+    *,
+    timed: bool,
 ) -> None:
     var_id = notification["var_id"]
     callbacks = {ref: callback for ref, callback, _, _ in rows} if outcome.failed else {}
@@ -154,6 +157,8 @@ def _send_delivery_events(
             owner=as_uuid(owner_id),
             reason="quarantined",
         )
+    if not timed:
+        return
     signals.callbacks_delivered.send(
         None,
         var_id=var_id,

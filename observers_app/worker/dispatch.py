@@ -12,6 +12,7 @@ from .. import conf, signals, validation
 from ..db import DATABASE_ERRORS, prepared_rows
 from ..exceptions import BrokerUnavailable
 from ..globs import globs_among
+from ..history import recording
 from ..models import Observer
 from ..publishing import broker, numbering, outbox
 from ..querysets import DELIVERY_ROW
@@ -39,7 +40,7 @@ def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
     database or broker error is raised: what was yielded before it was delivered."""
     size = conf.batch_size()
     patterns = Observer.objects.candidate_globs({n["var_id"] for n in notifications})
-    _number(notifications)
+    _number(notifications, patterns)
     counts: Counter[str] = Counter()
     leased: dict[str, str] = {}  # variable -> lease token, until its mailbox is delivered
     try:
@@ -131,33 +132,49 @@ def _publish_pages(messages: list[tuple[str, str]]) -> None:
         logger.warning("event=pages_held pages=%d of=%d error=%s", len(unsent), len(messages), exc)
 
 
-def _number(notifications: list[dict[str, Any]]) -> None:
-    """Number the notifications their senders did not: each gets its variable's next ``seq``, in
-    batch order, the batch's numbers taken in one statement (one commit, not one per notification).
+def _number(notifications: list[dict[str, Any]], patterns: list[str]) -> None:
+    """Number the notifications their senders did not, and keep every one in the history: each gets
+    its variable's next ``seq``, in batch order, the batch's numbers taken in one statement, and its
+    ``epoch``; the history's rows are written by one more statement, in the same transaction (a
+    number is never taken without its row).
 
-    That statement locks several rows, while a caller numbering with ``ordered=True`` may hold one
+    The numbering locks several rows, while a caller numbering with ``ordered=True`` may hold one
     of them in its own transaction: so on PostgreSQL it waits at most LOCK_WAIT for a lock, and
-    falls back to one row per statement. It never holds a row while waiting long enough for the
-    deadlock detector to pick the caller's transaction as the victim."""
-    unnumbered = Counter(n["var_id"] for n in notifications if n["seq"] is None)
+    falls back to one row per statement (then the history's rows follow in their own). It never
+    holds a row while waiting long enough for the deadlock detector to pick the caller's
+    transaction as the victim."""
+    globs = {var_id: globs_among(patterns, var_id) for var_id in {n["var_id"] for n in notifications}}
+    todo = [n for n in notifications if n["seq"] is None]
+    unnumbered = Counter(n["var_id"] for n in todo)
     if not unnumbered:
+        recording.record(notifications, globs)
         return
     if connection.vendor != "postgresql" or len(unnumbered) == 1:
-        last = numbering.advance_seqs(unnumbered)
-    else:
-        try:
-            with transaction.atomic():
-                prepared_rows(connection, "SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
-                last = numbering.advance_seqs(unnumbered)
-        except OperationalError as exc:
-            if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
-                raise
-            last = {
-                var_id: numbering.advance_seqs({var_id: count})[var_id]
-                for var_id, count in unnumbered.items()
-            }
-    following = {var_id: last[var_id] - count + 1 for var_id, count in unnumbered.items()}
-    for notification in notifications:
-        if notification["seq"] is None:
-            notification["seq"] = following[notification["var_id"]]
-            following[notification["var_id"]] += 1
+        with transaction.atomic():
+            _assign(todo, unnumbered, numbering.advance_seqs(unnumbered))
+            recording.record(notifications, globs)
+        return
+    try:
+        with transaction.atomic():
+            prepared_rows(connection, "SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
+            _assign(todo, unnumbered, numbering.advance_seqs(unnumbered))
+            recording.record(notifications, globs)
+        return
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+    numbered = {
+        var_id: numbering.advance_seqs({var_id: count})[var_id] for var_id, count in unnumbered.items()
+    }
+    _assign(todo, unnumbered, numbered)
+    recording.record(notifications, globs)
+
+
+def _assign(todo: list[dict[str, Any]], unnumbered: Counter[str], last: dict[str, tuple[int, str]]) -> None:
+    """Give the unnumbered notifications their numbers (each variable's ``count`` numbers up to its
+    ``last``, in batch order) and epochs (a rolled-back attempt's are replaced)."""
+    following = {var_id: last[var_id][0] - count + 1 for var_id, count in unnumbered.items()}
+    for notification in todo:
+        var_id = notification["var_id"]
+        notification["seq"], notification["epoch"] = following[var_id], last[var_id][1]
+        following[var_id] += 1

@@ -12,6 +12,7 @@ from django.db import connection, connections, transaction
 from observers_app import manager, signals, tasks
 from observers_app.models import VariableState
 from observers_app.publishing import numbering
+from observers_app.validation import dispatch_notification
 from observers_app.worker import dispatch
 from observers_app.worker.batching import DONE
 from tests.factories import unique_var
@@ -68,9 +69,9 @@ def test_numbering_a_batch_never_deadlocks_a_caller_numbering_in_its_transaction
     thread = threading.Thread(target=caller)
     thread.start()
     assert holding_second.wait(5)
-    batch = [{"var_id": var, "seq": None} for var in (first, second, first)]
+    batch = [dispatch_notification(message(var, 1)) for var in (first, second, first)]
     batch_started.set()
-    dispatch._number(batch)
+    dispatch._number(batch, [])
     thread.join(10)
 
     assert caller_errors == []  # without the lock wait limit one of the two is a deadlock victim

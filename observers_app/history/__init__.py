@@ -1,0 +1,1 @@
+"""What did a variable do? Its notifications, numbered, kept for a while (see docs/streams.md#resuming)."""

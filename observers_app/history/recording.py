@@ -1,0 +1,79 @@
+"""The worker's side of the history: each notification it dispatches kept as one row, a batch in one
+statement, which also tells each notification its variable's epoch.
+
+An entry is written before its notification is delivered (in the numbering's transaction where the
+worker numbers it): whatever a stream or a callback received is in the history by then, so a reader
+that reads the history after subscribing misses nothing between the two.
+"""
+
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from .. import conf
+from ..db import prepared_rows
+from ..models import HistoryEntry, VariableState
+
+
+def record(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) -> None:
+    """Keep the numbered ``notifications`` (each with its ``seq``) and set each one's ``epoch``;
+    ``globs`` are the patterns matching each name (their observers count as the name's). With the
+    history off, nothing is kept: only the epochs of notifications their callers numbered are read
+    (the numbering gave the others theirs)."""
+    if not notifications:
+        return
+    if not conf.history():
+        _read_missing_epochs(notifications)
+        return
+    # One row per (name, seq): the same message twice in a batch (a durable one published by its
+    # caller and by a worker) must not make the statement update one row twice.
+    rows = {(n["var_id"], n["seq"]): n for n in notifications}
+    sql, params = _insert(list(rows.values()), globs)
+    epochs = dict(prepared_rows(connection, sql, params))
+    for notification in notifications:
+        notification["epoch"] = epochs.get(notification["var_id"])
+
+
+def _insert(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) -> tuple[str, list[Any]]:
+    quote = connection.ops.quote_name
+    table, states = quote(HistoryEntry._meta.db_table), quote(VariableState._meta.db_table)
+    columns = ("var_id", "seq", "notification_id", "old_value", "new_value", "metadata", "at", "observers")
+    values, params = [], []
+    field = HistoryEntry._meta.get_field("new_value")
+    at, at_params = recording_time()
+    for n in notifications:
+        names = [n["var_id"], *globs.get(n["var_id"], ())]
+        count = (
+            f"(SELECT COALESCE(SUM(observer_count), 0) FROM {states} "  # noqa: S608
+            f"WHERE var_id IN ({', '.join(['%s'] * len(names))}))"
+        )
+        values.append(f"(%s, %s, %s, %s, %s, %s, {at}, {count})")
+        params += [n["var_id"], n["seq"], n["notification_id"]]
+        params += [field.get_prep_value(n[key]) for key in ("old_value", "new_value", "metadata")]
+        params += [*at_params, *names]
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns[2:])
+    sql = (
+        f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES {', '.join(values)} "  # noqa: S608
+        f"ON CONFLICT (var_id, seq) DO UPDATE SET {updates} "
+        f"RETURNING var_id, (SELECT epoch FROM {states} WHERE {states}.var_id = {table}.var_id)"
+    )
+    return sql, params
+
+
+def recording_time() -> tuple[str, list[Any]]:
+    """When an entry is written, by the database's clock where it has one (PostgreSQL): a stream's
+    resume compares it with a time read from the same clock, whichever host wrote it."""
+    if connection.vendor == "postgresql":
+        return "clock_timestamp()", []
+    return "%s", [connection.ops.adapt_datetimefield_value(timezone.now())]
+
+
+def _read_missing_epochs(notifications: list[dict[str, Any]]) -> None:
+    missing = {n["var_id"] for n in notifications if n.get("epoch") is None}
+    if not missing:
+        return
+    epochs = dict(VariableState.objects.filter(var_id__in=missing).values_list("var_id", "epoch"))
+    for notification in notifications:
+        if notification.get("epoch") is None:
+            notification["epoch"] = epochs.get(notification["var_id"])
