@@ -1,9 +1,10 @@
 """Replay: the kept history of a variable sent again to one observer (a callback or a webhook endpoint).
 
 The caller's side: the request is checked here (a clear error at the boundary), the range to send is
-fixed now (what is notified later reaches the observer live), and ``observers.replay`` messages are
-published, each naming one variable's run of at most REPLAY_PAGE seqs. A worker delivers each one
-through the normal path (``worker.replaying``): the callback isolated and timed, a webhook's POST
+fixed now (what is notified later reaches the observer live), and one ``observers.replay`` message is
+published per variable, naming its run of seqs. A worker delivers it through the normal path
+(``worker.replaying``), a page at a time, each page's message publishing the next one (so a variable's
+notifications reach the observer in seq order): the callback isolated and timed, a webhook's POST
 signed and retried, every notification with its original id.
 """
 
@@ -23,8 +24,6 @@ from ..models import HistoryEntry, Observer, VariableState, WebhookEndpoint
 from ..publishing import broker, outbox
 from ..wiring import REPLAY_TASK
 
-# The most seqs one replay message covers: a worker calls its observer that many times in one run.
-REPLAY_PAGE = 100
 # Variables of a glob observer's history read per statement, and messages published per confirm.
 VARIABLES_PER_READ = 500
 
@@ -74,11 +73,11 @@ def replay(ref: uuid.UUID | str, *, since: int | datetime) -> Replayed:
         notifications += entries
         complete = complete and covered
         variables.add(var_id)
-        messages.append((REPLAY_TASK, json.dumps([str(ref), var_id, first, last], separators=(",", ":"))))
+        messages.append(replay_message(ref, var_id, first, last))
         if len(messages) == VARIABLES_PER_READ:
-            _publish(messages)
+            publish(messages)
             messages = []
-    _publish(messages)
+    publish(messages)
     return Replayed(ref, notifications=notifications, variables=len(variables), complete=complete)
 
 
@@ -141,7 +140,7 @@ def _variable_runs(var_id: str, since: int | datetime) -> tuple[list[Run], bool]
         complete = bounds["first"] == since
     if bounds["first"] is None:
         return [], complete
-    return list(_pages(var_id, bounds["first"], bounds["last"], bounds["entries"], complete)), complete
+    return [((var_id, bounds["first"], bounds["last"], bounds["entries"]), complete)], complete
 
 
 def _glob_runs(pattern: str, since: datetime) -> Iterator[Run]:
@@ -159,7 +158,7 @@ def _glob_runs(pattern: str, since: datetime) -> Iterator[Run]:
         )
         for var_id, first, last, entries in batch:
             if glob_matches(pattern, var_id):
-                yield from _pages(var_id, first, last, entries, _covers(var_id, first, since))
+                yield (var_id, first, last, entries), _covers(var_id, first, since)
         if len(batch) < VARIABLES_PER_READ:
             return
         after = batch[-1][0]
@@ -171,13 +170,12 @@ def _covers(var_id: str, first: int, since: datetime) -> bool:
     return first <= 1 or HistoryEntry.objects.filter(var_id=var_id, seq__lt=first, at__lt=since).exists()
 
 
-def _pages(var_id: str, first: int, last: int, entries: int, covered: bool) -> Iterator[Run]:
-    """The run split into messages of at most REPLAY_PAGE seqs; the entries counted on the first."""
-    for start in range(first, last + 1, REPLAY_PAGE):
-        yield (var_id, start, min(start + REPLAY_PAGE - 1, last), entries if start == first else 0), covered
+def replay_message(ref: uuid.UUID | str, var_id: str, first: int, last: int) -> tuple[str, str]:
+    """The ``observers.replay`` message of one variable's run: (task name, JSON arguments)."""
+    return REPLAY_TASK, json.dumps([str(ref), var_id, first, last], separators=(",", ":"))
 
 
-def _publish(messages: list[tuple[str, str]]) -> None:
+def publish(messages: list[tuple[str, str]]) -> None:
     """Confirmed by the broker; what it does not take now waits in the outbox (the workers publish it)."""
     try:
         broker.publish_confirmed(messages)

@@ -1,6 +1,7 @@
 """A history replay's message run by a worker: one variable's kept entries, in seq order, delivered to
 one observer through the normal path (``delivery.call_and_record``: isolated, timed, failures
-recorded; a webhook's callback queues a signed POST with its retries)."""
+recorded; a webhook's callback queues a signed POST with its retries). A page at a time: the page's
+message publishes the next page's once it is done, so the observer gets them in order."""
 
 import logging
 import uuid
@@ -8,6 +9,7 @@ from typing import Any
 
 from ..globs import glob_matches
 from ..history.reading import history
+from ..history.replay import publish, replay_message
 from ..models import Observer
 from ..querysets import DELIVERY_ROW
 from ..telemetry import counters
@@ -15,20 +17,23 @@ from . import delivery
 
 logger = logging.getLogger(__name__)
 
+# The most entries one replay message delivers: a worker calls its observer that many times in a run.
+REPLAY_PAGE = 100
+
 
 def replay_run(observer_ref: str, var_id: str, first: int, last: int) -> int:
     """Call observer ``observer_ref`` with the kept entries of ``var_id`` numbered ``first`` to ``last``,
-    in order, each with its original notification id; returns how many it was called with. It stops
-    when the observer is gone, quarantined (by these calls too) or its owner dead: it is not called
-    once it would not be by a live notification."""
+    in order, each with its original notification id, a page at a time (the next page's message sent
+    when this one is done); returns how many it was called with. It stops when the observer is gone,
+    quarantined (by these calls too) or its owner dead: it is not called once it would not be by a
+    live notification."""
     ref = uuid.UUID(observer_ref)
-    kept = history(var_id, after_seq=first - 1, limit=last - first + 1)
+    kept = history(var_id, after_seq=first - 1, limit=REPLAY_PAGE)
+    page = [entry for entry in kept.entries if entry.seq <= last]
     called = 0
     counts: dict[str, int] = {}
     try:
-        for entry in kept.entries:
-            if entry.seq > last:
-                break
+        for entry in page:
             row = _live_row(ref, var_id)
             if row is None:
                 logger.warning(
@@ -37,7 +42,7 @@ def replay_run(observer_ref: str, var_id: str, first: int, last: int) -> int:
                     var_id,
                     entry.seq,
                 )
-                break
+                return called
             notification: dict[str, Any] = {
                 "var_id": var_id,
                 "old_value": entry.old_value,
@@ -45,8 +50,8 @@ def replay_run(observer_ref: str, var_id: str, first: int, last: int) -> int:
                 "metadata": entry.metadata,
                 "notification_id": entry.notification_id,
                 "seq": entry.seq,
-                "notified_at": entry.at.timestamp(),
                 "epoch": kept.epoch,
+                "notified_at": entry.at.timestamp(),
                 "replayed": True,
             }
             for name, n in delivery.call_and_record(
@@ -56,6 +61,8 @@ def replay_run(observer_ref: str, var_id: str, first: int, last: int) -> int:
             called += 1
     finally:
         counters.increment(counts)
+    if len(kept.entries) == REPLAY_PAGE and page and page[-1].seq < last:
+        publish([replay_message(ref, var_id, page[-1].seq + 1, last)])
     return called
 
 

@@ -17,6 +17,7 @@ from observers_app.exceptions import InvalidObserverRef, ReplayRefused
 from observers_app.models import Observer
 from observers_app.registry import name_of
 from observers_app.webhooks import messages
+from observers_app.worker.replaying import REPLAY_PAGE
 from tests.conftest import wait_for
 from tests.factories import unique_var
 from tests.receivers import Reply, running_receiver
@@ -108,6 +109,21 @@ def test_a_quarantined_callback_replayed_gets_the_missed_ones_in_order_with_thei
     assert [row.metadata["seq"] for row in rows] == [seq_of_third, seq_of_third + 1, seq_of_third + 2]
     assert all(row.metadata["replayed"] for row in rows)
     assert len(received(keep)) == 5  # to that one observer only
+
+
+def test_a_long_replay_comes_page_after_page_in_seq_order():
+    var = unique_var("long")
+    ref = manager.add_observer(var, record)
+    count = REPLAY_PAGE + REPLAY_PAGE // 2
+    ids = notify_all(var, count)
+    wait_for(lambda: len(received(ref)) == count)
+
+    replayed = manager.replay(ref, since=1)
+
+    assert replayed.notifications == count
+    rows = wait_for(lambda: len(received(ref)) == 2 * count and received(ref)[count:])
+    assert [row.metadata["seq"] for row in rows] == list(range(1, count + 1))
+    assert sorted(row.metadata["notification_id"] for row in rows) == sorted(ids)
 
 
 def test_a_glob_observer_is_replayed_from_a_time_over_each_of_its_variables():
