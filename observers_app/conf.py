@@ -93,7 +93,7 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_STREAM_HEARTBEAT": 15.0,
     "OBSERVERS_STREAM_MAX_VARS": 50,
     "OBSERVERS_STREAM_TOKEN_TTL": 3600.0,
-    "OBSERVERS_STREAM_AUTHORIZER": "observers.staff_only",
+    "OBSERVERS_STREAM_AUTHORIZER": "observers.watch_permission",
     "OBSERVERS_STREAM_ALLOWED_ORIGINS": [],
     "OBSERVERS_STREAM_GC_FREEZE": True,
     # Streams one client may hold open in a web process at once: per logged-in user, per token, per

@@ -20,7 +20,7 @@ from ..observers.adds import add_observer, add_observers
 from ..observers.removals import remove_observer
 from ..owners.process import process_owner
 from ..telemetry import counters, dashboard
-from . import access, messages
+from . import messages, reauthorization
 from .consumer import STOP_TIMEOUT_S, QueueConsumer, start_consumer
 from .forwarding import FORWARD_CALLBACK
 from .gc_policy import GcPolicy
@@ -299,7 +299,7 @@ class StreamFanout:
         if watchers and not self.rechecking:
             self.rechecking = True
             checking = asyncio.ensure_future(
-                self.run_db(access.recheck, [(w.grant, list(w.keys)) for w in watchers])
+                self.run_db(reauthorization.recheck, [(w.grant, list(w.keys)) for w in watchers])
             )
             checking.add_done_callback(functools.partial(self._rechecked, watchers))
         self.loop.call_later(conf.stream_reauthorize_interval(), self._reauthorize)

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET
 
 from .. import conf
 from ..exceptions import InvalidVariableId, ObserversError, StreamLimitReached, StreamRefused
-from . import access, limits, messages, snapshot
+from . import access, limits, messages, revocation, snapshot
 from .fanout import StreamFanout, get_fanout
 from .watcher import WRITE_TIMED_OUT, Watcher
 
@@ -55,7 +55,7 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         return _plain(f"streams are unavailable right now ({type(exc).__name__}); retry later", 503)
     try:
         if token := _token(request):
-            grant = access.check_token(token, var_ids)
+            grant = await fanout.run_db(revocation.refuse_revoked, access.check_token(token, var_ids))
         else:
             grant = await fanout.run_db(access.session_grant, request, var_ids)
     except StreamRefused as exc:

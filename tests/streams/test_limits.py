@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from observers_app import manager
@@ -88,7 +88,7 @@ def test_a_client_asking_for_10000_patterns_is_refused_past_its_limit_and_others
 def test_streams_per_user_and_per_address_are_limited_and_released(server):
     base, _ = server
     var = sessions.variable_id(uuid.uuid4().hex[:12], "x")
-    cookie = {"Cookie": session_cookie("limited", is_superuser=True, is_staff=True)}
+    cookie = {"Cookie": session_cookie("limited", is_superuser=True)}
     mine = [EventStream(base, [("var", var)], headers=cookie, source="127.0.0.4") for _ in range(3)]
     assert [s.status for s in mine] == [200, 200, 429]
     assert "OBSERVERS_STREAM_MAX_PER_USER is 2" in mine[2].body
@@ -114,7 +114,9 @@ def test_streams_per_user_and_per_address_are_limited_and_released(server):
 def test_a_wide_glob_needs_its_own_permission(server):
     base, _ = server
     staff = {"Cookie": session_cookie("narrow", is_superuser=False, is_staff=True)}
-    superuser = {"Cookie": session_cookie("wide", is_superuser=True, is_staff=True)}
+    narrow = User.objects.get(username="narrow")
+    narrow.user_permissions.add(Permission.objects.get(codename="watch_variable"))
+    superuser = {"Cookie": session_cookie("wide", is_superuser=True)}
     refused = EventStream(base, [("var", "*")], headers=staff, source="127.0.0.6")
     assert refused.status == 403
     assert "observers_app.watch_wide_glob" in refused.body
