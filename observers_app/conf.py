@@ -49,6 +49,15 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # database; every add_observer waits this long after its commit, so that no process still believes it
     # when it returns. Longer saves round trips on variables nobody observes and makes every add slower.
     "OBSERVERS_ABSENCE_TTL": 0.25,
+    # On PostgreSQL, each process that notifies keeps a view of every observed name and pattern in memory
+    # (publishing/view.py), told of each add through the broker: a name nobody observes costs no database
+    # round trip, and an add waits only for the live views to learn of it. False: the absence leases
+    # above (the only way on other databases). The same value in every process of a deployment.
+    "OBSERVERS_PRESENCE_VIEW": True,
+    # Seconds a view may answer "no observer" without having shown, through the broker and the database,
+    # that it still listens; renewed every third of it. An add that a view does not acknowledge (its
+    # process hangs, or died without closing) waits at most this long for it.
+    "OBSERVERS_PRESENCE_VIEW_LEASE": 1.0,
     # Failed calls in a row after which a durable observer is quarantined (not called).
     "OBSERVERS_QUARANTINE_AFTER": 5,
     # Days the sweep keeps removal records (the answer to "where did my observer go?"), and the most it keeps.
@@ -179,6 +188,14 @@ def presence_ttl() -> float:
 
 def absence_ttl() -> float:
     return float(_get("OBSERVERS_ABSENCE_TTL"))
+
+
+def presence_view() -> bool:
+    return bool(_get("OBSERVERS_PRESENCE_VIEW"))
+
+
+def presence_view_lease() -> float:
+    return float(_get("OBSERVERS_PRESENCE_VIEW_LEASE"))
 
 
 def quarantine_after() -> int:

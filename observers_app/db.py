@@ -1,5 +1,6 @@
 """Database plumbing: statements planned once, additive upserts, raw UUIDs, and the errors that mean retry."""
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -36,9 +37,13 @@ def prepared_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) 
     import psycopg
 
     connection.ensure_connection()
+    started = time.monotonic()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
-        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+        rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+    if connection.queries_logged:  # as Django's own cursor does (DEBUG, CaptureQueriesContext)
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return rows
 
 
 def upsert_add(

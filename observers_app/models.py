@@ -144,6 +144,21 @@ class Observer(models.Model):
         return f"{self.callback} on {self.var_id}"
 
 
+class PresenceView(models.Model):
+    """A process's view of the observed names (publishing/view.py): while its lease holds, the process
+    answers "no observer" from memory, and every add of an observer waits for it to learn the name or
+    for its lease to end. Deleting the row (an add that could not tell it) makes it load again."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(help_text="Renewed by the process while it listens for changes.")
+
+    def __str__(self) -> str:
+        return f"view {self.host}:{self.pid}"
+
+
 class Removal(models.Model):
     """Why and when an observer went away: the answer to "where did my observer go?"."""
 

@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from observers_app import manager
 from observers_app.models import DeadLetter, Observer
+from observers_app.publishing import presence
 from observers_app.registry import name_of
 from tests.testapp.callbacks import record
 
@@ -16,11 +17,13 @@ def unique_var(prefix: str = "var") -> str:
 
 
 def make_observers(var_id: str, count: int, *, callback: str | None = None) -> list[uuid.UUID]:
-    """Insert ``count`` observers at once, as a large deployment would have them."""
+    """Insert ``count`` observers at once, as a large deployment would have them (behind the hub's back:
+    this process is told, no other's view is)."""
     name = callback or name_of(record)
     rows = Observer.objects.bulk_create(
         [Observer(var_id=var_id, callback=name) for _ in range(count)], batch_size=1000
     )
+    presence.remember(var_id)
     return [row.id for row in rows]
 
 

@@ -56,3 +56,6 @@ OBSERVERS_STREAM_BUFFER = 20
 # Every add waits this out after its commit (a short one keeps the suite fast; the absence-lease
 # test sets a longer one for itself and its notifier process through the environment).
 OBSERVERS_ABSENCE_TTL = float(os.environ.get("OBSERVERS_ABSENCE_TTL", "0.05"))
+# The presence tests start notifier processes with views on or off, and a longer view lease.
+OBSERVERS_PRESENCE_VIEW = bool(os.environ.get("OBSERVERS_PRESENCE_VIEW", "1"))
+OBSERVERS_PRESENCE_VIEW_LEASE = float(os.environ.get("OBSERVERS_PRESENCE_VIEW_LEASE", "1.0"))

@@ -83,10 +83,7 @@ def add_observers(
         refs = _insert_observers(var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce)
         counters.increment({"observers_added": len(refs)})
         transaction.on_commit(lambda: _send_added(refs, var_ids, name, owner_id))
-        presence.wait_after_commit()
-    if not glob:
-        for var_id in var_ids[: presence.REMEMBERED_ADDS]:
-            presence.remember(var_id)
+        presence.added(var_ids, glob=glob)
     return refs
 
 

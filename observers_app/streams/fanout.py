@@ -16,7 +16,7 @@ from django.db import close_old_connections
 
 from .. import conf, signals
 from ..globs import glob_matches
-from ..observers.adds import add_observer
+from ..observers.adds import add_observer, add_observers
 from ..observers.removals import remove_observer
 from ..owners.process import process_owner
 from ..telemetry import counters, dashboard
@@ -29,6 +29,7 @@ from .ordering import SeqOrder
 from .watcher import OWNER_SWEPT, SLOW_CLIENT, TOO_BUSY_TO_OPEN, Watcher
 
 T = TypeVar("T")
+Ready = asyncio.Future[uuid.UUID | None]  # a stream's observer, once added
 logger = logging.getLogger(__name__)
 
 # Seconds between writes of the streams' counters (one write per process, not one per stream).
@@ -72,6 +73,11 @@ class StreamFanout:
         self.subscriptions: dict[str, _Subscription] = {}
         self.watchers: set[Watcher] = set()
         self.pending_counts: collections.Counter[str] = collections.Counter()
+        # Names waiting for their observer, added by the registrar in batches (appended on the loop).
+        self.pending_adds: collections.deque[tuple[str, asyncio.Future[uuid.UUID | None]]] = (
+            collections.deque()
+        )
+        self.adds_scheduled = False
         self.owner: Any = None
         self.consumer: QueueConsumer | None = None
         self.gc_policy = _process_gc_policy() if conf.stream_gc_freeze() else None
@@ -154,8 +160,12 @@ class StreamFanout:
     def _subscribe(self, key: str) -> _Subscription:
         if key == dashboard.VARIABLE:
             return self._subscribe_dashboard()
-        adding = self.run_db(self._add_observer, key, executor=self.registrar)
-        ready: asyncio.Future[uuid.UUID | None] = asyncio.ensure_future(adding)
+        ready: asyncio.Future[uuid.UUID | None] = self.loop.create_future()
+        self.pending_adds.append((key, ready))
+        if not self.adds_scheduled:
+            # Once the names of this turn of the loop are all waiting (a stream joins all of its own).
+            self.adds_scheduled = True
+            self.loop.call_soon(self._schedule_adds)
         subscription = self.subscriptions[key] = _Subscription(key, ready, self.loop)
         ready.add_done_callback(lambda done: self._forget_failed(subscription, done))
         return subscription
@@ -188,8 +198,46 @@ class StreamFanout:
         if failed and self.subscriptions.get(subscription.key) is subscription:
             del self.subscriptions[subscription.key]
 
-    def _add_observer(self, key: str) -> uuid.UUID | None:
-        return add_observer(key, FORWARD_CALLBACK, owner=self.owner, glob="*" in key)
+    def _schedule_adds(self) -> None:
+        self.adds_scheduled = False
+        self.registrar.submit(self._add_pending)
+
+    def _add_pending(self) -> None:
+        """On the registrar: add the observers of every name waiting, names and patterns in one bulk
+        add each (a name the caps refuse fails alone), and settle their streams' futures. A job may
+        find none left: the one before took them."""
+        batch = []
+        while self.pending_adds:
+            batch.append(self.pending_adds.popleft())
+        if not batch:
+            return
+        try:
+            close_old_connections()
+            for glob in (False, True):
+                group = [(key, ready) for key, ready in batch if ("*" in key) is glob]
+                if group:
+                    self._add_group(group, glob=glob)
+        except BaseException as error:
+            for _, ready in batch:
+                self.loop.call_soon_threadsafe(_settle, ready, None, error)
+            raise
+
+    def _add_group(self, group: list[tuple[str, "asyncio.Future[uuid.UUID | None]"]], *, glob: bool) -> None:
+        try:
+            refs = add_observers([key for key, _ in group], FORWARD_CALLBACK, owner=self.owner, glob=glob)
+        except Exception:
+            if len(group) == 1:
+                raise
+            for key, ready in group:
+                try:
+                    ref = add_observer(key, FORWARD_CALLBACK, owner=self.owner, glob=glob)
+                except Exception as error:
+                    self.loop.call_soon_threadsafe(_settle, ready, None, error)
+                else:
+                    self.loop.call_soon_threadsafe(_settle, ready, ref, None)
+            return
+        for (_, ready), ref in zip(group, refs, strict=True):
+            self.loop.call_soon_threadsafe(_settle, ready, ref, None)
 
     def _unsubscribe(self, key: str, ready: "asyncio.Future[uuid.UUID | None]") -> None:
         if ready.cancelled() or ready.exception() is not None or ready.result() is None:
@@ -275,6 +323,18 @@ class StreamFanout:
 
 def _nothing() -> None:
     pass
+
+
+def _settle(
+    ready: "asyncio.Future[uuid.UUID | None]", ref: uuid.UUID | None, error: BaseException | None
+) -> None:
+    """On the event loop: a stream's observer added, or its add failed."""
+    if ready.done():
+        return
+    if error is not None:
+        ready.set_exception(error)
+    else:
+        ready.set_result(ref)
 
 
 _gc_policy: GcPolicy | None = None

@@ -157,12 +157,22 @@ def test_connects_and_disconnects_leave_nothing_behind(server: str):
     session_id, var = session_var()
     for _ in range(100):
         EventStream(server, [("var", var), ("token", issue_token([var]))]).close()
-    # Each first watcher's add waits out OBSERVERS_ABSENCE_TTL: 100 of them take a few seconds.
     wait_for(lambda: not Observer.objects.filter(var_id=var).exists(), timeout=30)
     stream = open_stream(server, var)
     sessions.set_variable(session_id, "x", 1)
     wait_for(lambda: len(stream.of(var)) == 1)
     stream.close()
+
+
+def test_the_names_a_stream_joins_are_added_in_one_batch(server: str):
+    names = [session_var()[1] for _ in range(20)]
+    stream = open_stream(server, *names)
+    try:
+        observers = Observer.objects.filter(var_id__in=names)
+        assert observers.count() == 20
+        assert len(set(observers.values_list("created_at", flat=True))) == 1  # one insert
+    finally:
+        stream.close()
 
 
 def test_a_killed_web_process_is_swept(settings):
