@@ -6,15 +6,17 @@ import pytest
 from django.test import override_settings
 
 from observers_app import checks
-from observers_app.exceptions import InvalidVariableId, StreamRefused
+from observers_app.exceptions import InvalidVariableId, StreamLimitReached, StreamRefused
 from observers_app.streams import access
 
 
 def test_parameters_are_checked():
     assert access.parse_var_ids(["a", "b:*", "a"]) == ["a", "b:*"]
-    for bad in ([], [""], ["x" * 256], ["a\nb"], ["v"] * 51):
+    for bad in ([], [""], ["x" * 256], ["a\nb"]):
         with pytest.raises(InvalidVariableId):
             access.parse_var_ids(bad)
+    with pytest.raises(StreamLimitReached, match="OBSERVERS_STREAM_MAX_VARS"):
+        access.parse_var_ids(["v"] * 51)
 
 
 def test_a_token_grants_its_names_and_narrower_patterns_only():

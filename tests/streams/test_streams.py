@@ -205,7 +205,7 @@ def test_refusals_say_why(server: str):
 
     refused([], 400, "at least one variable")
     refused([("var", "x" * 300)], 400, "1 to 255 characters")
-    refused([("var", var)] * 51, 400, "OBSERVERS_STREAM_MAX_VARS")
+    refused([("var", var)] * 51, 429, "OBSERVERS_STREAM_MAX_VARS")
     refused([("var", var)], 403, "not logged in")
     refused([("var", var), ("token", "forged")], 403, "not valid")
     refused([("var", var), ("token", issue_token([var], ttl_s=-1))], 403, "expired")
