@@ -27,18 +27,25 @@ def prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -
     return rows[0]
 
 
-def prepared_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+def prepared_rows(
+    connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, uuids_as_text: bool = False
+) -> list[tuple[Any, ...]]:
     """The rows of ``sql``: on PostgreSQL a statement planned once per connection (psycopg
-    server-side binding), elsewhere Django's cursor. Skips the ORM: for the hot paths only."""
+    server-side binding), elsewhere Django's cursor. Skips the ORM: for the hot paths only. With
+    ``uuids_as_text`` PostgreSQL's UUIDs come back as their canonical text, with no UUID object made
+    per value (a page of observers reads a thousand; SQLite's come back as it stores them)."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     import psycopg
+    from psycopg.types.string import TextLoader
 
     connection.ensure_connection()
     started = time.monotonic()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        if uuids_as_text:
+            cursor.adapters.register_loader("uuid", TextLoader)
         cursor.execute(sql, params, prepare=True)
         rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     if connection.queries_logged:  # as Django's own cursor does (DEBUG, CaptureQueriesContext)
@@ -98,10 +105,25 @@ def counting_rows(
     return sql, [*params, name, name]
 
 
+def commit_without_waiting(connection: BaseDatabaseWrapper, *, outer: bool) -> None:
+    """Let the transaction just opened commit without waiting for the disk (PostgreSQL's
+    ``synchronous_commit`` off for it alone): for the hub's own bookkeeping, where a database crash
+    may lose the last fraction of a second of it, never consistency. Not when it runs inside another
+    transaction (``outer``): a caller's commit keeps its guarantee."""
+    if connection.vendor == "postgresql" and not outer:
+        prepared_rows(connection, "SELECT set_config('synchronous_commit', 'off', true)", [])
+
+
 def as_uuid(value: Any) -> uuid.UUID | None:
     """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
     (its string); None stays None."""
     return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def uuid_text(value: Any) -> str:
+    """A UUID's canonical text, from what ``prepared_rows(..., uuids_as_text=True)`` read (PostgreSQL:
+    that text already; SQLite: its 32 hex digits) or a UUID."""
+    return value if isinstance(value, str) and len(value) == 36 else str(uuid_of(value))
 
 
 def uuid_of(value: Any) -> uuid.UUID:

@@ -5,8 +5,9 @@ import logging
 import uuid
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
+from ..db import commit_without_waiting
 from ..models import Payload
 from . import delivery
 
@@ -19,8 +20,13 @@ def store(notification: dict[str, Any]) -> uuid.UUID:
 
 
 def all_sent(payload_id: uuid.UUID, pages: int) -> None:
-    """Record how many pages were sent; the payload goes as soon as all of them were delivered."""
+    """Record how many pages were sent; the payload goes as soon as all of them were delivered.
+
+    This mark and the pages' own commit without waiting for the disk: one a database crash loses
+    leaves the payload to the sweep (``OBSERVERS_PAYLOAD_RETENTION_DAYS``), and delivers nothing twice."""
+    outer = connection.in_atomic_block
     with transaction.atomic():
+        commit_without_waiting(connection, outer=outer)
         payload = Payload.objects.select_for_update().filter(id=payload_id).first()
         if payload is None:
             return
@@ -36,7 +42,9 @@ def deliver_page(payload_id: str, *, after: str | None, upto: str, globs: list[s
         logger.error("event=payload_missing payload=%s upto=%s", payload_id, upto)
         return
     delivery.deliver(json.loads(stored), after=after, upto=upto, globs=globs)
+    outer = connection.in_atomic_block
     with transaction.atomic():
+        commit_without_waiting(connection, outer=outer)
         payload = Payload.objects.select_for_update().filter(id=payload_id).first()
         if payload is None:
             return
