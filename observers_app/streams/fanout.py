@@ -90,10 +90,12 @@ class StreamFanout:
         running (no thread, no consumer of the queue), for the next stream to start again."""
         try:
             self.owner = await self.run_db(process_owner, executor=self.registrar)
+            # On the fan-out's own thread, which a failed start shuts down: a failure leaves no thread.
             self.consumer = await self.loop.run_in_executor(
-                None, start_consumer, self.owner.id, self._from_consumer
+                self.registrar, start_consumer, self.owner.id, self._from_consumer
             )
-            if not await self.loop.run_in_executor(None, self.consumer.wait_ready, CONSUMER_READY_TIMEOUT_S):
+            ready = self.consumer.wait_ready
+            if not await self.loop.run_in_executor(self.registrar, ready, CONSUMER_READY_TIMEOUT_S):
                 raise RuntimeError("the streams' queue consumer could not reach the broker")
         except BaseException:
             await self._stop_after_failed_start()
@@ -109,7 +111,7 @@ class StreamFanout:
         self.retired = True
         if self.consumer is not None:
             self.consumer.stop()
-            await self.loop.run_in_executor(None, self.consumer.join, STOP_TIMEOUT_S)
+            await self.loop.run_in_executor(self.registrar, self.consumer.join, STOP_TIMEOUT_S)
         self.registrar.shutdown(wait=False)
         self.readers.shutdown(wait=False)
 
