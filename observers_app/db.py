@@ -105,15 +105,6 @@ def counting_rows(
     return sql, [*params, name, name]
 
 
-def commit_without_waiting(connection: BaseDatabaseWrapper, *, outer: bool) -> None:
-    """Let the transaction just opened commit without waiting for the disk (PostgreSQL's
-    ``synchronous_commit`` off for it alone): for the hub's own bookkeeping, where a database crash
-    may lose the last fraction of a second of it, never consistency. Not when it runs inside another
-    transaction (``outer``): a caller's commit keeps its guarantee."""
-    if connection.vendor == "postgresql" and not outer:
-        prepared_rows(connection, "SELECT set_config('synchronous_commit', 'off', true)", [])
-
-
 def as_uuid(value: Any) -> uuid.UUID | None:
     """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
     (its string); None stays None."""
