@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('observers_app', '0020_outbox_task'),
+        ('observers_app', '0021_history'),
     ]
 
     operations = [
