@@ -93,9 +93,21 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_STREAM_HEARTBEAT": 15.0,
     "OBSERVERS_STREAM_MAX_VARS": 50,
     "OBSERVERS_STREAM_TOKEN_TTL": 3600.0,
-    "OBSERVERS_STREAM_AUTHORIZER": "observers.staff_only",
+    "OBSERVERS_STREAM_AUTHORIZER": "observers.watch_permission",
     "OBSERVERS_STREAM_ALLOWED_ORIGINS": [],
     "OBSERVERS_STREAM_GC_FREEZE": True,
+    # Streams one client may hold open in a web process at once: per logged-in user, per token, per
+    # address; past one, the next is refused (429) and the others run on.
+    "OBSERVERS_STREAM_MAX_PER_USER": 10,
+    "OBSERVERS_STREAM_MAX_PER_TOKEN": 10,
+    "OBSERVERS_STREAM_MAX_PER_ADDRESS": 100,
+    # A pattern with fewer literal characters before its first "*" than this is a wide glob: a session
+    # user needs the observers_app.watch_wide_glob permission for it (every match costs a broker message).
+    "OBSERVERS_STREAM_GLOB_MIN_PREFIX": 4,
+    # Seconds a stream may spend sending one chunk to a client that stopped reading before it is closed.
+    "OBSERVERS_STREAM_WRITE_TIMEOUT": 30.0,
+    # Seconds between two checks of each open stream's authorization (user, permission, revoked token).
+    "OBSERVERS_STREAM_REAUTHORIZE_INTERVAL": 60.0,
     # The notification history (observers_app/history/): every notification a worker dispatches is kept,
     # per variable the newest OBSERVERS_HISTORY_MAX_ENTRIES seqs at most and none older than
     # OBSERVERS_HISTORY_MAX_AGE seconds (the sweep prunes the rest); off, nothing is kept and every
@@ -351,6 +363,23 @@ def stream_authorizer() -> str:
 
 def stream_gc_freeze() -> bool:
     return bool(_get("OBSERVERS_STREAM_GC_FREEZE"))
+
+
+def stream_max_per(holder: str) -> int:
+    """Streams one ``holder`` ("user", "token" or "address") may hold open in a process."""
+    return int(_get(f"OBSERVERS_STREAM_MAX_PER_{holder.upper()}"))
+
+
+def stream_glob_min_prefix() -> int:
+    return int(_get("OBSERVERS_STREAM_GLOB_MIN_PREFIX"))
+
+
+def stream_write_timeout() -> float:
+    return float(_get("OBSERVERS_STREAM_WRITE_TIMEOUT"))
+
+
+def stream_reauthorize_interval() -> float:
+    return float(_get("OBSERVERS_STREAM_REAUTHORIZE_INTERVAL"))
 
 
 def stream_allowed_origins() -> list[str]:

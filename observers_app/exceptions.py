@@ -96,3 +96,8 @@ class ReplayRefused(ObserversError, ValueError):
 
 class StreamRefused(ObserversError, PermissionError):
     """A stream the request may not open: no session or token, or not authorized for its variables."""
+
+
+class StreamLimitReached(StreamRefused):
+    """A stream past one of its client's limits (streams per user, token or address; names per stream):
+    answered 429, the reason naming the setting."""

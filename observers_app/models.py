@@ -139,6 +139,11 @@ class Observer(models.Model):
                 name="observer_quarantined",
             ),
         ]
+        # The hub's permissions for streams (docs/streams.md), checked as "observers_app.<codename>".
+        permissions = [
+            ("watch_variable", "Can watch variables over streams"),
+            ("watch_wide_glob", "Can watch wide glob patterns over streams"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.callback} on {self.var_id}"
@@ -275,6 +280,19 @@ class StatBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%H:%M} {self.name} = {self.value}"
+
+
+class RevokedToken(models.Model):
+    """A revoked stream token (``token_id``, kept until its expiry), or every token of a user issued
+    up to ``revoked_at`` (``user_id``, one row per user)."""
+
+    token_id = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    user_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    revoked_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"token {self.token_id}" if self.token_id else f"tokens of user {self.user_id}"
 
 
 class StatCounter(models.Model):

@@ -52,6 +52,9 @@ OBSERVERS_WEBHOOK_ATTEMPTS_KEPT = 5
 
 # A small stream buffer, so the slow-client test needs few changes to pass it.
 OBSERVERS_STREAM_BUFFER = 20
+# Stream tests tune these in the servers they start.
+OBSERVERS_STREAM_WRITE_TIMEOUT = float(os.environ.get("OBSERVERS_STREAM_WRITE_TIMEOUT", "30"))
+OBSERVERS_STREAM_REAUTHORIZE_INTERVAL = float(os.environ.get("OBSERVERS_STREAM_REAUTHORIZE_INTERVAL", "60"))
 
 # Every add waits this out after its commit (a short one keeps the suite fast; the absence-lease
 # test sets a longer one for itself and its notifier process through the environment).

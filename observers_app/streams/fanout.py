@@ -20,13 +20,13 @@ from ..observers.adds import add_observer, add_observers
 from ..observers.removals import remove_observer
 from ..owners.process import process_owner
 from ..telemetry import counters, dashboard
-from . import messages
+from . import messages, reauthorization
 from .consumer import STOP_TIMEOUT_S, QueueConsumer, start_consumer
 from .forwarding import FORWARD_CALLBACK
 from .gc_policy import GcPolicy
 from .messages import StreamEvent
 from .ordering import SeqOrder
-from .watcher import OWNER_SWEPT, SLOW_CLIENT, TOO_BUSY_TO_OPEN, Watcher
+from .watcher import OWNER_SWEPT, SLOW_CLIENT, TOO_BUSY_TO_OPEN, WRITE_TIMED_OUT, Watcher
 
 T = TypeVar("T")
 Ready = asyncio.Future[uuid.UUID | None]  # a stream's observer, once added
@@ -83,16 +83,19 @@ class StreamFanout:
         self.gc_policy = _process_gc_policy() if conf.stream_gc_freeze() else None
         self.recent: dict[tuple[str, str], None] = {}  # oldest first
         self.retired = False
+        self.rechecking = False
 
     async def start(self) -> None:
         """Take the process's owner and start its queue's consumer; on failure, leave nothing
         running (no thread, no consumer of the queue), for the next stream to start again."""
         try:
             self.owner = await self.run_db(process_owner, executor=self.registrar)
+            # On the fan-out's own thread, which a failed start shuts down: a failure leaves no thread.
             self.consumer = await self.loop.run_in_executor(
-                None, start_consumer, self.owner.id, self._from_consumer
+                self.registrar, start_consumer, self.owner.id, self._from_consumer
             )
-            if not await self.loop.run_in_executor(None, self.consumer.wait_ready, CONSUMER_READY_TIMEOUT_S):
+            ready = self.consumer.wait_ready
+            if not await self.loop.run_in_executor(self.registrar, ready, CONSUMER_READY_TIMEOUT_S):
                 raise RuntimeError("the streams' queue consumer could not reach the broker")
         except BaseException:
             await self._stop_after_failed_start()
@@ -100,6 +103,7 @@ class StreamFanout:
         signals.process_owner_lost.connect(self._on_owner_lost, weak=False, dispatch_uid=id(self))
         self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
         self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
+        self.loop.call_later(conf.stream_reauthorize_interval(), self._reauthorize)
         if self.gc_policy is not None:
             self.loop.call_later(COLLECTOR_TICK_S, self._collect)
 
@@ -107,7 +111,7 @@ class StreamFanout:
         self.retired = True
         if self.consumer is not None:
             self.consumer.stop()
-            await self.loop.run_in_executor(None, self.consumer.join, STOP_TIMEOUT_S)
+            await self.loop.run_in_executor(self.registrar, self.consumer.join, STOP_TIMEOUT_S)
         self.registrar.shutdown(wait=False)
         self.readers.shutdown(wait=False)
 
@@ -145,7 +149,7 @@ class StreamFanout:
             self.gc_policy.closed()
         self.pending_counts["stream_events_coalesced"] += watcher.coalesced
         self.pending_counts["streams_closed_slow"] += int(
-            watcher.closed_reason in (SLOW_CLIENT, TOO_BUSY_TO_OPEN)
+            watcher.closed_reason in (SLOW_CLIENT, TOO_BUSY_TO_OPEN, WRITE_TIMED_OUT)
         )
         for key in watcher.keys:
             subscription = self.subscriptions.get(key)
@@ -285,6 +289,35 @@ class StreamFanout:
             watcher.heartbeat()
         if not self.retired:
             self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
+
+    def _reauthorize(self) -> None:
+        """Check every open stream's authorization again, in one job on the database threads (one
+        at a time); each stream no longer authorized closes with the reason."""
+        if self.retired:
+            return
+        watchers = [w for w in self.watchers if w.grant is not None and w.closed_reason is None]
+        if watchers and not self.rechecking:
+            self.rechecking = True
+            checking = asyncio.ensure_future(
+                self.run_db(reauthorization.recheck, [(w.grant, list(w.keys)) for w in watchers])
+            )
+            checking.add_done_callback(functools.partial(self._rechecked, watchers))
+        self.loop.call_later(conf.stream_reauthorize_interval(), self._reauthorize)
+
+    def _rechecked(self, watchers: list[Watcher], checking: "asyncio.Future[list[str | None]]") -> None:
+        self.rechecking = False
+        if checking.cancelled() or checking.exception() is not None:
+            logger.warning("event=stream_reauthorize_failed", exc_info=checking.exception())
+            return  # the next round checks them again
+        for watcher, reason in zip(watchers, checking.result(), strict=True):
+            if reason is not None and watcher.closed_reason is None:
+                self.close_unauthorized(watcher, reason)
+
+    def close_unauthorized(self, watcher: Watcher, reason: str) -> None:
+        """End a stream whose authorization ended, with the reason as its last event."""
+        if watcher.closed_reason is None:
+            self.pending_counts["streams_closed_unauthorized"] += 1
+            watcher.close(reason)
 
     def _collect(self) -> None:
         assert self.gc_policy is not None

@@ -78,7 +78,7 @@ def call_and_record(
         with transaction.atomic():
             if outcome.failed:
                 newly = _record_failures(outcome.failed)
-                quarantined = [row for row in rows if row[0] in newly]
+                quarantined = [row for row in rows if as_uuid(row[0]) in newly]
             if quarantined:
                 _record_quarantines(notification["var_id"], quarantined, outcome.failed)
             if outcome.recovered:
@@ -93,7 +93,7 @@ def call_and_record(
     }
 
 
-def _record_failures(failed: dict[uuid.UUID, str]) -> set[uuid.UUID]:
+def _record_failures(failed: dict[calls.Ref, str]) -> set[uuid.UUID]:
     """Count the failures; returns the observers this update quarantined (decided by the database,
     from their failure counts as they are now, so concurrent deliveries cannot disagree)."""
     now = timezone.now()
@@ -110,7 +110,7 @@ def _record_failures(failed: dict[uuid.UUID, str]) -> set[uuid.UUID]:
     return set(Observer.objects.filter(id__in=list(failed), quarantined_at=now).values_list("id", flat=True))
 
 
-def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[uuid.UUID, str]) -> None:
+def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[calls.Ref, str]) -> None:
     for ref, callback, failures, _ in rows:
         logger.warning(
             "event=observer_quarantined observer=%s callback=%s var_id=%r failures=%d error=%r",
@@ -143,11 +143,19 @@ def _send_delivery_events(
 ) -> None:
     var_id = notification["var_id"]
     callbacks = {ref: callback for ref, callback, _, _ in rows} if outcome.failed else {}
+    # The signals give UUIDs, whichever way the page was read (its ids' text, or UUIDs).
     for ref, error in outcome.failed.items():
-        signals.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
+        signals.callback_failed.send(
+            None, ref=uuid_of(ref), var_id=var_id, callback=callbacks[ref], error=error
+        )
     for ref, callback, _, owner_id in quarantined:
         signals.observer_removed.send(
-            None, ref=ref, var_id=var_id, callback=callback, owner=owner_id, reason="quarantined"
+            None,
+            ref=uuid_of(ref),
+            var_id=var_id,
+            callback=callback,
+            owner=as_uuid(owner_id),
+            reason="quarantined",
         )
     if not timed:
         return

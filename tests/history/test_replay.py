@@ -14,8 +14,9 @@ from standardwebhooks import Webhook
 
 from observers_app import manager
 from observers_app.exceptions import InvalidObserverRef, ReplayRefused
-from observers_app.models import Observer
+from observers_app.models import Observer, Owner
 from observers_app.registry import name_of
+from observers_app.streams.forwarding import FORWARD_CALLBACK
 from observers_app.webhooks import messages
 from observers_app.worker.replaying import REPLAY_PAGE
 from tests.conftest import wait_for
@@ -163,7 +164,21 @@ def test_bad_points_and_refs_are_refused_with_a_clear_error():
     for wrong in (0, True, "1"):
         with pytest.raises(ReplayRefused):
             manager.replay(ref, since=wrong)  # type: ignore[arg-type]
+    stream_forwarder = Observer.objects.create(var_id=var, callback=FORWARD_CALLBACK)
+    with pytest.raises(ReplayRefused, match="Last-Event-ID"):
+        manager.replay(stream_forwarder.id, since=1)
+    expired = Owner.objects.create(name="gone", kind=Owner.Kind.LEASE, expires_at=timezone.now())
+    orphan = Observer.objects.create(var_id=var, callback=name_of(record), owner=expired)
+    with pytest.raises(ReplayRefused, match="dead"):
+        manager.replay(orphan.id, since=1)
     assert manager.replay(ref, since=1).notifications == 1
+
+
+def test_with_the_history_off_a_replay_is_refused(settings):
+    ref = manager.add_observer(unique_var("off"), record)
+    settings.OBSERVERS_HISTORY = False
+    with pytest.raises(ReplayRefused, match="history is off"):
+        manager.replay(ref, since=timezone.now())
 
 
 def test_the_command_replays_and_refuses_bad_input():

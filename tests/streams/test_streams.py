@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from observers_app import manager
@@ -197,6 +197,7 @@ def test_refusals_say_why(server: str):
     _, var = session_var()
     User.objects.create_user("staff", password="a-long-test-password", is_staff=True)
     User.objects.create_user("visitor", password="a-long-test-password")
+    permitted("watcher")
 
     def refused(params: list[tuple[str, str]], status: int, reason: str, **headers: str) -> None:
         stream = EventStream(server, params, headers=headers)
@@ -205,17 +206,18 @@ def test_refusals_say_why(server: str):
 
     refused([], 400, "at least one variable")
     refused([("var", "x" * 300)], 400, "1 to 255 characters")
-    refused([("var", var)] * 51, 400, "OBSERVERS_STREAM_MAX_VARS")
+    refused([("var", var)] * 51, 429, "OBSERVERS_STREAM_MAX_VARS")
     refused([("var", var)], 403, "not logged in")
     refused([("var", var), ("token", "forged")], 403, "not valid")
     refused([("var", var), ("token", issue_token([var], ttl_s=-1))], 403, "expired")
     refused([("var", var), ("token", issue_token(["session:other:*"]))], 403, "does not grant")
     refused([("var", "session:*")], 403, "does not grant", Authorization=f"Bearer {issue_token([var])}")
     refused([("var", var)], 403, "may not watch", Cookie=session_cookie("visitor"))
+    refused([("var", var)], 403, "may not watch", Cookie=session_cookie("staff"))  # staff alone is not enough
 
-    staff = EventStream(server, [("var", var)], headers={"Cookie": session_cookie("staff")})
-    assert staff.status == 200
-    staff.close()
+    watcher = EventStream(server, [("var", var)], headers={"Cookie": session_cookie("watcher")})
+    assert watcher.status == 200
+    watcher.close()
     granted = EventStream(
         server, [("var", "session:1:*")], headers={"Authorization": f"Bearer {issue_token(['session:*'])}"}
     )
@@ -225,7 +227,7 @@ def test_refusals_say_why(server: str):
 
 def test_only_a_token_stream_is_shared_with_a_listed_origin():
     _, var = session_var()
-    User.objects.create_user("staff", password="a-long-test-password", is_staff=True)
+    permitted("staff")
     origin = "http://app.example.test"  # a header's value only: nothing connects to it
     with running_asgi_server(OBSERVERS_STREAM_ALLOWED_ORIGINS=origin) as (base, _):
         token = [("var", var), ("token", issue_token([var]))]
@@ -240,6 +242,13 @@ def test_only_a_token_stream_is_shared_with_a_listed_origin():
         for stream in streams:
             stream.close()
     assert allowed == [origin, None, None]
+
+
+def permitted(username: str) -> User:
+    """A user with the observers_app.watch_variable permission, which the default authorizer asks for."""
+    user = User.objects.create_user(username, password="a-long-test-password")
+    user.user_permissions.add(Permission.objects.get(codename="watch_variable"))
+    return user
 
 
 def session_cookie(username: str) -> str:

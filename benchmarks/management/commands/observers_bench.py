@@ -84,6 +84,16 @@ class Command(BaseCommand):
         if options["durable"]:
             results = durable_bench.run(calls=options["calls"], progress=self.stdout.write)
             self.stdout.write(json.dumps(results, indent=2))
+            for turn in (1, 2):
+                if f"paced_durable_{turn}" not in results:
+                    continue
+                bare, durable = results[f"paced_bare_insert_{turn}"], results[f"paced_durable_{turn}"]
+                self.stdout.write(
+                    f"paced {durable_bench.PACED_RATE}/s, turn {turn}: "
+                    f"durable notify p50 {durable['p50_us']} us, p99 {durable['p99_us']} us; "
+                    f"bare INSERT p50 {bare['p50_us']} us, p99 {bare['p99_us']} us; "
+                    f"p99 ratio {durable['p99_us'] / bare['p99_us']:.2f}x"
+                )
             options["json"].parent.mkdir(parents=True, exist_ok=True)
             options["json"].with_name("observers_durable_bench.json").write_text(
                 json.dumps(results, indent=2)
