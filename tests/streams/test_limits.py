@@ -22,6 +22,11 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 PASSWORD = "a-long-test-password"
 
 
+@pytest.fixture(autouse=True)
+def quick_passwords(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A server with small limits; each test's clients connect from loopback addresses of their own."""
