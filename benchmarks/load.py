@@ -89,6 +89,10 @@ class Paced:
     seconds: float
     sent_at: list[float] = field(default_factory=list)
     call_s: list[float] = field(default_factory=list)
+    # Of each call: the notifier thread's CPU time and its time runnable but waiting for a CPU (the
+    # kernel's run queue), where the kernel reports them (Linux), else empty.
+    call_cpu_s: list[float] = field(default_factory=list)
+    call_runqueue_s: list[float] = field(default_factory=list)
     max_lag_s: float = 0.0
 
 
@@ -110,10 +114,25 @@ def paced_notify(var_ids: Iterator[str], *, notifies_per_s: float, seconds: floa
         else:
             paced.max_lag_s = max(paced.max_lag_s, now - due)
         paced.sent_at.append(time.time())
+        before = thread_schedstat()
         started = time.perf_counter()
         manager.notify_observers(next(var_ids), i, i + 1, {"load": True})
         paced.call_s.append(time.perf_counter() - started)
+        after = thread_schedstat()
+        if before and after:
+            paced.call_cpu_s.append(after[0] - before[0])
+            paced.call_runqueue_s.append(after[1] - before[1])
     return paced
+
+
+def thread_schedstat() -> tuple[float, float] | None:
+    """This thread's CPU time and run-queue wait so far, in seconds (Linux's schedstat), or None."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stats:
+            cpu_ns, runqueue_ns, _ = stats.read().split()
+    except OSError:
+        return None
+    return int(cpu_ns) / 1e9, int(runqueue_ns) / 1e9
 
 
 # Stamps
@@ -175,15 +194,28 @@ def window_latency(
     }
 
 
-def caller_us(call_s: list[float]) -> dict[str, float | None]:
+def caller_us(paced: Paced) -> dict[str, float | None]:
+    """The caller's p50/p99/max, and where its slowest 1 % of calls spent their time: on the CPU,
+    waiting in the kernel's run queue for one, and the rest (blocked: the interpreter lock, a lock)."""
+    call_s = paced.call_s
     if not call_s:
         return {"p50_us": None, "p99_us": None, "max_us": None}
     ordered = sorted(call_s)
-    return {
+    figures: dict[str, float | None] = {
         "p50_us": round(ordered[len(ordered) // 2] * 1e6, 1),
         "p99_us": round(ordered[int(len(ordered) * 0.99)] * 1e6, 1),
         "max_us": round(ordered[-1] * 1e6, 1),
     }
+    if len(paced.call_runqueue_s) == len(call_s):
+        slowest = sorted(range(len(call_s)), key=call_s.__getitem__)[int(len(call_s) * 0.99) :]
+        wall = sum(call_s[i] for i in slowest)
+        cpu = sum(paced.call_cpu_s[i] for i in slowest)
+        runqueue = sum(paced.call_runqueue_s[i] for i in slowest)
+        figures["slowest_1pct_mean_us"] = round(wall / len(slowest) * 1e6, 1)
+        figures["slowest_1pct_cpu_share"] = round(cpu / wall, 2)
+        figures["slowest_1pct_runqueue_share"] = round(runqueue / wall, 2)
+        figures["slowest_1pct_blocked_share"] = round(max(0.0, wall - cpu - runqueue) / wall, 2)
+    return figures
 
 
 def is_bounded(first: dict[str, Any], last: dict[str, Any], half: dict[str, Any]) -> bool:
@@ -217,7 +249,7 @@ def analyse(
         "latency_last_third": last,
         "latency_whole": whole,
         "bounded": is_bounded(first, last, half),
-        "caller": caller_us(paced.call_s),
+        "caller": caller_us(paced),
         "caller_max_lag_ms": round(paced.max_lag_s * 1000, 1),
     }
 

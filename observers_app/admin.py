@@ -4,6 +4,8 @@ List pages stay fast on millions of rows: counts are capped or estimated, filter
 indexed columns, and no page loads an unbounded queryset.
 """
 
+import json
+import uuid
 from functools import cached_property
 from typing import Any
 
@@ -21,12 +23,17 @@ from django.utils.html import format_html
 
 from . import manager, registry, validation
 from .exceptions import InvalidName
+from .history import admin as history_admin
 from .models import DeadLetter, Observer, Owner, VariableState
 from .telemetry import dashboard
 from .webhooks import admin as webhooks_admin  # noqa: F401 (registers the webhook endpoints' admin)
 from .worker import poison
 
 COUNT_CAP = 10_000
+REPLAY_URL = "admin:observers_app_observer_replay"
+# The inspect page's recent notifications (the history's newest entries), each value cut to this much.
+RECENT_NOTIFICATIONS = 50
+SHOWN_JSON_CHARS = 200
 
 
 class CappedCountPaginator(Paginator):
@@ -137,7 +144,7 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
-    actions = ("remove_observers", "reenable_observers", "send_test_notification")
+    actions = ("remove_observers", "reenable_observers", "replay_history", "send_test_notification")
     change_list_template = "admin/observers_app/observer/change_list.html"
     readonly_fields = [f.name for f in Observer._meta.fields]
 
@@ -194,9 +201,17 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
         self.message_user(request, f"Removed {removed} observers.", messages.SUCCESS)
 
     @admin.action(description="Re-enable selected quarantined observers", permissions=["change"])
-    def reenable_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> None:
-        enabled = sum(manager.reenable_observer(ref) for ref in queryset.values_list("id", flat=True))
-        self.message_user(request, f"Re-enabled {enabled} observers.", messages.SUCCESS)
+    def reenable_observers(self, request: HttpRequest, queryset: QuerySet[Observer]) -> HttpResponse | None:
+        quarantined = dict(queryset.filter(quarantined_at__isnull=False).values_list("id", "quarantined_at"))
+        enabled = {ref: since for ref, since in quarantined.items() if manager.reenable_observer(ref)}
+        self.message_user(request, f"Re-enabled {len(enabled)} observers.", messages.SUCCESS)
+        return history_admin.offer_replay(self, request, REPLAY_URL, enabled)
+
+    @admin.action(description="Replay history to the selected one", permissions=["change"])
+    def replay_history(self, request: HttpRequest, queryset: QuerySet[Observer]) -> HttpResponse | None:
+        return history_admin.replay_one(
+            self, request, list(queryset.values_list("id", flat=True)[:2]), REPLAY_URL
+        )
 
     @admin.action(
         description="Send a test notification to the selected observers' variables", permissions=["change"]
@@ -224,6 +239,7 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
         return [
             path("stats/", view(self.stats_view), name="observers_stats"),
             path("inspect/<path:var_id>/", view(self.inspect_view), name="observers_inspect"),
+            path("<uuid:ref>/replay/", view(self.replay_view), name=REPLAY_URL.removeprefix("admin:")),
             *super().get_urls(),
         ]
 
@@ -245,6 +261,10 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/observers_app/stats.html", context)
 
+    def replay_view(self, request: HttpRequest, ref: uuid.UUID) -> HttpResponse:
+        done_url = reverse("admin:observers_app_observer_changelist")
+        return history_admin.replay_view(self, request, ref, done_url=done_url)
+
     def inspect_view(self, request: HttpRequest, var_id: str) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -258,7 +278,32 @@ class ObserverAdmin(PrefixSearchMixin, admin.ModelAdmin):
             "inspect": inspect,
             "opts": self.model._meta,
         }
+        if request.user.has_perm(f"{self.opts.app_label}.view_historyentry"):
+            context["history"] = _recent_history(var_id)
         return TemplateResponse(request, "admin/observers_app/inspect.html", context)
+
+
+def _recent_history(var_id: str) -> dict[str, Any]:
+    """The variable's newest kept notifications, newest first, their values as short JSON text."""
+    kept = manager.history(var_id, limit=RECENT_NOTIFICATIONS)
+    rows = [
+        {
+            "seq": entry.seq,
+            "at": entry.at,
+            "notification_id": entry.notification_id,
+            "old": _short_json(entry.old_value),
+            "new": _short_json(entry.new_value),
+            "metadata": _short_json(entry.metadata),
+            "observers": entry.observers,
+        }
+        for entry in reversed(kept.entries)
+    ]
+    return {"epoch": kept.epoch, "entries": rows}
+
+
+def _short_json(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= SHOWN_JSON_CHARS else text[: SHOWN_JSON_CHARS - 1] + "…"
 
 
 class OwnedObserverInline(admin.TabularInline):

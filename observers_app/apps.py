@@ -15,7 +15,7 @@ class ObserversConfig(AppConfig):
 
         from . import checks, registry, wiring
         from .owners import process
-        from .publishing import broker, buffer, outbox
+        from .publishing import broker, buffer, outbox, presence
         from .streams import forwarding  # noqa: F401 (registers the hub's stream callback)
         from .telemetry import counters
         from .upkeep import ticker
@@ -27,6 +27,7 @@ class ObserversConfig(AppConfig):
         broker.connect()
         buffer.connect()
         outbox.connect()
+        presence.connect()
         counters.connect()
         ticker.connect()
         retrying.connect()

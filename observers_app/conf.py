@@ -49,6 +49,15 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     # database; every add_observer waits this long after its commit, so that no process still believes it
     # when it returns. Longer saves round trips on variables nobody observes and makes every add slower.
     "OBSERVERS_ABSENCE_TTL": 0.25,
+    # On PostgreSQL, each process that notifies keeps a view of every observed name and pattern in memory
+    # (publishing/view.py), told of each add through the broker: a name nobody observes costs no database
+    # round trip, and an add waits only for the live views to learn of it. False: the absence leases
+    # above (the only way on other databases). The same value in every process of a deployment.
+    "OBSERVERS_PRESENCE_VIEW": True,
+    # Seconds a view may answer "no observer" without having shown, through the broker and the database,
+    # that it still listens; renewed every third of it. An add that a view does not acknowledge (its
+    # process hangs, or died without closing) waits at most this long for it.
+    "OBSERVERS_PRESENCE_VIEW_LEASE": 1.0,
     # Failed calls in a row after which a durable observer is quarantined (not called).
     "OBSERVERS_QUARANTINE_AFTER": 5,
     # Days the sweep keeps removal records (the answer to "where did my observer go?"), and the most it keeps.
@@ -84,12 +93,24 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_STREAM_HEARTBEAT": 15.0,
     "OBSERVERS_STREAM_MAX_VARS": 50,
     "OBSERVERS_STREAM_TOKEN_TTL": 3600.0,
-    "OBSERVERS_STREAM_AUTHORIZER": "observers.staff_only",
+    "OBSERVERS_STREAM_AUTHORIZER": "observers.watch_permission",
     "OBSERVERS_STREAM_ALLOWED_ORIGINS": [],
     "OBSERVERS_STREAM_GC_FREEZE": True,
     # Seconds a web process keeps observing a name after its last stream left: its changes are still
     # kept in the history, so a client that reconnects within it resumes without a reset.
     "OBSERVERS_STREAM_RESUME_WINDOW": 30.0,
+    # Streams one client may hold open in a web process at once: per logged-in user, per token, per
+    # address; past one, the next is refused (429) and the others run on.
+    "OBSERVERS_STREAM_MAX_PER_USER": 10,
+    "OBSERVERS_STREAM_MAX_PER_TOKEN": 10,
+    "OBSERVERS_STREAM_MAX_PER_ADDRESS": 100,
+    # A pattern with fewer literal characters before its first "*" than this is a wide glob: a session
+    # user needs the observers_app.watch_wide_glob permission for it (every match costs a broker message).
+    "OBSERVERS_STREAM_GLOB_MIN_PREFIX": 4,
+    # Seconds a stream may spend sending one chunk to a client that stopped reading before it is closed.
+    "OBSERVERS_STREAM_WRITE_TIMEOUT": 30.0,
+    # Seconds between two checks of each open stream's authorization (user, permission, revoked token).
+    "OBSERVERS_STREAM_REAUTHORIZE_INTERVAL": 60.0,
     # The notification history (observers_app/history/): every notification a worker dispatches is kept,
     # per variable the newest OBSERVERS_HISTORY_MAX_ENTRIES seqs at most and none older than
     # OBSERVERS_HISTORY_MAX_AGE seconds (the sweep prunes the rest); off, nothing is kept and every
@@ -182,6 +203,14 @@ def presence_ttl() -> float:
 
 def absence_ttl() -> float:
     return float(_get("OBSERVERS_ABSENCE_TTL"))
+
+
+def presence_view() -> bool:
+    return bool(_get("OBSERVERS_PRESENCE_VIEW"))
+
+
+def presence_view_lease() -> float:
+    return float(_get("OBSERVERS_PRESENCE_VIEW_LEASE"))
 
 
 def quarantine_after() -> int:
@@ -341,6 +370,23 @@ def stream_authorizer() -> str:
 
 def stream_gc_freeze() -> bool:
     return bool(_get("OBSERVERS_STREAM_GC_FREEZE"))
+
+
+def stream_max_per(holder: str) -> int:
+    """Streams one ``holder`` ("user", "token" or "address") may hold open in a process."""
+    return int(_get(f"OBSERVERS_STREAM_MAX_PER_{holder.upper()}"))
+
+
+def stream_glob_min_prefix() -> int:
+    return int(_get("OBSERVERS_STREAM_GLOB_MIN_PREFIX"))
+
+
+def stream_write_timeout() -> float:
+    return float(_get("OBSERVERS_STREAM_WRITE_TIMEOUT"))
+
+
+def stream_reauthorize_interval() -> float:
+    return float(_get("OBSERVERS_STREAM_REAUTHORIZE_INTERVAL"))
 
 
 def stream_allowed_origins() -> list[str]:

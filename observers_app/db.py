@@ -1,5 +1,6 @@
 """Database plumbing: statements planned once, additive upserts, raw UUIDs, and the errors that mean retry."""
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -38,19 +39,30 @@ def prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -
     return rows[0]
 
 
-def prepared_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+def prepared_rows(
+    connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, uuids_as_text: bool = False
+) -> list[tuple[Any, ...]]:
     """The rows of ``sql``: on PostgreSQL a statement planned once per connection (psycopg
-    server-side binding), elsewhere Django's cursor. Skips the ORM: for the hot paths only."""
+    server-side binding), elsewhere Django's cursor. Skips the ORM: for the hot paths only. With
+    ``uuids_as_text`` PostgreSQL's UUIDs come back as their canonical text, with no UUID object made
+    per value (a page of observers reads a thousand; SQLite's come back as it stores them)."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     import psycopg
+    from psycopg.types.string import TextLoader
 
     connection.ensure_connection()
+    started = time.monotonic()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        if uuids_as_text:
+            cursor.adapters.register_loader("uuid", TextLoader)
         cursor.execute(sql, params, prepare=True)
-        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+        rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+    if connection.queries_logged:  # as Django's own cursor does (DEBUG, CaptureQueriesContext)
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return rows
 
 
 def upsert_add(
@@ -109,6 +121,12 @@ def as_uuid(value: Any) -> uuid.UUID | None:
     """A UUID as read raw (PostgreSQL gives a UUID, SQLite its 32 hex digits) or sent in a message
     (its string); None stays None."""
     return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def uuid_text(value: Any) -> str:
+    """A UUID's canonical text, from what ``prepared_rows(..., uuids_as_text=True)`` read (PostgreSQL:
+    that text already; SQLite: its 32 hex digits) or a UUID."""
+    return value if isinstance(value, str) and len(value) == 36 else str(uuid_of(value))
 
 
 def uuid_of(value: Any) -> uuid.UUID:

@@ -89,5 +89,15 @@ class WebhookRefused(InvalidWebhook):
     """A webhook URL the SSRF guard refuses: plain http, or an address that is not public and not allowed."""
 
 
+class ReplayRefused(ObserversError, ValueError):
+    """A replay the hub cannot make: an unknown or quarantined observer, a point in the future, a seq
+    for a glob observer, the history turned off."""
+
+
 class StreamRefused(ObserversError, PermissionError):
     """A stream the request may not open: no session or token, or not authorized for its variables."""
+
+
+class StreamLimitReached(StreamRefused):
+    """A stream past one of its client's limits (streams per user, token or address; names per stream):
+    answered 429, the reason naming the setting."""

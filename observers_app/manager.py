@@ -1,10 +1,12 @@
 """The hub's public API: every name a host project calls, in one place (``__all__``).
 
 Each lives in the package that answers its question (``observers``, ``publishing``, ``owners``,
-``webhooks``, ``sources``, ``streams``, ``telemetry``, ``upkeep``, ``worker``); import it from here.
+``history``, ``webhooks``, ``sources``, ``streams``, ``telemetry``, ``upkeep``, ``worker``); import it
+from here.
 """
 
 from .history.reading import ahistory, history
+from .history.replay import Replayed, areplay, replay
 from .observers.adds import aadd_observer, aadd_observers, add_observer, add_observers
 from .observers.inspection import (
     ainspect_variable,
@@ -34,7 +36,8 @@ from .sources.sessions import (
     set_variable,
 )
 from .sources.sessions import variable_id as session_variable_id
-from .streams.access import issue_token, staff_only, stream_authorizer
+from .streams.access import issue_token, staff_only, stream_authorizer, watch_permission
+from .streams.revocation import arevoke_tokens, revoke_tokens
 from .telemetry.stats import aget_stats, get_stats
 from .upkeep.sweep import asweep, sweep
 from .webhooks.api import WebhookRef, aadd_webhook, add_webhook, asend_test_webhook, send_test_webhook
@@ -43,6 +46,7 @@ from .worker.poison import areplay_dead_letters, replay_dead_letters
 __all__ = [
     "ObservedQuerySet",
     "OwnerHandle",
+    "Replayed",
     "WebhookRef",
     "aadd_observer",
     "aadd_observers",
@@ -63,7 +67,9 @@ __all__ = [
     "areenable_observer",
     "aremoval_of",
     "aremove_observer",
+    "areplay",
     "areplay_dead_letters",
+    "arevoke_tokens",
     "asend_test_webhook",
     "aset_variable",
     "asweep",
@@ -87,7 +93,9 @@ __all__ = [
     "reenable_observer",
     "removal_of",
     "remove_observer",
+    "replay",
     "replay_dead_letters",
+    "revoke_tokens",
     "send_test_webhook",
     "session_variable_id",
     "set_variable",
@@ -96,4 +104,5 @@ __all__ = [
     "sweep",
     "sweep_dead_observers",
     "total_observers",
+    "watch_permission",
 ]

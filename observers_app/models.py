@@ -139,9 +139,29 @@ class Observer(models.Model):
                 name="observer_quarantined",
             ),
         ]
+        # The hub's permissions for streams (docs/streams.md), checked as "observers_app.<codename>".
+        permissions = [
+            ("watch_variable", "Can watch variables over streams"),
+            ("watch_wide_glob", "Can watch wide glob patterns over streams"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.callback} on {self.var_id}"
+
+
+class PresenceView(models.Model):
+    """A process's view of the observed names (publishing/view.py): while its lease holds, the process
+    answers "no observer" from memory, and every add of an observer waits for it to learn the name or
+    for its lease to end. Deleting the row (an add that could not tell it) makes it load again."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(help_text="Renewed by the process while it listens for changes.")
+
+    def __str__(self) -> str:
+        return f"view {self.host}:{self.pid}"
 
 
 class Removal(models.Model):
@@ -263,6 +283,19 @@ class StatBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%H:%M} {self.name} = {self.value}"
+
+
+class RevokedToken(models.Model):
+    """A revoked stream token (``token_id``, kept until its expiry), or every token of a user issued
+    up to ``revoked_at`` (``user_id``, one row per user)."""
+
+    token_id = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    user_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    revoked_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"token {self.token_id}" if self.token_id else f"tokens of user {self.user_id}"
 
 
 class StatCounter(models.Model):

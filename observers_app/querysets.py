@@ -11,7 +11,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from .db import as_uuid, counting_rows, prepared_row, prepared_rows, uuid_of
+from .db import counting_rows, prepared_row, prepared_rows, uuid_of, uuid_text
 from .exceptions import OwnerClosed, OwnerDead, UnknownOwner
 from .globs import candidate_prefixes, glob_matches, globs_among
 
@@ -127,8 +127,13 @@ class ObserverQuerySet(models.QuerySet):
                 counter_table=apps.get_model("observers_app", "StatCounter")._meta.db_table,
                 bucket_table=apps.get_model("observers_app", "StatBucket")._meta.db_table,
             )
-        rows = prepared_rows(connection, sql, params)
-        return [(uuid_of(ref), callback, failures, as_uuid(owner)) for ref, callback, failures, owner in rows]
+        rows = prepared_rows(connection, sql, params, uuids_as_text=True)
+        if connection.vendor == "postgresql":
+            return rows
+        return [
+            (uuid_text(ref), callback, failures, owner and uuid_text(owner))
+            for ref, callback, failures, owner in rows
+        ]
 
     def globs_matching(self, var_id: str) -> list[str]:
         """The glob patterns observed anywhere that match ``var_id``."""
@@ -144,12 +149,16 @@ class ObserverQuerySet(models.QuerySet):
 
     def first_delivery_page(self, var_id: str, *, limit: int) -> list[tuple[Any, ...]]:
         """``(id, callback, failures, owner_id, coalesce)`` of the first ``limit`` live exact
-        observers of ``var_id`` in id order: the read every dispatch starts with, compiled once."""
+        observers of ``var_id`` in id order: the read every dispatch starts with, compiled once.
+        The ids are their text, as ``delivery_page`` gives them."""
+        rows = _run_compiled(
+            self, _first_page_statement(self.db, limit), {_PLACEHOLDER: var_id}, uuids_as_text=True
+        )
+        if connections[self.db].vendor == "postgresql":
+            return rows
         return [
-            (uuid_of(ref), callback, failures, as_uuid(owner), bool(coalesce))
-            for ref, callback, failures, owner, coalesce in _run_compiled(
-                self, _first_page_statement(self.db, limit), {_PLACEHOLDER: var_id}
-            )
+            (uuid_text(ref), callback, failures, owner and uuid_text(owner), bool(coalesce))
+            for ref, callback, failures, owner, coalesce in rows
         ]
 
     def any_for_variable(self, var_id: str) -> bool:
@@ -228,8 +237,14 @@ def _sql(queryset: models.QuerySet) -> tuple[str, tuple[Any, ...]]:
 
 
 def _run_compiled(
-    queryset: models.QuerySet, statement: tuple[str, tuple[Any, ...]], values: dict[Any, Any]
+    queryset: models.QuerySet,
+    statement: tuple[str, tuple[Any, ...]],
+    values: dict[Any, Any],
+    *,
+    uuids_as_text: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Run a compiled statement with its placeholders' parameters replaced by ``values``."""
     sql, params = statement
-    return prepared_rows(connections[queryset.db], sql, [values.get(p, p) for p in params])
+    return prepared_rows(
+        connections[queryset.db], sql, [values.get(p, p) for p in params], uuids_as_text=uuids_as_text
+    )

@@ -1,5 +1,5 @@
 """Thin Celery tasks: fan a batch of notifications out, deliver one page of observers, POST a webhook,
-sweep dead owners."""
+replay a run of history to one observer, sweep dead owners."""
 
 import functools
 import logging
@@ -15,7 +15,7 @@ from .db import DATABASE_ERRORS
 from .exceptions import BrokerUnavailable, InvalidMessage
 from .upkeep import sweep as upkeep
 from .webhooks import attempts
-from .worker import delivery, pages, poison, retrying
+from .worker import delivery, pages, poison, replaying, retrying
 from .worker.batching import DONE, RETRY, BatchedTask
 from .worker.dispatch import RETRIED_ERRORS, fan_out
 
@@ -143,6 +143,16 @@ def deliver_webhook(self: Task, observer_ref: str, message_id: str, payload: str
         self,
         [observer_ref, message_id, payload, attempt],
         lambda: attempts.deliver(observer_ref, message_id, payload, attempt),
+    )
+
+
+@hub_task(name=wiring.REPLAY_TASK, bind=True)
+def replay(self: Task, observer_ref: str, var_id: str, first: int, last: int) -> int | None:
+    """Deliver one run of a variable's kept history to one observer (``manager.replay``)."""
+    return _run_message(
+        self,
+        [observer_ref, var_id, first, last],
+        lambda: replaying.replay_run(observer_ref, var_id, first, last),
     )
 
 

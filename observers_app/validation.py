@@ -27,7 +27,9 @@ MAX_TTL_S = 7 * 24 * 3600.0
 # Longest error text written for an observer (its last_error, a removal's detail).
 ERROR_MAX_LENGTH = 2000
 # Keys the hub adds to every callback's metadata; a caller may not send them itself.
-HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "epoch", "observer_ref", "notified_at", "coalesced"})
+HUB_METADATA_KEYS = frozenset(
+    {"notification_id", "seq", "epoch", "observer_ref", "notified_at", "coalesced", "replayed"}
+)
 
 # One JSON escape at a time, so that an escaped backslash is never read as the start of another:
 # a valid surrogate pair, a NUL or lone surrogate (captured), any other \uXXXX, any other escape.

@@ -17,7 +17,8 @@ DISPATCH_TASK = "observers.dispatch"
 DELIVER_TASK = "observers.deliver"
 SWEEP_TASK = "observers.sweep"
 WEBHOOK_TASK = "observers.deliver_webhook"
-TASKS = (DISPATCH_TASK, DELIVER_TASK, SWEEP_TASK, WEBHOOK_TASK)
+REPLAY_TASK = "observers.replay"
+TASKS = (DISPATCH_TASK, DELIVER_TASK, SWEEP_TASK, WEBHOOK_TASK, REPLAY_TASK)
 SWEEP_ENTRY = "observers-sweep"
 
 
@@ -44,9 +45,9 @@ def dispatch_queue() -> Queue:
 
 
 def deliver_queue() -> Queue:
-    """Pages of fan-outs already started, durable notifications, and the sweep: bounded in bytes, never
-    shed (when full the broker refuses a message, its publisher confirm says so, and it waits in the
-    outbox table or its caller's send buffer until the broker takes it)."""
+    """Pages of fan-outs already started, durable notifications, history replays, and the sweep: bounded
+    in bytes, never shed (when full the broker refuses a message, its publisher confirm says so, and it
+    waits in the outbox table or its caller's send buffer until the broker takes it)."""
     return _hub_queue(
         f"{conf.queue_name()}.deliver",
         **{"x-max-length-bytes": conf.deliver_queue_max_bytes(), "x-overflow": "reject-publish"},

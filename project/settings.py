@@ -160,6 +160,11 @@ OBSERVERS_WEBHOOK_ALLOW = env.list("OBSERVERS_WEBHOOK_ALLOW", default=[])
 OBSERVERS_STREAM_ALLOWED_ORIGINS = env.list("OBSERVERS_STREAM_ALLOWED_ORIGINS", default=[])
 OBSERVERS_STREAM_GC_FREEZE = env.bool("OBSERVERS_STREAM_GC_FREEZE", default=True)
 OBSERVERS_STREAM_RESUME_WINDOW = env.float("OBSERVERS_STREAM_RESUME_WINDOW", default=30.0)
+# Streams one client may hold open per web process (docs/streams.md#limits): a load test from one
+# address with one token raises them.
+OBSERVERS_STREAM_MAX_PER_USER = env.int("OBSERVERS_STREAM_MAX_PER_USER", default=10)
+OBSERVERS_STREAM_MAX_PER_TOKEN = env.int("OBSERVERS_STREAM_MAX_PER_TOKEN", default=10)
+OBSERVERS_STREAM_MAX_PER_ADDRESS = env.int("OBSERVERS_STREAM_MAX_PER_ADDRESS", default=100)
 # Worker-wide, for the dedicated hub worker (docs/install.md, "Production"): Celery's Django fixup
 # otherwise reconnects to the database around every task (~5-10 ms on PostgreSQL).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)

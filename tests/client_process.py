@@ -6,6 +6,8 @@ churn: add COUNT durable observers to VAR, remove half, notify the variable EXTR
 sets: set the session variable VAR (session id, name "x") COUNT times to "EXTRA:<i>" (pausing PAUSE s).
 notify: notify VAR once (0 -> 1), print "ready"; once a line comes on stdin, notify it COUNT more times
     (i -> i + 1, a millisecond apart), then print the JSON list of [i, wall time the notify began].
+distinct: the same, each notify to a name of its own, never notified before ("VAR:<i>", 0 -> i),
+    "ready" once the process's view of the observed names answers.
 """
 
 import json
@@ -35,6 +37,9 @@ def main() -> None:
     if mode == "notify":
         notify_until_told(var_id, count)
         return
+    if mode == "distinct":
+        notify_until_told(var_id, count, distinct=True)
+        return
     if mode in ("hold", "exit"):
         owner = manager.process_owner()
         for _ in range(count):
@@ -51,17 +56,26 @@ def main() -> None:
     print(f"ready {os.getpid()}", flush=True)
 
 
-def notify_until_told(var_id: str, more: int) -> None:
+def notify_until_told(var_id: str, more: int, *, distinct: bool = False) -> None:
     from observers_app import manager
-    from observers_app.publishing import buffer
+    from observers_app.publishing import buffer, view
 
     began: list[tuple[int, float]] = []
 
     def notify() -> None:
         began.append((len(began), time.time()))
-        manager.notify_observers(var_id, len(began) - 1, len(began))
+        if distinct:
+            manager.notify_observers(f"{var_id}:{len(began) - 1}", 0, len(began) - 1)
+        else:
+            manager.notify_observers(var_id, len(began) - 1, len(began))
 
     notify()
+    if distinct:
+        names = view.current()
+        assert names is not None, "views are off"
+        deadline = time.monotonic() + 30
+        while names.answer(var_id) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
     print(f"ready {os.getpid()}", flush=True)
     sys.stdin.readline()
     for _ in range(more):

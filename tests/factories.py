@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from observers_app import manager
 from observers_app.models import DeadLetter, Observer
+from observers_app.publishing import presence
 from observers_app.registry import name_of
 from tests.testapp.callbacks import record
 
@@ -16,11 +17,13 @@ def unique_var(prefix: str = "var") -> str:
 
 
 def make_observers(var_id: str, count: int, *, callback: str | None = None) -> list[uuid.UUID]:
-    """Insert ``count`` observers at once, as a large deployment would have them."""
+    """Insert ``count`` observers at once, as a large deployment would have them (behind the hub's back:
+    this process is told, no other's view is)."""
     name = callback or name_of(record)
     rows = Observer.objects.bulk_create(
         [Observer(var_id=var_id, callback=name) for _ in range(count)], batch_size=1000
     )
+    presence.remember(var_id)
     return [row.id for row in rows]
 
 
@@ -40,8 +43,8 @@ def notification(var_id: str, **fields: Any) -> dict[str, Any]:
 
 def hub_admin_pages() -> tuple[str, list[str]]:
     """Rows for every page of the hub in the admin to show, and those pages' paths: the admin's index,
-    each model's list and a change page, the inspect and stats pages. Returns the observed variable too
-    (two observers: one durable, one of a lease)."""
+    each model's list and a change page, the inspect, stats and replay pages. Returns the observed
+    variable too (two observers: one durable, one of a lease)."""
     var = unique_var("page")
     ref = manager.add_observer(var, record)
     manager.add_observer(var, record, owner=(owner := manager.open_owner("page-client", ttl_s=300)))
@@ -61,4 +64,6 @@ def hub_admin_pages() -> tuple[str, list[str]]:
         reverse("admin:observers_app_deadletter_change", args=[letter.pk]),
         reverse("admin:observers_app_webhookendpoint_changelist"),
         reverse("admin:observers_app_webhookendpoint_change", args=[hook]),
+        reverse("admin:observers_app_observer_replay", args=[ref]),
+        reverse("admin:observers_app_webhookendpoint_replay", args=[hook]),
     ]

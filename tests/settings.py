@@ -53,7 +53,13 @@ OBSERVERS_WEBHOOK_ATTEMPTS_KEPT = 5
 # A small stream buffer, so the slow-client test needs few changes to pass it (the resume tests' server
 # sets a larger one through the environment).
 OBSERVERS_STREAM_BUFFER = int(os.environ.get("OBSERVERS_STREAM_BUFFER", "20"))
+# Stream tests tune these in the servers they start.
+OBSERVERS_STREAM_WRITE_TIMEOUT = float(os.environ.get("OBSERVERS_STREAM_WRITE_TIMEOUT", "30"))
+OBSERVERS_STREAM_REAUTHORIZE_INTERVAL = float(os.environ.get("OBSERVERS_STREAM_REAUTHORIZE_INTERVAL", "60"))
 
 # Every add waits this out after its commit (a short one keeps the suite fast; the absence-lease
 # test sets a longer one for itself and its notifier process through the environment).
 OBSERVERS_ABSENCE_TTL = float(os.environ.get("OBSERVERS_ABSENCE_TTL", "0.05"))
+# The presence tests start notifier processes with views on or off, and a longer view lease.
+OBSERVERS_PRESENCE_VIEW = bool(os.environ.get("OBSERVERS_PRESENCE_VIEW", "1"))
+OBSERVERS_PRESENCE_VIEW_LEASE = float(os.environ.get("OBSERVERS_PRESENCE_VIEW_LEASE", "1.0"))

@@ -13,10 +13,18 @@ class EventStream:
     """Opens ``GET path?params`` and collects the stream's events (``id``, ``event``, ``data`` decoded)."""
 
     def __init__(
-        self, base: str, params: list[tuple[str, str]], *, headers: dict[str, str] | None = None
+        self,
+        base: str,
+        params: list[tuple[str, str]],
+        *,
+        headers: dict[str, str] | None = None,
+        source: str | None = None,
     ) -> None:
+        """``source``: the loopback address to connect from (another client, to the server)."""
         host, port = base.removeprefix("http://").split(":")
-        self.connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.connection = http.client.HTTPConnection(
+            host, int(port), timeout=30, source_address=(source, 0) if source else None
+        )
         self.connection.request("GET", f"/observers/stream?{urlencode(params)}", headers=headers or {})
         self.response = self.connection.getresponse()
         self.status = self.response.status

@@ -20,7 +20,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connection, connections, transaction
 
 from observers_app import manager
-from observers_app.exceptions import InvalidName, OwnerClosed
+from observers_app.exceptions import InvalidName, OwnerClosed, ReplayRefused
 from observers_app.models import Owner, VariableState
 from tests.asgi_server import running_asgi_server
 from tests.conftest import wait_for
@@ -163,6 +163,29 @@ def test_a_twin_raises_what_its_sync_function_raises(name: str, args: tuple[Any,
     with pytest.raises(sync_raised.type) as async_raised:
         run(call_twin())
     assert str(async_raised.value) == str(sync_raised.value)
+
+
+@pytest.mark.usefixtures("worker")
+def test_areplay_answers_and_refuses_as_replay():
+    var = unique_var("async-replay")
+    ref = manager.add_observer(var, record)
+    manager.notify_observers(var, 0, 1)
+    wait_for(lambda: Received.objects.filter(observer_ref=str(ref)).exists())
+
+    async def scenario() -> tuple[manager.Replayed, str]:
+        replayed = await manager.areplay(ref, since=1)
+        try:
+            await manager.areplay(ref, since=5)
+        except ReplayRefused as exc:
+            return replayed, str(exc)
+        return replayed, ""
+
+    replayed, refused = run(scenario())
+    assert replayed == manager.Replayed(ref, notifications=1, variables=1, complete=True)
+    with pytest.raises(ReplayRefused) as sync_refused:
+        manager.replay(ref, since=5)
+    assert refused == str(sync_refused.value)
+    wait_for(lambda: Received.objects.filter(observer_ref=str(ref)).count() == 2)
 
 
 def test_aopen_owner_as_async_with_removes_its_observers_on_exit():

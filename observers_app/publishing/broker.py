@@ -12,7 +12,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -25,6 +24,7 @@ from kombu import Exchange, Producer, Queue
 
 from .. import wiring
 from ..exceptions import BrokerUnavailable
+from . import ids
 
 _EMBED = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 _ARGSREPR_MAX = 256
@@ -275,7 +275,7 @@ def _publish_task(
     link: _Link, task_name: str, args_json: str, *, queue: Queue | None, eta: str | None, sent_event: bool
 ) -> int:
     """Publish one task message; returns its delivery tag."""
-    task_id = str(uuid.uuid4())
+    task_id = ids.new_id()
     route = link.route_for(task_name, queue)
     headers = {**route.headers, "id": task_id, "root_id": task_id, "argsrepr": args_json[:_ARGSREPR_MAX]}
     if eta is not None:

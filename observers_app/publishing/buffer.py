@@ -30,6 +30,10 @@ BUFFER_MAX = 100_000
 # Seconds between attempts while the broker is unreachable, and the wait for the buffer at exit.
 RETRY_S = 1.0
 EXIT_FLUSH_S = 10.0
+# The thread's database session (it deletes the rows of confirmed durable messages) is closed once
+# no message came for this long: opened again for every batch, it cost the process and the database
+# server more than the deletes.
+IDLE_CLOSE_S = 5.0
 
 
 class _Message(NamedTuple):
@@ -90,10 +94,12 @@ class _SendBuffer:
         app.set_current()
         while True:
             with self.condition:
-                if not self.messages:
-                    _close_database_connection()  # idle: hold no database session (durable rows)
-                while not self.messages:
-                    self.condition.wait()
+                idle = not self.condition.wait_for(lambda: self.messages, IDLE_CLOSE_S)
+            if idle:
+                # Hold no database session while idle; closed outside the lock, which callers take.
+                _close_database_connection()
+            with self.condition:
+                self.condition.wait_for(lambda: self.messages)
                 batch = list(self.messages)
                 self.messages.clear()
                 self.sending, self.sending_bytes = len(batch), self.waiting_bytes

@@ -4,7 +4,6 @@ process's send buffer."""
 import asyncio
 import json
 import time
-import uuid
 from typing import Any
 
 from django.db import connection, transaction
@@ -12,7 +11,7 @@ from django.db import connection, transaction
 from .. import aio, conf, signals, validation
 from ..exceptions import InvalidArgument, NotSerializable, PayloadTooLarge
 from ..wiring import DISPATCH_TASK
-from . import buffer, numbering, outbox, presence
+from . import buffer, ids, numbering, outbox, presence
 
 
 def notify_observers(
@@ -109,7 +108,7 @@ def _prepare(
     new_json = validation.value_json("new_value", new_value)
     if old_json == new_json:
         return None
-    notification_id = str(uuid.uuid4())
+    notification_id = ids.new_id()
     return notification_id, _dispatch_args_json(var_id, old_json, new_json, metadata, notification_id)
 
 

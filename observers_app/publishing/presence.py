@@ -1,25 +1,34 @@
-"""Whether a variable has observers, as the notify hot path asks it: both answers cached, the "no" as a lease.
+"""Whether a variable has observers, as the notify hot path asks it: from the process's view, else
+the database.
 
-A "yes" may be cached for OBSERVERS_PRESENCE_TTL seconds: if it is stale, one message is sent that
-the worker finds no observer for (counted as ``empty_dispatches``).
+On PostgreSQL (OBSERVERS_PRESENCE_VIEW) each process that notifies keeps a view of every observed
+name and pattern (``view.py``), and every add tells the live views and waits until they learned it
+(``announce.py``): so the view's "no" is exact, and a name nobody observes costs no round trip.
+While the view is not loaded or has lost its lease (broker or database away), the database is asked
+each time, and a "no" is never cached.
 
-A "no" (no observer of the name, globs included) is an absence lease (Gray and Cheriton, 1989): it
-is believed for OBSERVERS_ABSENCE_TTL seconds counted from just before the database was asked, and
-every add of an observer waits that long after its commit before it returns (``wait_after_commit``).
-So when ``add_observer`` returns, every "no" any process on any host took before the commit has
-expired, and a notify that begins then asks the database again and finds the observer. Only
-durations are compared, each on one host's monotonic clock; the wait allows for clock rates.
+Elsewhere (or with OBSERVERS_PRESENCE_VIEW off) a "no" is an absence lease (Gray and Cheriton, 1989):
+it is believed for OBSERVERS_ABSENCE_TTL seconds counted from just before the database was asked,
+and every add of an observer waits that long after its commit before it returns
+(``wait_after_commit``). So when ``add_observer`` returns, every "no" any process on any host took
+before the commit has expired. Only durations are compared, each on one host's monotonic clock; the
+wait allows for clock rates.
 
-When the database cannot answer (it restarts), the answer is "yes": the worker decides once it is back.
+A "yes" may be cached for OBSERVERS_PRESENCE_TTL seconds (the view keeps names until it loads
+again): if it is stale, one message is sent that the worker finds no observer for (counted as
+``empty_dispatches``). When the database cannot answer (it restarts), the answer is "yes": the
+worker decides once it is back.
 """
 
 import logging
+import os
 import time
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 
 from .. import conf
 from ..models import Observer
+from . import announce, view
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +44,18 @@ _absent: dict[str, float] = {}  # variable -> until when "it has none" holds (th
 
 def has_observers(var_id: str) -> bool:
     asked_at = time.monotonic()
-    answer = _cached(var_id, asked_at)
-    if answer is not None:
-        return answer
+    expires = _known.get(var_id)
+    if expires is not None and expires > asked_at:
+        return True
+    names = view.current()
+    if names is not None:
+        answer = names.answer(var_id)
+        if answer is not None:
+            return answer
+    else:
+        expires = _absent.get(var_id)
+        if expires is not None and expires > asked_at:
+            return False
     try:
         found = Observer.objects.any_for_variable(var_id)
     except (OperationalError, InterfaceError):
@@ -52,20 +70,21 @@ def has_observers(var_id: str) -> bool:
         remember(var_id)
         return True
     _known.pop(var_id, None)
-    _bounded_set(_absent, var_id, asked_at + conf.absence_ttl())
+    if names is None:
+        _bounded_set(_absent, var_id, asked_at + conf.absence_ttl())
     return False
 
 
 def cached_answer(var_id: str) -> bool | None:
     """What ``has_observers`` would answer now without asking the database, or None when it would
     ask. Reads memory only: the event loop may call it."""
-    return _cached(var_id, time.monotonic())
-
-
-def _cached(var_id: str, now: float) -> bool | None:
+    now = time.monotonic()
     expires = _known.get(var_id)
     if expires is not None and expires > now:
         return True
+    names = view.current()
+    if names is not None:
+        return names.answer(var_id)
     expires = _absent.get(var_id)
     if expires is not None and expires > now:
         return False
@@ -88,11 +107,54 @@ def _bounded_set(cache: dict[str, float], var_id: str, expires: float) -> None:
     cache[var_id] = expires
 
 
+def added(var_ids: list[str], *, glob: bool) -> None:
+    """Observers were just added on ``var_ids`` in the current transaction: make every notify that
+    begins after its commit see them. With views, this process's own learns them now (a rolled-back
+    add leaves a stale "yes") and the others are told on commit; otherwise the commit waits out the
+    absence leases."""
+    if not view.enabled():
+        wait_after_commit()
+        if not glob:
+            for var_id in var_ids[:REMEMBERED_ADDS]:
+                remember(var_id)
+        return
+    pending = _pending_announcement()
+    own = view.existing()
+    if own is not None:
+        own.remember(var_ids, glob=glob)
+        pending.learned.add(str(own.id))
+    if not glob:
+        for var_id in var_ids[:REMEMBERED_ADDS]:
+            remember(var_id)  # answered while the view loads too
+    (pending.patterns if glob else pending.names).extend(var_ids)
+
+
+class _Announcement:
+    """The names a transaction added, told to the views once, after its commit."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.patterns: list[str] = []
+        self.learned: set[str] = set()  # this process's view: told before the commit, not waited for
+
+    def __call__(self) -> None:
+        announce.announce(self.names, self.patterns, learned=self.learned)
+
+
+def _pending_announcement() -> _Announcement:
+    # Django keeps (savepoints, callback, robust) per callback; a rolled-back savepoint drops its own.
+    for entry in connection.run_on_commit:
+        if isinstance(entry[1], _Announcement):
+            return entry[1]
+    pending = _Announcement()
+    transaction.on_commit(pending)
+    return pending
+
+
 def wait_after_commit() -> None:
     """Make the current transaction's commit wait out every absence lease taken before it: once
     per transaction, however many observers it adds (``transaction.on_commit``, so a rollback
     waits for nothing, and inside a caller's ``atomic()`` the wait comes with its commit)."""
-    # Django keeps (savepoints, callback, robust) per callback; a rolled-back savepoint drops its own.
     if not any(entry[1] is _wait_out_absence_leases for entry in connection.run_on_commit):
         transaction.on_commit(_wait_out_absence_leases)
 
@@ -100,3 +162,9 @@ def wait_after_commit() -> None:
 def _wait_out_absence_leases() -> None:
     # Other processes' leases end at most a TTL (on their clocks) after the commit; local ones too.
     time.sleep(conf.absence_ttl() * (1 + MAX_CLOCK_RATE_ERROR))
+
+
+def connect() -> None:
+    """Stop the process's view at exit; a forked child builds its own (once, from ``AppConfig.ready()``)."""
+    view.connect()
+    os.register_at_fork(after_in_child=announce.reset_after_fork)

@@ -16,19 +16,20 @@ from django.db import close_old_connections
 
 from .. import conf, signals
 from ..globs import glob_matches
-from ..observers.adds import add_observer
+from ..observers.adds import add_observer, add_observers
 from ..observers.removals import remove_observer
 from ..owners.process import process_owner
 from ..telemetry import counters, dashboard
-from . import messages
+from . import messages, reauthorization
 from .consumer import STOP_TIMEOUT_S, QueueConsumer, start_consumer
 from .forwarding import FORWARD_CALLBACK
 from .gc_policy import GcPolicy
 from .messages import StreamEvent
 from .ordering import SeqOrder
-from .watcher import OWNER_SWEPT, SLOW_CLIENT, TOO_BUSY_TO_OPEN, Watcher
+from .watcher import OWNER_SWEPT, SLOW_CLIENT, TOO_BUSY_TO_OPEN, WRITE_TIMED_OUT, Watcher
 
 T = TypeVar("T")
+Ready = asyncio.Future[uuid.UUID | None]  # a stream's observer, once added
 logger = logging.getLogger(__name__)
 
 # Seconds between writes of the streams' counters (one write per process, not one per stream).
@@ -72,21 +73,29 @@ class StreamFanout:
         self.subscriptions: dict[str, _Subscription] = {}
         self.watchers: set[Watcher] = set()
         self.pending_counts: collections.Counter[str] = collections.Counter()
+        # Names waiting for their observer, added by the registrar in batches (appended on the loop).
+        self.pending_adds: collections.deque[tuple[str, asyncio.Future[uuid.UUID | None]]] = (
+            collections.deque()
+        )
+        self.adds_scheduled = False
         self.owner: Any = None
         self.consumer: QueueConsumer | None = None
         self.gc_policy = _process_gc_policy() if conf.stream_gc_freeze() else None
         self.recent: dict[tuple[str, str], None] = {}  # oldest first
         self.retired = False
+        self.rechecking = False
 
     async def start(self) -> None:
         """Take the process's owner and start its queue's consumer; on failure, leave nothing
         running (no thread, no consumer of the queue), for the next stream to start again."""
         try:
             self.owner = await self.run_db(process_owner, executor=self.registrar)
+            # On the fan-out's own thread, which a failed start shuts down: a failure leaves no thread.
             self.consumer = await self.loop.run_in_executor(
-                None, start_consumer, self.owner.id, self._from_consumer
+                self.registrar, start_consumer, self.owner.id, self._from_consumer
             )
-            if not await self.loop.run_in_executor(None, self.consumer.wait_ready, CONSUMER_READY_TIMEOUT_S):
+            ready = self.consumer.wait_ready
+            if not await self.loop.run_in_executor(self.registrar, ready, CONSUMER_READY_TIMEOUT_S):
                 raise RuntimeError("the streams' queue consumer could not reach the broker")
         except BaseException:
             await self._stop_after_failed_start()
@@ -94,6 +103,7 @@ class StreamFanout:
         signals.process_owner_lost.connect(self._on_owner_lost, weak=False, dispatch_uid=id(self))
         self.loop.call_later(COUNTERS_FLUSH_S, self._flush_counts)
         self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
+        self.loop.call_later(conf.stream_reauthorize_interval(), self._reauthorize)
         if self.gc_policy is not None:
             self.loop.call_later(COLLECTOR_TICK_S, self._collect)
 
@@ -101,7 +111,7 @@ class StreamFanout:
         self.retired = True
         if self.consumer is not None:
             self.consumer.stop()
-            await self.loop.run_in_executor(None, self.consumer.join, STOP_TIMEOUT_S)
+            await self.loop.run_in_executor(self.registrar, self.consumer.join, STOP_TIMEOUT_S)
         self.registrar.shutdown(wait=False)
         self.readers.shutdown(wait=False)
 
@@ -139,7 +149,7 @@ class StreamFanout:
             self.gc_policy.closed()
         self.pending_counts["stream_events_coalesced"] += watcher.coalesced
         self.pending_counts["streams_closed_slow"] += int(
-            watcher.closed_reason in (SLOW_CLIENT, TOO_BUSY_TO_OPEN)
+            watcher.closed_reason in (SLOW_CLIENT, TOO_BUSY_TO_OPEN, WRITE_TIMED_OUT)
         )
         for key in watcher.keys:
             subscription = self.subscriptions.get(key)
@@ -163,8 +173,12 @@ class StreamFanout:
     def _subscribe(self, key: str) -> _Subscription:
         if key == dashboard.VARIABLE:
             return self._subscribe_dashboard()
-        adding = self.run_db(self._add_observer, key, executor=self.registrar)
-        ready: asyncio.Future[uuid.UUID | None] = asyncio.ensure_future(adding)
+        ready: asyncio.Future[uuid.UUID | None] = self.loop.create_future()
+        self.pending_adds.append((key, ready))
+        if not self.adds_scheduled:
+            # Once the names of this turn of the loop are all waiting (a stream joins all of its own).
+            self.adds_scheduled = True
+            self.loop.call_soon(self._schedule_adds)
         subscription = self.subscriptions[key] = _Subscription(key, ready, self.loop)
         ready.add_done_callback(lambda done: self._forget_failed(subscription, done))
         return subscription
@@ -197,8 +211,46 @@ class StreamFanout:
         if failed and self.subscriptions.get(subscription.key) is subscription:
             del self.subscriptions[subscription.key]
 
-    def _add_observer(self, key: str) -> uuid.UUID | None:
-        return add_observer(key, FORWARD_CALLBACK, owner=self.owner, glob="*" in key)
+    def _schedule_adds(self) -> None:
+        self.adds_scheduled = False
+        self.registrar.submit(self._add_pending)
+
+    def _add_pending(self) -> None:
+        """On the registrar: add the observers of every name waiting, names and patterns in one bulk
+        add each (a name the caps refuse fails alone), and settle their streams' futures. A job may
+        find none left: the one before took them."""
+        batch = []
+        while self.pending_adds:
+            batch.append(self.pending_adds.popleft())
+        if not batch:
+            return
+        try:
+            close_old_connections()
+            for glob in (False, True):
+                group = [(key, ready) for key, ready in batch if ("*" in key) is glob]
+                if group:
+                    self._add_group(group, glob=glob)
+        except BaseException as error:
+            for _, ready in batch:
+                self.loop.call_soon_threadsafe(_settle, ready, None, error)
+            raise
+
+    def _add_group(self, group: list[tuple[str, "asyncio.Future[uuid.UUID | None]"]], *, glob: bool) -> None:
+        try:
+            refs = add_observers([key for key, _ in group], FORWARD_CALLBACK, owner=self.owner, glob=glob)
+        except Exception:
+            if len(group) == 1:
+                raise
+            for key, ready in group:
+                try:
+                    ref = add_observer(key, FORWARD_CALLBACK, owner=self.owner, glob=glob)
+                except Exception as error:
+                    self.loop.call_soon_threadsafe(_settle, ready, None, error)
+                else:
+                    self.loop.call_soon_threadsafe(_settle, ready, ref, None)
+            return
+        for (_, ready), ref in zip(group, refs, strict=True):
+            self.loop.call_soon_threadsafe(_settle, ready, ref, None)
 
     def _unsubscribe(self, key: str, ready: "asyncio.Future[uuid.UUID | None]") -> None:
         if ready.cancelled() or ready.exception() is not None or ready.result() is None:
@@ -247,6 +299,35 @@ class StreamFanout:
         if not self.retired:
             self.loop.call_later(conf.stream_heartbeat(), self._heartbeat)
 
+    def _reauthorize(self) -> None:
+        """Check every open stream's authorization again, in one job on the database threads (one
+        at a time); each stream no longer authorized closes with the reason."""
+        if self.retired:
+            return
+        watchers = [w for w in self.watchers if w.grant is not None and w.closed_reason is None]
+        if watchers and not self.rechecking:
+            self.rechecking = True
+            checking = asyncio.ensure_future(
+                self.run_db(reauthorization.recheck, [(w.grant, list(w.keys)) for w in watchers])
+            )
+            checking.add_done_callback(functools.partial(self._rechecked, watchers))
+        self.loop.call_later(conf.stream_reauthorize_interval(), self._reauthorize)
+
+    def _rechecked(self, watchers: list[Watcher], checking: "asyncio.Future[list[str | None]]") -> None:
+        self.rechecking = False
+        if checking.cancelled() or checking.exception() is not None:
+            logger.warning("event=stream_reauthorize_failed", exc_info=checking.exception())
+            return  # the next round checks them again
+        for watcher, reason in zip(watchers, checking.result(), strict=True):
+            if reason is not None and watcher.closed_reason is None:
+                self.close_unauthorized(watcher, reason)
+
+    def close_unauthorized(self, watcher: Watcher, reason: str) -> None:
+        """End a stream whose authorization ended, with the reason as its last event."""
+        if watcher.closed_reason is None:
+            self.pending_counts["streams_closed_unauthorized"] += 1
+            watcher.close(reason)
+
     def _collect(self) -> None:
         assert self.gc_policy is not None
         if not self.retired:
@@ -284,6 +365,18 @@ class StreamFanout:
 
 def _nothing() -> None:
     pass
+
+
+def _settle(
+    ready: "asyncio.Future[uuid.UUID | None]", ref: uuid.UUID | None, error: BaseException | None
+) -> None:
+    """On the event loop: a stream's observer added, or its add failed."""
+    if ready.done():
+        return
+    if error is not None:
+        ready.set_exception(error)
+    else:
+        ready.set_result(ref)
 
 
 _gc_policy: GcPolicy | None = None

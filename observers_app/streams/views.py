@@ -1,6 +1,9 @@
 """The stream endpoint: ``GET <hub urls>/stream?var=NAME&var=PATTERN[&token=...]``, Server-Sent Events."""
 
+import asyncio
 import logging
+import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,10 +14,10 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
 from .. import conf
-from ..exceptions import InvalidVariableId, ObserversError, StreamRefused
-from . import access, messages, resume
+from ..exceptions import InvalidVariableId, ObserversError, StreamLimitReached, StreamRefused
+from . import access, limits, messages, resume, revocation
 from .fanout import StreamFanout, get_fanout
-from .watcher import Watcher
+from .watcher import WRITE_TIMED_OUT, Watcher
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +26,8 @@ logger = logging.getLogger(__name__)
 async def stream_view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     """Send the current value of each watched variable, then each change, until the client leaves.
 
-    400 for bad parameters, 403 (with the reason) for a request that may not watch them. A page of
+    400 for bad parameters, 403 (with the reason) for a request that may not watch them, 429 (with
+    the reason) past one of the client's limits (streams per user, token or address; names). A page of
     an origin in OBSERVERS_STREAM_ALLOWED_ORIGINS may read a token-authenticated answer (CORS,
     without credentials).
     """
@@ -40,6 +44,8 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         return _plain("streams need an ASGI server (project.asgi:application, e.g. under uvicorn)", 501)
     try:
         var_ids = access.parse_var_ids(request.GET.getlist("var"))
+    except StreamLimitReached as exc:
+        return _plain(str(exc), 429)
     except InvalidVariableId as exc:
         return _plain(str(exc), 400)
     try:
@@ -49,32 +55,65 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         return _plain(f"streams are unavailable right now ({type(exc).__name__}); retry later", 503)
     try:
         if token := _token(request):
-            access.check_token(token, var_ids)
+            grant = await fanout.run_db(revocation.refuse_revoked, access.check_token(token, var_ids))
         else:
-            await fanout.run_db(_check_session_user, request, var_ids)
+            grant = await fanout.run_db(access.session_grant, request, var_ids)
     except StreamRefused as exc:
         return _plain(str(exc), 403)
+    try:
+        admission = limits.admit(
+            user=grant.user_id, token=grant.token_id, address=request.META.get("REMOTE_ADDR")
+        )
+    except StreamLimitReached as exc:
+        fanout.pending_counts["streams_refused_limit"] += 1
+        return _plain(str(exc), 429)
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
-    response = StreamingHttpResponse(
-        _events(fanout, var_ids, last_event_id), content_type="text/event-stream"
-    )
+    watcher = Watcher(var_ids, buffer_size=conf.stream_buffer(), grant=grant)
+    events = _events(fanout, watcher, admission, last_event_id)
+    weakref.finalize(events, admission.release)  # also when the response never starts sending
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies such as nginx must pass each event on at once
     return response
 
 
 async def _events(
-    fanout: StreamFanout, var_ids: list[str], last_event_id: str | None
+    fanout: StreamFanout, watcher: Watcher, admission: limits.Admission, last_event_id: str | None
 ) -> AsyncIterator[bytes]:
     """The stream's body: it starts watching only once the response is being sent, and stops the
     moment it ends (Django cancels it when the client disconnects). A reconnect with the id of the
     last event it got is sent what it missed, from the history, then what comes live (read after
-    subscribing: no gap; each variable's by seq: no duplicate), or a reset and a snapshot."""
+    subscribing: no gap; each variable's by seq: no duplicate), or a reset and a snapshot.
+
+    Each chunk must be taken by the client within OBSERVERS_STREAM_WRITE_TIMEOUT: the response's
+    sending waits on the client's reads, out of this generator's reach, so a timer cancels it."""
     _release_request_thread()
-    watcher = Watcher(var_ids, buffer_size=conf.stream_buffer())
+    loop = asyncio.get_running_loop()
+    sending = asyncio.current_task()
+    expiry = None
+    if watcher.grant.expires_at is not None:  # a token: its stream ends when the token does
+        delay = max(0.0, watcher.grant.expires_at - time.time())
+        expiry = loop.call_later(delay, fanout.close_unauthorized, watcher, access.TOKEN_EXPIRED)
+
+    def end() -> None:
+        if expiry is not None:
+            expiry.cancel()
+        fanout.leave(watcher)
+        admission.release()
+
+    def write_timed_out() -> None:
+        """The client took nothing for the write timeout: drop what waits for it and cancel the
+        sending (the server closes the connection). The stream is ended here, not left to the
+        generator's finalization, which a frozen garbage collector may never run."""
+        logger.warning("event=stream_write_timeout var_ids=%s", list(watcher.keys)[:5])
+        watcher.close(WRITE_TIMED_OUT)
+        end()
+        if sending is not None:
+            sending.cancel()
+
     try:
         await fanout.join(watcher)
-        opening = await fanout.run_db(resume.open_stream, var_ids, last_event_id)
+        opening = await fanout.run_db(resume.open_stream, list(watcher.keys), last_event_id)
         watcher.positions = opening.positions
         if opening.resumed and opening.positions is not None:
             fanout.start_positions(watcher, resume.last_positions(opening.positions, opening.events))
@@ -83,16 +122,19 @@ async def _events(
             fanout.start_positions(watcher, opening.events)
             first = watcher.take_snapshot(opening.events)
         reset = messages.reset(opening.reset) if opening.reset else b""
-        yield b": watching\n\n" + reset + watcher.wire(first)
+        chunk = b": watching\n\n" + reset + watcher.wire(first)
         while watcher.closed_reason is None:
-            await watcher.wake.wait()
-            if chunk := watcher.drain():
+            if chunk:
+                timer = loop.call_later(conf.stream_write_timeout(), write_timed_out)
                 yield chunk
-        yield messages.closing(watcher.closed_reason)
+                timer.cancel()
+            await watcher.wake.wait()
+            chunk = watcher.drain()
+        yield chunk + messages.closing(watcher.closed_reason)
     except ObserversError as exc:  # e.g. TooManyObservers while subscribing
         yield messages.closing(str(exc))
     finally:
-        fanout.leave(watcher)
+        end()
 
 
 def _release_request_thread() -> None:
@@ -104,10 +146,6 @@ def _release_request_thread() -> None:
     executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context else None
     if executor is not None:
         executor.shutdown(wait=False)
-
-
-def _check_session_user(request: HttpRequest, var_ids: list[str]) -> None:
-    access.check_user(request.user, var_ids)
 
 
 def _token(request: HttpRequest) -> str | None:

@@ -4,6 +4,7 @@ import asyncio
 import collections
 import itertools
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..validation import value_json
 from . import messages
@@ -17,14 +18,16 @@ _OPENING_FACTOR = 10
 TOO_BUSY_TO_OPEN = "more changes arrived while the stream opened than it may hold; reconnect"
 SLOW_CLIENT = "slow client: more changes waiting than the stream's buffer holds; reconnect to resume"
 OWNER_SWEPT = "the server was cut off from the database and lost its watch of this stream; reconnect"
+WRITE_TIMED_OUT = "slow client: it read nothing for OBSERVERS_STREAM_WRITE_TIMEOUT seconds"
 
 
 class Watcher:
     """Buffers up to ``buffer_size`` events; past that, one event per variable, the latest (its
     ``old_value`` the first it replaced); past ``2 * buffer_size`` the stream is closed."""
 
-    def __init__(self, keys: Iterable[str], *, buffer_size: int) -> None:
+    def __init__(self, keys: Iterable[str], *, buffer_size: int, grant: Any = None) -> None:
         self.keys = tuple(dict.fromkeys(keys))
+        self.grant = grant  # what authorized it (access.Grant), checked again while it is open
         self.buffer_size = buffer_size
         self.pending: dict[object, StreamEvent] = {}
         self.wake = asyncio.Event()

@@ -87,6 +87,11 @@ COUNTERS = {
         "process) OBSERVERS_MAX_DELIVERIES times.",
     ),
     "messages_replayed": Figure("Dead letters replayed", "Dead letters published again by a replay."),
+    "history_replayed": Figure(
+        "Notifications replayed from history",
+        "Callbacks called with a kept notification again, by a history replay (manager.replay, the "
+        "admin's replay, observers_replay_history), each with its original id.",
+    ),
     "observers_added": Figure(
         "Observers added", "Observers registered (add_observer, add_webhook, streams)."
     ),
@@ -115,7 +120,18 @@ COUNTERS = {
     "cleanup_runs": Figure("Sweeps run", "Runs of the periodic sweep."),
     "streams_opened": Figure("Streams opened", "Server-Sent Events streams opened."),
     "streams_closed_slow": Figure(
-        "Streams closed: client too slow", "Streams closed because their client fell twice its buffer behind."
+        "Streams closed: client too slow",
+        "Streams closed because their client fell twice its buffer behind, or read nothing for "
+        "OBSERVERS_STREAM_WRITE_TIMEOUT.",
+    ),
+    "streams_closed_unauthorized": Figure(
+        "Streams closed: no longer authorized",
+        "Open streams closed because their token expired or was revoked, or their user logged out, was "
+        "deactivated or lost the permission.",
+    ),
+    "streams_refused_limit": Figure(
+        "Streams refused: client limit",
+        "Streams refused (429) past their user's, token's or address's limit of open streams.",
     ),
     "stream_events_coalesced": Figure(
         "Stream events coalesced for slow clients",

@@ -21,14 +21,20 @@ HUB_FAULTS = (BrokerUnavailable, *DATABASE_ERRORS)
 logger = logging.getLogger(__name__)
 
 # Keys the hub adds to every callback's metadata; a caller may not send them itself.
-HUB_METADATA_KEYS = frozenset({"notification_id", "seq", "epoch", "observer_ref", "notified_at", "coalesced"})
+HUB_METADATA_KEYS = frozenset(
+    {"notification_id", "seq", "epoch", "observer_ref", "notified_at", "coalesced", "replayed"}
+)
+
+
+# An observer's id: its text as a page of observers is read (no UUID object per observer), or a UUID.
+Ref = uuid.UUID | str
 
 
 @dataclass
 class BatchOutcome:
     called: int = 0
-    failed: dict[uuid.UUID, str] = field(default_factory=dict)
-    recovered: list[uuid.UUID] = field(default_factory=list)
+    failed: dict[Ref, str] = field(default_factory=dict)
+    recovered: list[Ref] = field(default_factory=list)
 
 
 class _Deadline:
@@ -73,7 +79,7 @@ class _Deadline:
 
 
 def call_observers(
-    observers: Iterable[tuple[uuid.UUID, str, int]],
+    observers: Iterable[tuple[Ref, str, int]],
     notification: dict[str, Any],
     *,
     time_limit: float,
@@ -97,19 +103,23 @@ def call_observers(
     }
     if "coalesced" in notification:
         hub_keys["coalesced"] = notification["coalesced"]
+    if notification.get("replayed"):
+        hub_keys["replayed"] = True
     # Merged once; each callback gets a copy of its own, so none can change what the next sees.
     metadata = {**(notification["metadata"] or {}), **hub_keys}
     deadline = _Deadline(time_limit)
+    # Bound once: the loop runs once per observer, a thousand times a page.
+    lookup, arm, disarm = registry.lookup, deadline.arm, deadline.disarm
     try:
         for ref, callback_name, failures in observers:
             outcome.called += 1
             try:
-                callback = registry.lookup(callback_name)
-                deadline.arm()
+                callback = lookup(callback_name)
+                arm()
                 try:
                     callback(var_id, old_value, new_value, {**metadata, "observer_ref": str(ref)})
                 finally:
-                    deadline.disarm()
+                    disarm()
             except CallbackTimeout as exc:
                 if registry.is_transport(callback_name):
                     raise BrokerUnavailable(f"{callback_name} ran longer than {time_limit} s") from exc
@@ -129,7 +139,7 @@ def call_observers(
     return outcome
 
 
-def _log_failure(ref: uuid.UUID, callback_name: str, var_id: str, error: str, *, traceback: bool) -> None:
+def _log_failure(ref: Ref, callback_name: str, var_id: str, error: str, *, traceback: bool) -> None:
     logger.error(
         "event=callback_failed observer=%s callback=%s var_id=%r error=%r",
         ref,

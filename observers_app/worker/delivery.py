@@ -63,10 +63,11 @@ def deliver(
 
 
 def call_and_record(
-    notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool
+    notification: dict[str, Any], rows: list[tuple[Any, ...]], *, dispatched: bool, replayed: bool = False
 ) -> dict[str, int]:
     """Call the rows' observers and record failures, recoveries and quarantines; returns the
-    counters to add (the caller adds them, once per batch)."""
+    counters to add (the caller adds them, once per batch). A ``replayed`` notification (from the
+    history) is counted apart, and left out of the delivery latencies (it is old by design)."""
     outcome = calls.call_observers(
         [(ref, callback, failures) for ref, callback, failures, _ in rows],
         notification,
@@ -77,22 +78,22 @@ def call_and_record(
         with transaction.atomic():
             if outcome.failed:
                 newly = _record_failures(outcome.failed)
-                quarantined = [row for row in rows if row[0] in newly]
+                quarantined = [row for row in rows if as_uuid(row[0]) in newly]
             if quarantined:
                 _record_quarantines(notification["var_id"], quarantined, outcome.failed)
             if outcome.recovered:
                 Observer.objects.filter(id__in=outcome.recovered).update(failures=0)
     if rows:
-        _send_delivery_events(notification, rows, outcome, quarantined)
+        _send_delivery_events(notification, rows, outcome, quarantined, timed=not replayed)
     return {
         "notifications_dispatched": int(dispatched),
-        "notifications_sent": outcome.called,
+        "history_replayed" if replayed else "notifications_sent": outcome.called,
         "notifications_failed": len(outcome.failed),
         "removed_quarantined": len(quarantined),
     }
 
 
-def _record_failures(failed: dict[uuid.UUID, str]) -> set[uuid.UUID]:
+def _record_failures(failed: dict[calls.Ref, str]) -> set[uuid.UUID]:
     """Count the failures; returns the observers this update quarantined (decided by the database,
     from their failure counts as they are now, so concurrent deliveries cannot disagree)."""
     now = timezone.now()
@@ -109,7 +110,7 @@ def _record_failures(failed: dict[uuid.UUID, str]) -> set[uuid.UUID]:
     return set(Observer.objects.filter(id__in=list(failed), quarantined_at=now).values_list("id", flat=True))
 
 
-def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[uuid.UUID, str]) -> None:
+def _record_quarantines(var_id: str, rows: list[tuple[Any, ...]], failed: dict[calls.Ref, str]) -> None:
     for ref, callback, failures, _ in rows:
         logger.warning(
             "event=observer_quarantined observer=%s callback=%s var_id=%r failures=%d error=%r",
@@ -137,15 +138,27 @@ def _send_delivery_events(
     rows: list[tuple[Any, ...]],
     outcome: calls.BatchOutcome,
     quarantined: list[tuple[Any, ...]],
+    *,
+    timed: bool,
 ) -> None:
     var_id = notification["var_id"]
     callbacks = {ref: callback for ref, callback, _, _ in rows} if outcome.failed else {}
+    # The signals give UUIDs, whichever way the page was read (its ids' text, or UUIDs).
     for ref, error in outcome.failed.items():
-        signals.callback_failed.send(None, ref=ref, var_id=var_id, callback=callbacks[ref], error=error)
+        signals.callback_failed.send(
+            None, ref=uuid_of(ref), var_id=var_id, callback=callbacks[ref], error=error
+        )
     for ref, callback, _, owner_id in quarantined:
         signals.observer_removed.send(
-            None, ref=ref, var_id=var_id, callback=callback, owner=owner_id, reason="quarantined"
+            None,
+            ref=uuid_of(ref),
+            var_id=var_id,
+            callback=callback,
+            owner=as_uuid(owner_id),
+            reason="quarantined",
         )
+    if not timed:
+        return
     signals.callbacks_delivered.send(
         None,
         var_id=var_id,

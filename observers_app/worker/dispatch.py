@@ -87,9 +87,6 @@ def _fan_out_one(
         return False, {"empty_dispatches": 1}
     ordered_rows = [row[:-1] for row in first_page if not row[-1]]
     full = len(first_page) == size
-    coalescing = any(row[-1] for row in first_page) or (
-        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
-    )
     fanout = len(first_page)
     if full:
         # Every further page's bounds in one statement, then one deliver task per page.
@@ -109,6 +106,10 @@ def _fan_out_one(
             after, fanout = upto, len(first_page) + position
         _publish_pages(messages)
         pages.all_sent(payload_id, len(messages))
+    # Asked once the further pages are on their way: the other pool processes start on them meanwhile.
+    coalescing = any(row[-1] for row in first_page) or (
+        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
+    )
     signals.notification_dispatched.send(
         None,
         var_id=var_id,

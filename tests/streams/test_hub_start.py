@@ -34,9 +34,10 @@ def test_a_failed_start_leaks_no_thread_and_the_next_one_after_the_broker_return
             refused = EventStream(base, params)
             assert refused.status == 503, refused.__dict__.get("body")
             after_one = threads(process.pid)
-            statuses = [EventStream(base, params).status for _ in range(4)]
-            assert statuses == [503] * 4
-            assert threads(process.pid) <= after_one, "a failed start left a thread behind"
+            statuses = [EventStream(base, params).status for _ in range(3)]
+            assert statuses == [503] * 3
+            # A failed start's threads end once it has answered: poll for them to be gone.
+            wait_for(lambda: threads(process.pid) <= after_one, timeout=5)
 
             relay.heal()
             streams = [EventStream(base, params) for _ in range(3)]

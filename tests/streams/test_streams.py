@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from observers_app import manager
@@ -158,12 +158,22 @@ def test_connects_and_disconnects_leave_nothing_behind(server: str):
     session_id, var = session_var()
     for _ in range(100):
         EventStream(server, [("var", var), ("token", issue_token([var]))]).close()
-    # Each first watcher's add waits out OBSERVERS_ABSENCE_TTL: 100 of them take a few seconds.
     wait_for(lambda: not Observer.objects.filter(var_id=var).exists(), timeout=30)
     stream = open_stream(server, var)
     sessions.set_variable(session_id, "x", 1)
     wait_for(lambda: len(stream.of(var)) == 1)
     stream.close()
+
+
+def test_the_names_a_stream_joins_are_added_in_one_batch(server: str):
+    names = [session_var()[1] for _ in range(20)]
+    stream = open_stream(server, *names)
+    try:
+        observers = Observer.objects.filter(var_id__in=names)
+        assert observers.count() == 20
+        assert len(set(observers.values_list("created_at", flat=True))) == 1  # one insert
+    finally:
+        stream.close()
 
 
 def test_a_killed_web_process_is_swept(settings):
@@ -188,6 +198,7 @@ def test_refusals_say_why(server: str):
     _, var = session_var()
     User.objects.create_user("staff", password="a-long-test-password", is_staff=True)
     User.objects.create_user("visitor", password="a-long-test-password")
+    permitted("watcher")
 
     def refused(params: list[tuple[str, str]], status: int, reason: str, **headers: str) -> None:
         stream = EventStream(server, params, headers=headers)
@@ -196,17 +207,18 @@ def test_refusals_say_why(server: str):
 
     refused([], 400, "at least one variable")
     refused([("var", "x" * 300)], 400, "1 to 255 characters")
-    refused([("var", var)] * 51, 400, "OBSERVERS_STREAM_MAX_VARS")
+    refused([("var", var)] * 51, 429, "OBSERVERS_STREAM_MAX_VARS")
     refused([("var", var)], 403, "not logged in")
     refused([("var", var), ("token", "forged")], 403, "not valid")
     refused([("var", var), ("token", issue_token([var], ttl_s=-1))], 403, "expired")
     refused([("var", var), ("token", issue_token(["session:other:*"]))], 403, "does not grant")
     refused([("var", "session:*")], 403, "does not grant", Authorization=f"Bearer {issue_token([var])}")
     refused([("var", var)], 403, "may not watch", Cookie=session_cookie("visitor"))
+    refused([("var", var)], 403, "may not watch", Cookie=session_cookie("staff"))  # staff alone is not enough
 
-    staff = EventStream(server, [("var", var)], headers={"Cookie": session_cookie("staff")})
-    assert staff.status == 200
-    staff.close()
+    watcher = EventStream(server, [("var", var)], headers={"Cookie": session_cookie("watcher")})
+    assert watcher.status == 200
+    watcher.close()
     granted = EventStream(
         server, [("var", "session:1:*")], headers={"Authorization": f"Bearer {issue_token(['session:*'])}"}
     )
@@ -216,7 +228,7 @@ def test_refusals_say_why(server: str):
 
 def test_only_a_token_stream_is_shared_with_a_listed_origin():
     _, var = session_var()
-    User.objects.create_user("staff", password="a-long-test-password", is_staff=True)
+    permitted("staff")
     origin = "http://app.example.test"  # a header's value only: nothing connects to it
     with running_asgi_server(OBSERVERS_STREAM_ALLOWED_ORIGINS=origin) as (base, _):
         token = [("var", var), ("token", issue_token([var]))]
@@ -231,6 +243,13 @@ def test_only_a_token_stream_is_shared_with_a_listed_origin():
         for stream in streams:
             stream.close()
     assert allowed == [origin, None, None]
+
+
+def permitted(username: str) -> User:
+    """A user with the observers_app.watch_variable permission, which the default authorizer asks for."""
+    user = User.objects.create_user(username, password="a-long-test-password")
+    user.user_permissions.add(Permission.objects.get(codename="watch_variable"))
+    return user
 
 
 def session_cookie(username: str) -> str:

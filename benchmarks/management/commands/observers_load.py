@@ -16,6 +16,11 @@ def _rates(text: str) -> tuple[int, ...]:
     return rates
 
 
+def _share(caller: dict[str, Any]) -> str:
+    share = caller.get("slowest_1pct_runqueue_share")
+    return "-" if share is None else f"{share:.0%}"
+
+
 def _ms(value: float | None) -> str:
     return "undeliv." if value is None else f"{value:.1f}"
 
@@ -79,7 +84,7 @@ class Command(BaseCommand):
         self.stdout.write(f"ramp, {results['step_seconds']:g} s steps; bounded: {results['bounded_rule']}")
         self.stdout.write(
             f"{'target':>8}{'offered':>9}{'deliv.':>9}{'p50 ms':>9}{'p99 ms':>9}{'p50 1/3':>9}{'p50 3/3':>9}"
-            f"{'call p50':>10}{'call p99':>10}{'backlog':>8}"
+            f"{'call p50':>10}{'call p99':>10}{'slow: rq':>9}{'backlog':>8}"
             f"  {'cores: workers pg mq caller machine':<36}bounded"
         )
         for step in results["ramp"]:
@@ -87,8 +92,9 @@ class Command(BaseCommand):
         sustained = results["max_sustained_callbacks_per_s"]
         self.stdout.write(
             "(target/offered/deliv. in callbacks/s; p50/p99: notify to callback, notifications of the "
-            "second half; p50 1/3, 3/3: first and last third; call: notify_observers in us; backlog: "
-            "dispatch messages in the broker at the step's end; cores: CPU cores busy on average)"
+            "second half; p50 1/3, 3/3: first and last third; call: notify_observers in us; slow: rq: of "
+            "the slowest 1 % of calls' time, the share spent waiting for a CPU in the kernel's run queue; "
+            "backlog: dispatch messages in the broker at the step's end; cores: CPU cores busy on average)"
         )
         self.stdout.write(f"max sustained: {sustained if sustained else 'none'} callbacks/s")
         settle = results["settle"]
@@ -113,6 +119,13 @@ class Command(BaseCommand):
             f"  caller notify         p50 {caller['p50_us']} us, p99 {caller['p99_us']} us, "
             f"max {caller['max_us']} us"
         )
+        if "slowest_1pct_mean_us" in caller:
+            self.stdout.write(
+                f"  its slowest 1 %       mean {caller['slowest_1pct_mean_us']} us: "
+                f"CPU {caller['slowest_1pct_cpu_share']:.0%}, "
+                f"run queue {caller['slowest_1pct_runqueue_share']:.0%}, "
+                f"blocked {caller['slowest_1pct_blocked_share']:.0%}"
+            )
         self.stdout.write(f"  bounded               {steady['bounded']}")
         self.stdout.write(f"  cores                 {steady['cpu_cores']}")
 
@@ -125,6 +138,6 @@ class Command(BaseCommand):
             f"{phase['target_callbacks_per_s']:>8}{phase['offered_callbacks_per_s']:>9}"
             f"{phase['delivered_callbacks_per_s']:>9}{_ms(latency['p50_ms']):>9}{_ms(latency['p99_ms']):>9}"
             f"{_ms(phase['latency_first_third']['p50_ms']):>9}{_ms(phase['latency_last_third']['p50_ms']):>9}"
-            f"{caller['p50_us']:>10}{caller['p99_us']:>10}{phase['backlog_at_end']:>8}"
+            f"{caller['p50_us']:>10}{caller['p99_us']:>10}{_share(caller):>9}{phase['backlog_at_end']:>8}"
             f"  {cores:<36}{phase['bounded']}"
         )

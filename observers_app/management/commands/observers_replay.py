@@ -1,4 +1,5 @@
-"""Replay dead letters: publish parked messages again once their cause is fixed."""
+"""Replay dead letters: publish parked messages again once their cause is fixed (a variable's history is
+replayed to an observer by observers_replay_history)."""
 
 from typing import Any
 
@@ -9,7 +10,8 @@ from ...worker import poison
 
 class Command(BaseCommand):
     help = (
-        "Publish dead letters again (the given ids, or the oldest --limit) and delete them; print how many."
+        "Publish dead letters again (the given ids, or the oldest --limit) and delete them; print how many. "
+        "(observers_replay_history is another command: it replays a variable's history to an observer.)"
     )
 
     def add_arguments(self, parser: Any) -> None:

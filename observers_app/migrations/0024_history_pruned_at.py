@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('observers_app', '0021_history'),
+        ('observers_app', '0023_stream_permissions_revoked_tokens'),
     ]
 
     operations = [

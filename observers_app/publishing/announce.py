@@ -1,0 +1,151 @@
+"""An add's side of the views: tell every live view the names just observed, and wait until each has
+learned them or its lease has ended (see view.py for why that is enough).
+
+No live view, no message and no wait: a view registered after this add's commit reads the names after
+it. A change the broker did not take: the views read are deleted (each loads again when it next
+renews) and the add waits out one lease.
+"""
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Collection
+from typing import Any
+
+import amqp
+from celery import current_app
+from django.db import connection
+
+from .. import conf
+from ..models import PresenceView
+from .view import exchange_name
+
+logger = logging.getLogger(__name__)
+
+# RabbitMQ's direct reply-to: the views' acknowledgements come back on the channel that published.
+REPLY_TO = "amq.rabbitmq.reply-to"
+CONFIRM_TIMEOUT_S = 10.0
+# Monotonic clocks may run apart by up to 500 ppm each under NTP's slewing: the wait allows twice that.
+MAX_CLOCK_RATE_ERROR = 0.001
+
+
+class _Link:
+    """One thread's connection for announcing: a channel that publishes confirmed and reads the views'
+    acknowledgements. Dropped whole after any error."""
+
+    def __init__(self) -> None:
+        self.kombu = current_app.connection_for_write()
+        self.kombu.connect()
+        self.connection = self.kombu.connection
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(exchange_name(), "fanout", durable=False, auto_delete=False)
+        self.channel.basic_consume(REPLY_TO, no_ack=True, callback=self._on_reply)
+        self.correlation = ""
+        self.waiting: set[str] = set()
+
+    def _on_reply(self, message: Any) -> None:
+        if message.properties.get("correlation_id") == self.correlation:
+            body = message.body
+            self.waiting.discard(body.decode() if isinstance(body, bytes) else body)
+
+    def tell(self, body: str, views: set[str], lease: float) -> set[str]:
+        """Publish ``body`` to every view and wait for ``views`` to acknowledge it, at most ``lease``
+        (and the clocks' allowance) after the broker took it; returns those that did not."""
+        self.correlation = uuid.uuid4().hex
+        self.waiting = set(views)
+        self.channel.basic_publish_confirm(
+            amqp.Message(body, reply_to=REPLY_TO, correlation_id=self.correlation),
+            exchange=exchange_name(),
+            routing_key="",
+            confirm_timeout=CONFIRM_TIMEOUT_S,
+        )
+        deadline = time.monotonic() + lease * (1 + MAX_CLOCK_RATE_ERROR)
+        while self.waiting:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                self.connection.drain_events(timeout=remaining)
+        return self.waiting
+
+    def drop(self) -> None:
+        try:
+            self.kombu.release()
+        except Exception:
+            logger.debug("event=presence_link_close_failed", exc_info=True)
+
+
+_local = threading.local()
+
+
+def announce(names: list[str], patterns: list[str], *, learned: Collection[str] = ()) -> None:
+    """Return once every view that may still believe ``names`` and ``patterns`` unobserved has learned
+    them, or can no longer answer "no" without learning them (``learned``: the ids of views that hold
+    them already). Called after the add's commit."""
+    views = live_views().difference(learned)
+    if not views:
+        return
+    lease = conf.presence_view_lease()
+    body = json.dumps({"names": names, "patterns": patterns})
+    try:
+        link = _link()
+        late = link.tell(body, views, lease)
+    except Exception:
+        logger.warning("event=presence_announce_failed views=%d", len(views), exc_info=True)
+        _drop_link()
+        _evict(views)
+        time.sleep(lease * (1 + MAX_CLOCK_RATE_ERROR))
+        return
+    if late:
+        logger.info("event=presence_view_late views=%d", len(late))
+
+
+def live_views() -> set[str]:
+    """The ids of the registered views; those whose lease has ended are deleted (each loads again)."""
+    table = connection.ops.quote_name(PresenceView._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, expires_at < now() FROM {table}")  # noqa: S608
+        rows = cursor.fetchall()
+        views = {str(view_id) for view_id, _ in rows}
+        expired = [view_id for view_id, ended in rows if ended]
+        if expired:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE id = ANY(%s) AND expires_at < now() RETURNING id",  # noqa: S608
+                [expired],
+            )
+            views -= {str(view_id) for (view_id,) in cursor.fetchall()}
+    return views
+
+
+def _evict(views: set[str]) -> None:
+    try:
+        PresenceView.objects.filter(id__in=list(views)).delete()
+    except Exception:
+        logger.error("event=presence_views_not_told views=%d", len(views), exc_info=True)
+
+
+def _link() -> _Link:
+    link = getattr(_local, "link", None)
+    if link is None:
+        link = _local.link = _Link()
+    return link
+
+
+def _drop_link() -> None:
+    link = getattr(_local, "link", None)
+    _local.link = None
+    if link is not None:
+        link.drop()
+
+
+def reset_after_fork() -> None:
+    """A forked child never uses its parent's links (kept referenced, never closed here)."""
+    global _local
+    _inherited.append(_local)
+    _local = threading.local()
+
+
+_inherited: list[threading.local] = []
