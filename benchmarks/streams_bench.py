@@ -40,7 +40,14 @@ def raise_open_files_limit() -> int:
 
 @contextmanager
 def running_server(port: int, *, gc_freeze: bool = True) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "SECRET_KEY": settings.SECRET_KEY, "OBSERVERS_STREAM_GC_FREEZE": str(gc_freeze)}
+    env = {
+        **os.environ,
+        "SECRET_KEY": settings.SECRET_KEY,
+        "OBSERVERS_STREAM_GC_FREEZE": str(gc_freeze),
+        # Every stream from one address, most with one token: the per-client limits are lifted.
+        "OBSERVERS_STREAM_MAX_PER_TOKEN": "1000000",
+        "OBSERVERS_STREAM_MAX_PER_ADDRESS": "1000000",
+    }
     command = [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--no-access-log", "--lifespan", "off", "--backlog", "8192"]
     process = subprocess.Popen(command, env=env)

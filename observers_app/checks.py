@@ -166,6 +166,16 @@ def check_webhook_settings(**kwargs: Any) -> list[CheckMessage]:
 def check_stream_authorizer(**kwargs: Any) -> list[CheckMessage]:
     from .streams import access
 
+    if conf.stream_authorizer() == "observers.staff_only":
+        return [
+            CheckWarning(
+                "OBSERVERS_STREAM_AUTHORIZER='observers.staff_only' lets any staff user watch every "
+                "variable, every session's values included; it is removed in 0.4.",
+                hint="Remove the setting (the default, observers.watch_permission, requires the "
+                "observers_app.watch_variable permission) and grant that permission to who may watch.",
+                id="observers.W007",
+            )
+        ]
     if conf.stream_authorizer() in access.registered_authorizers():
         return []
     return [

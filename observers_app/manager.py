@@ -36,7 +36,8 @@ from .sources.sessions import (
     set_variable,
 )
 from .sources.sessions import variable_id as session_variable_id
-from .streams.access import issue_token, staff_only, stream_authorizer
+from .streams.access import issue_token, staff_only, stream_authorizer, watch_permission
+from .streams.revocation import arevoke_tokens, revoke_tokens
 from .telemetry.stats import aget_stats, get_stats
 from .upkeep.sweep import asweep, sweep
 from .webhooks.api import WebhookRef, aadd_webhook, add_webhook, asend_test_webhook, send_test_webhook
@@ -68,6 +69,7 @@ __all__ = [
     "aremove_observer",
     "areplay",
     "areplay_dead_letters",
+    "arevoke_tokens",
     "asend_test_webhook",
     "aset_variable",
     "asweep",
@@ -93,6 +95,7 @@ __all__ = [
     "remove_observer",
     "replay",
     "replay_dead_letters",
+    "revoke_tokens",
     "send_test_webhook",
     "session_variable_id",
     "set_variable",
@@ -101,4 +104,5 @@ __all__ = [
     "sweep",
     "sweep_dead_observers",
     "total_observers",
+    "watch_permission",
 ]

@@ -139,6 +139,11 @@ class Observer(models.Model):
                 name="observer_quarantined",
             ),
         ]
+        # The hub's permissions for streams (docs/streams.md), checked as "observers_app.<codename>".
+        permissions = [
+            ("watch_variable", "Can watch variables over streams"),
+            ("watch_wide_glob", "Can watch wide glob patterns over streams"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.callback} on {self.var_id}"
@@ -212,6 +217,9 @@ class VariableState(models.Model):
     history_floor = models.BigIntegerField(
         default=0, db_default=0, help_text="The highest seq the sweep pruned from the history."
     )
+    history_pruned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the newest entry the sweep pruned was recorded."
+    )
     last_notified_at = models.DateTimeField(null=True, blank=True)
     observer_count = models.BigIntegerField(
         default=0,
@@ -275,6 +283,19 @@ class StatBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%H:%M} {self.name} = {self.value}"
+
+
+class RevokedToken(models.Model):
+    """A revoked stream token (``token_id``, kept until its expiry), or every token of a user issued
+    up to ``revoked_at`` (``user_id``, one row per user)."""
+
+    token_id = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    user_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    revoked_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"token {self.token_id}" if self.token_id else f"tokens of user {self.user_id}"
 
 
 class StatCounter(models.Model):

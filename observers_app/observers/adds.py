@@ -34,10 +34,10 @@ def add_observer(
     ``coalesce=True``, latest value wins: notifications that come faster than the observer is
     delivered collapse into the newest (``old_value`` the last value it was given).
 
-    Every notify that begins after it returns, in any process, reaches the observer: it returns
-    OBSERVERS_ABSENCE_TTL seconds after its commit, once every process's cached "no observer" has
-    expired. Inside ``transaction.atomic()`` it returns at once and the commit takes that long.
-    To register many, ``add_observers`` pays the wait once.
+    Every notify that begins after it returns, in any process, reaches the observer: after its
+    commit it waits until every process's view has learned the name or can no longer answer "no
+    observer" (without views, OBSERVERS_ABSENCE_TTL seconds). Inside ``transaction.atomic()`` it
+    returns at once and the commit waits. To register many, ``add_observers`` waits once.
     """
     return add_observers([var_id], callback, owner=owner, glob=glob, coalesce=coalesce)[0]
 
@@ -96,6 +96,7 @@ def _insert_observers(
     """Insert one observer row per name; returns their ids. On PostgreSQL one statement over two
     arrays: Django's bulk_create would bind eleven parameters per row, which dominates large adds."""
     refs = [uuid.uuid4() for _ in var_ids]
+    created_at = timezone.now()  # one time for the rows of one add, as one statement gives them
     if connection.vendor != "postgresql":
         Observer.objects.bulk_create(
             [
@@ -106,6 +107,7 @@ def _insert_observers(
                     coalesce=coalesce,
                     callback=callback,
                     owner_id=owner_id,
+                    created_at=created_at,
                 )
                 for ref, var_id in zip(refs, var_ids, strict=True)
             ],
@@ -118,7 +120,7 @@ def _insert_observers(
             f"INSERT INTO {table} (id, var_id, is_glob, callback, created_at, failures, last_error, "
             '"coalesce", owner_id) '
             "SELECT unnest(%s::uuid[]), unnest(%s::varchar[]), %s, %s, %s, 0, '', %s, %s::uuid",
-            [refs, var_ids, glob, callback, timezone.now(), coalesce, owner_id],
+            [refs, var_ids, glob, callback, created_at, coalesce, owner_id],
         )
     return refs
 

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 import amqp
@@ -80,10 +81,11 @@ class _Link:
 _local = threading.local()
 
 
-def announce(names: list[str], patterns: list[str]) -> None:
+def announce(names: list[str], patterns: list[str], *, learned: Collection[str] = ()) -> None:
     """Return once every view that may still believe ``names`` and ``patterns`` unobserved has learned
-    them, or can no longer answer "no" without learning them. Called after the add's commit."""
-    views = live_views()
+    them, or can no longer answer "no" without learning them (``learned``: the ids of views that hold
+    them already). Called after the add's commit."""
+    views = live_views().difference(learned)
     if not views:
         return
     lease = conf.presence_view_lease()

@@ -11,11 +11,31 @@ One thread writes (the view's), any thread reads: every change is one atomic ste
 set or dict insertion, or a new tuple in place of the old).
 """
 
+import heapq
+import itertools
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
 
 from ..globs import glob_matches
+
+# Names hashed and sorted at a time while an array is built: its transient memory is the chunks'.
+SORT_CHUNK = 65_536
+
+
+def _sorted_hashes(names: Iterable[str]) -> array[int]:
+    """The names' distinct hashes in order, built from sorted chunks merged: no set or list of them all."""
+    chunks = []
+    names = iter(names)
+    while chunk := array("q", sorted(hash(name) for name in itertools.islice(names, SORT_CHUNK))):
+        chunks.append(chunk)
+    merged = array("q")
+    last = None
+    for key in heapq.merge(*chunks):
+        if key != last:
+            merged.append(key)
+            last = key
+    return merged
 
 
 def glob_prefix(pattern: str) -> str:
@@ -25,8 +45,7 @@ def glob_prefix(pattern: str) -> str:
 
 class ObservedNames:
     def __init__(self, names: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
-        hashes = array("q", sorted({hash(name) for name in names}))
-        self.hashes = hashes
+        self.hashes = _sorted_hashes(names)
         self.added: set[int] = set()  # learned since the array was built
         self.patterns: dict[str, tuple[str, ...]] = {}  # literal prefix -> the patterns with it
         self.prefix_lengths: tuple[int, ...] = ()

@@ -118,13 +118,14 @@ def added(var_ids: list[str], *, glob: bool) -> None:
             for var_id in var_ids[:REMEMBERED_ADDS]:
                 remember(var_id)
         return
-    own = view.current()
+    pending = _pending_announcement()
+    own = view.existing()
     if own is not None:
         own.remember(var_ids, glob=glob)
+        pending.learned.add(str(own.id))
     if not glob:
         for var_id in var_ids[:REMEMBERED_ADDS]:
             remember(var_id)  # answered while the view loads too
-    pending = _pending_announcement()
     (pending.patterns if glob else pending.names).extend(var_ids)
 
 
@@ -134,9 +135,10 @@ class _Announcement:
     def __init__(self) -> None:
         self.names: list[str] = []
         self.patterns: list[str] = []
+        self.learned: set[str] = set()  # this process's view: told before the commit, not waited for
 
     def __call__(self) -> None:
-        announce.announce(self.names, self.patterns)
+        announce.announce(self.names, self.patterns, learned=self.learned)
 
 
 def _pending_announcement() -> _Announcement:

@@ -120,7 +120,7 @@ class View:
         self.channel.queue_bind(self.queue, exchange)
         self.channel.basic_consume(self.queue, no_ack=True, callback=self._on_message)
         _register(self.id)
-        names = _load()
+        names = load_names()
         with self.lock:
             # What this process added while it loaded (its transaction may not have committed yet).
             names.added.update(self.names.added)
@@ -202,8 +202,8 @@ def _register(view_id: uuid.UUID) -> None:
         )
 
 
-def _load() -> ObservedNames:
-    """Every observed name and pattern, read after the view's row was written."""
+def load_names() -> ObservedNames:
+    """Every observed name and pattern (a view reads them after its row was written)."""
     observers = Observer.objects.order_by()
     patterns = list(observers.filter(is_glob=True).values_list("var_id", flat=True).distinct())
     names = observers.filter(is_glob=False).values_list("var_id", flat=True).distinct()
@@ -221,9 +221,12 @@ def enabled() -> bool:
 
 def current() -> View | None:
     """This process's view, started on first use; None when views are off."""
+    view = _view
+    if view is not None and conf.presence_view():
+        return view  # started on PostgreSQL: the vendor is not asked again on the hot path
     if not enabled():
         return None
-    return _view or _start()
+    return _start()
 
 
 def existing() -> View | None:

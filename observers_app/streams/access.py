@@ -5,6 +5,7 @@ import importlib
 import ipaddress
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from django.core import signing
 from django.http import HttpRequest
 
 from .. import conf
+from ..deprecation import REMOVED_IN
 from ..exceptions import InvalidVariableId, StreamRefused
 from ..globs import glob_matches
 from ..models import VAR_ID_MAX_LENGTH
@@ -23,6 +25,7 @@ from . import limits
 
 Authorizer = Callable[[Any, list[str]], bool]
 TOKEN_SALT = "observers.streams.token"  # noqa: S105 - a signing namespace, not a secret
+WATCH_PERMISSION = "observers_app.watch_variable"
 WIDE_GLOB_PERMISSION = "observers_app.watch_wide_glob"
 TOKEN_EXPIRED = "the token has expired; ask the site for a new one"  # noqa: S105 - a message
 
@@ -36,6 +39,7 @@ class Grant:
     token_id: str | None = None
     issued_at: float | None = None
     expires_at: float | None = None
+    names: tuple[str, ...] = ()  # what a token grants
 
 
 _authorizers: dict[str, Authorizer] = {}
@@ -55,9 +59,24 @@ def stream_authorizer(*, name: str) -> Callable[[Authorizer], Authorizer]:
     return register
 
 
+@stream_authorizer(name="observers.watch_permission")
+def watch_permission(user: Any, var_ids: list[str]) -> bool:
+    """The default: users with the ``observers_app.watch_variable`` permission (directly or through a
+    group; a superuser has every permission). Being staff alone is not enough."""
+    return bool(user.has_perm(WATCH_PERMISSION))
+
+
 @stream_authorizer(name="observers.staff_only")
 def staff_only(user: Any, var_ids: list[str]) -> bool:
-    """The default: active staff users may watch anything."""
+    """Deprecated (the default before 0.3, removed in 0.4): any active staff user may watch anything,
+    every session's values included. Grant ``observers_app.watch_variable`` instead."""
+    warnings.warn(
+        "the stream authorizer observers.staff_only lets any staff user watch every variable; grant the "
+        f"{WATCH_PERMISSION} permission and use the default observers.watch_permission (staff_only is "
+        f"removed in {REMOVED_IN})",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return bool(user.is_active and user.is_staff)
 
 
@@ -90,35 +109,49 @@ def parse_var_ids(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def issue_token(var_ids: Sequence[str], *, ttl_s: float | None = None) -> str:
+def issue_token(var_ids: Sequence[str], *, ttl_s: float | None = None, user: Any = None) -> str:
     """A signed token for streams of ``var_ids`` (names or ``*`` patterns), valid ``ttl_s`` seconds:
     for clients without the site's session cookie (other origins, services). Issue it from server
-    code, after deciding the bearer may watch these variables."""
+    code, after deciding the bearer may watch these variables. Issued for a ``user``, its streams count
+    against that user's limit and ``revoke_tokens(user)`` revokes it."""
     granted = parse_var_ids(list(var_ids))
     now = time.time()
     expires = now + (conf.stream_token_ttl() if ttl_s is None else ttl_s)
-    payload = {"v": granted, "exp": round(expires, 3), "iat": round(now, 3), "i": secrets.token_hex(8)}
+    payload = {"v": granted, "exp": round(expires, 3), "iat": now, "i": secrets.token_hex(8)}
+    if user is not None:
+        payload["u"] = str(user.pk)
     return signing.dumps(payload, salt=TOKEN_SALT, compress=True)
 
 
-def check_token(token: str, var_ids: list[str]) -> Grant:
-    """Raise StreamRefused unless ``token`` is valid, unexpired and grants every one of ``var_ids``."""
+def read_token(token: str) -> Grant:
+    """The grant of a validly signed ``token`` (expired or not); StreamRefused for any other."""
     try:
         payload = signing.loads(token, salt=TOKEN_SALT)
     except signing.BadSignature:
-        raise StreamRefused(
-            "the token is not valid (bad signature or format); ask the site for a new one"
-        ) from None
-    if not isinstance(payload, dict) or time.time() > float(payload.get("exp", 0)):
+        payload = None
+    if not isinstance(payload, dict) or not isinstance(payload.get("v"), list):
+        raise StreamRefused("the token is not valid (bad signature or format); ask the site for a new one")
+    # A token issued before tokens had ids is known by its digest.
+    token_id = str(payload.get("i") or hashlib.sha256(token.encode()).hexdigest()[:16])
+    return Grant(
+        user_id=str(payload["u"]) if "u" in payload else None,
+        token_id=token_id,
+        issued_at=float(payload["iat"]) if "iat" in payload else None,
+        expires_at=float(payload.get("exp", 0)),
+        names=tuple(payload["v"]),
+    )
+
+
+def check_token(token: str, var_ids: list[str]) -> Grant:
+    """Raise StreamRefused unless ``token`` is valid, unexpired and grants every one of ``var_ids``
+    (revocation is checked apart, in the database: revocation.refuse_revoked)."""
+    grant = read_token(token)
+    if time.time() > (grant.expires_at or 0):
         raise StreamRefused(TOKEN_EXPIRED)
-    granted = payload.get("v") or []
-    refused = [var_id for var_id in var_ids if not any(glob_matches(grant, var_id) for grant in granted)]
+    refused = [v for v in var_ids if not any(glob_matches(name, v) for name in grant.names)]
     if refused:
         raise StreamRefused(f"the token does not grant {refused}")
-    # A token issued before tokens had ids is counted by its digest.
-    token_id = str(payload.get("i") or hashlib.sha256(token.encode()).hexdigest()[:16])
-    issued_at = float(payload["iat"]) if "iat" in payload else None
-    return Grant(token_id=token_id, issued_at=issued_at, expires_at=float(payload["exp"]))
+    return grant
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -175,30 +208,7 @@ def session_grant(request: HttpRequest, var_ids: list[str]) -> Grant:
     return Grant(user_id=str(request.user.pk), session_key=session.session_key)
 
 
-def recheck(streams: list[tuple[Grant, list[str]]]) -> list[str | None]:
-    """Check open streams again: for each, None if it may go on, else why it must close (the
-    session's user logged out, deactivated or no longer authorized; the token expired)."""
-    users: dict[str, Any] = {}
-    reasons: list[str | None] = []
-    for grant, var_ids in streams:
-        try:
-            if grant.session_key is not None:
-                if grant.session_key not in users:
-                    users[grant.session_key] = _session_user(grant.session_key)
-                user = users[grant.session_key]
-                if not user.is_authenticated or str(user.pk) != grant.user_id:
-                    raise StreamRefused("logged out: open the stream again after logging in")
-                check_user(user, var_ids)
-            if grant.expires_at is not None and time.time() > grant.expires_at:
-                raise StreamRefused(TOKEN_EXPIRED)
-        except StreamRefused as exc:
-            reasons.append(f"no longer authorized: {exc}")
-        else:
-            reasons.append(None)
-    return reasons
-
-
-def _session_user(session_key: str) -> Any:
+def session_user(session_key: str) -> Any:
     """The user a session holds now, as the authentication middleware would find it (AnonymousUser
     once logged out, or after a password change)."""
     request = HttpRequest()

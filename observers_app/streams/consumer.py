@@ -57,7 +57,9 @@ class QueueConsumer(threading.Thread):
 
     def _consume(self) -> None:
         with Connection(current_app.conf.broker_url, heartbeat=30) as connection:
-            connection.connect()  # one attempt (a broker away raises here), so that stop() is seen
+            # Two attempts at once, no sleeps: a broker away raises here, and run() retries after
+            # RECONNECT_DELAY_S, seeing stop() meanwhile.
+            connection.ensure_connection(max_retries=1, interval_start=0)
             consumer = connection.Consumer(
                 self.queue, on_message=self._receive, no_ack=True, prefetch_count=1000
             )

@@ -20,7 +20,7 @@ from ..observers.adds import add_observer, add_observers
 from ..observers.removals import remove_observer
 from ..owners.process import process_owner
 from ..telemetry import counters, dashboard
-from . import access, messages
+from . import messages, reauthorization
 from .consumer import STOP_TIMEOUT_S, QueueConsumer, start_consumer
 from .forwarding import FORWARD_CALLBACK
 from .gc_policy import GcPolicy
@@ -157,9 +157,18 @@ class StreamFanout:
                 continue
             subscription.watchers.discard(watcher)
             if not subscription.watchers:
-                del self.subscriptions[key]
-                subscription.order.close()
-                subscription.ready.add_done_callback(functools.partial(self._unsubscribe, key))
+                # Kept a while: the name's changes are still dispatched, so kept in its history, and a
+                # client that reconnects within the window resumes from there (streams/resume.py).
+                window = 0.0 if key == dashboard.VARIABLE else conf.stream_resume_window()
+                self.loop.call_later(window, self._release, key, subscription)
+
+    def _release(self, key: str, subscription: _Subscription) -> None:
+        """Remove the name's observer, unless a stream watches it again."""
+        if self.subscriptions.get(key) is not subscription or subscription.watchers:
+            return
+        del self.subscriptions[key]
+        subscription.order.close()
+        subscription.ready.add_done_callback(functools.partial(self._unsubscribe, key))
 
     def _subscribe(self, key: str) -> _Subscription:
         if key == dashboard.VARIABLE:
@@ -299,7 +308,7 @@ class StreamFanout:
         if watchers and not self.rechecking:
             self.rechecking = True
             checking = asyncio.ensure_future(
-                self.run_db(access.recheck, [(w.grant, list(w.keys)) for w in watchers])
+                self.run_db(reauthorization.recheck, [(w.grant, list(w.keys)) for w in watchers])
             )
             checking.add_done_callback(functools.partial(self._rechecked, watchers))
         self.loop.call_later(conf.stream_reauthorize_interval(), self._reauthorize)

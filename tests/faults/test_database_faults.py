@@ -19,9 +19,11 @@ def test_postgres_restarted_loses_nothing_and_a_live_owner_keeps_its_observers(
     scene.observe("pg", 2)
     scene.observe("pg-durable", 2)
     with scene.worker():
-        caller = scene.start("notify", "pg", "50", "20", "own")  # 2 observers of its process_owner()
+        # 2 observers of its process_owner(), which closes when it exits: 35 s leave room for the
+        # restart, the sweep and the counting processes (each a new process, slow under load).
+        caller = scene.start("notify", "pg", "50", "35", "own")
         # A caller whose transactions meet the restart: those that failed were not committed.
-        durable_caller = scene.start("notify", "pg-durable", "50", "20", "durable-retrying")
+        durable_caller = scene.start("notify", "pg-durable", "50", "35", "durable-retrying")
         try:
             time.sleep(4)
             postgres.restart()
@@ -59,7 +61,7 @@ def test_postgres_restarted_loses_nothing_and_a_live_owner_keeps_its_observers(
     )
     assert counts["lost"] == 0
     assert "removed_owner_died': 0" in swept[0]
-    # Called again once the lock was back: the notifications of seconds 14-18 of 20 (the last ones
+    # Called again once the lock was back: the notifications of seconds 29-33 of 35 (the last ones
     # may find the owner already closed by the caller's exit).
     assert all(f"{ref} {nid}" in records for ref in own for nid in sent[-300:-100])
 

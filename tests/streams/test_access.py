@@ -3,11 +3,12 @@
 from types import SimpleNamespace
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.test import override_settings
 
 from observers_app import checks
 from observers_app.exceptions import InvalidVariableId, StreamLimitReached, StreamRefused
-from observers_app.streams import access
+from observers_app.streams import access, reauthorization
 
 
 def test_parameters_are_checked():
@@ -36,22 +37,30 @@ def only_own_session(user, var_ids):
     return all(var_id.startswith(f"session:{user.pk}:") for var_id in var_ids)
 
 
-def person(*, pk: int, is_staff: bool) -> SimpleNamespace:
+@access.stream_authorizer(name="tests.anyone")
+def anyone(user, var_ids):
+    return True
+
+
+def person(*, pk: int, is_staff: bool = False, perms: tuple[str, ...] = ()) -> SimpleNamespace:
     return SimpleNamespace(
-        is_authenticated=True, is_active=True, is_staff=is_staff, pk=pk, get_username=lambda: f"user{pk}"
+        is_authenticated=True,
+        is_active=True,
+        is_staff=is_staff,
+        pk=pk,
+        get_username=lambda: f"user{pk}",
+        has_perm=lambda perm: perm in perms,
     )
 
 
 def test_the_authorizer_is_chosen_by_registered_name():
-    staff = SimpleNamespace(
-        is_authenticated=True, is_active=True, is_staff=True, pk=1, get_username=lambda: "s"
-    )
-    user = SimpleNamespace(
-        is_authenticated=True, is_active=True, is_staff=False, pk=7, get_username=lambda: "u"
-    )
-    access.check_user(staff, ["anything"])
-    with pytest.raises(StreamRefused, match="may not watch"):
-        access.check_user(user, ["session:7:x"])
+    watcher = person(pk=1, perms=("observers_app.watch_variable",))
+    staff = person(pk=2, is_staff=True)
+    user = person(pk=7)
+    access.check_user(watcher, ["anything"])
+    for refused in (staff, user):  # staff alone is not the permission
+        with pytest.raises(StreamRefused, match="may not watch"):
+            access.check_user(refused, ["session:7:x"])
     with override_settings(OBSERVERS_STREAM_AUTHORIZER="tests.only_own_session"):
         access.check_user(user, ["session:7:x"])
         with pytest.raises(StreamRefused):
@@ -59,6 +68,28 @@ def test_the_authorizer_is_chosen_by_registered_name():
     unregistered = override_settings(OBSERVERS_STREAM_AUTHORIZER="tests.not.registered")
     with unregistered, pytest.raises(StreamRefused, match="names no registered authorizer"):
         access.check_user(user, ["session:7:x"])
+
+
+def test_a_wide_glob_needs_its_own_permission_whatever_the_authorizer():
+    narrow = person(pk=1, perms=("observers_app.watch_variable",))
+    wide = person(pk=2, perms=("observers_app.watch_variable", "observers_app.watch_wide_glob"))
+    access.check_user(narrow, ["sess*", "session:1:*"])
+    for pattern in ("*", "s*", "ses*", "*:cart"):
+        with pytest.raises(StreamRefused, match=r"observers_app\.watch_wide_glob"):
+            access.check_user(narrow, [pattern])
+        access.check_user(wide, [pattern])
+    anyone = override_settings(OBSERVERS_STREAM_AUTHORIZER="tests.anyone")
+    with anyone, pytest.raises(StreamRefused, match="watch_wide_glob"):
+        access.check_user(person(pk=1), ["*"])
+
+
+def test_the_old_default_still_works_with_a_deprecation_warning_and_a_system_check():
+    staff = person(pk=2, is_staff=True)
+    with override_settings(OBSERVERS_STREAM_AUTHORIZER="observers.staff_only"):
+        with pytest.warns(DeprecationWarning, match="observers_app.watch_variable"):
+            access.check_user(staff, ["price:ACME"])
+        assert [m.id for m in checks.check_stream_authorizer()] == ["observers.W007"]
+    assert checks.check_stream_authorizer() == []
 
 
 @pytest.mark.parametrize(
@@ -117,3 +148,17 @@ def test_only_a_listed_origin_is_allowed(settings):
     assert access.cors_origin("http://app.example.com") is None
     assert access.cors_origin(None) is None
     assert checks.check_stream_origins() == []
+
+
+@pytest.mark.django_db
+def test_a_user_authenticated_without_a_session_is_checked_again_by_its_row(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    user = User.objects.create_user("sessionless", password="a-long-test-password")
+    user.user_permissions.add(Permission.objects.get(codename="watch_variable"))
+    grant = access.Grant(user_id=str(user.pk))
+    assert reauthorization.recheck([(grant, ["price:ACME"])]) == [None]
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    [reason] = reauthorization.recheck([(grant, ["price:ACME"])])
+    assert reason is not None and "no longer authorized" in reason
+    User.objects.filter(pk=user.pk).delete()
+    assert "logged out" in str(reauthorization.recheck([(grant, ["price:ACME"])])[0])

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from observers_app import manager
@@ -22,6 +22,11 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 PASSWORD = "a-long-test-password"
 
 
+@pytest.fixture(autouse=True)
+def quick_passwords(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A server with small limits; each test's clients connect from loopback addresses of their own."""
@@ -33,6 +38,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         OBSERVERS_STREAM_MAX_PER_ADDRESS="4",
         OBSERVERS_STREAM_WRITE_TIMEOUT="1",
         OBSERVERS_ABSENCE_TTL="0.01",
+        OBSERVERS_STREAM_RESUME_WINDOW="0",  # a stream's observer goes with it (no resume here)
     )
     with serving as (base, _):
         yield base, log
@@ -88,7 +94,7 @@ def test_a_client_asking_for_10000_patterns_is_refused_past_its_limit_and_others
 def test_streams_per_user_and_per_address_are_limited_and_released(server):
     base, _ = server
     var = sessions.variable_id(uuid.uuid4().hex[:12], "x")
-    cookie = {"Cookie": session_cookie("limited", is_superuser=True, is_staff=True)}
+    cookie = {"Cookie": session_cookie("limited", is_superuser=True)}
     mine = [EventStream(base, [("var", var)], headers=cookie, source="127.0.0.4") for _ in range(3)]
     assert [s.status for s in mine] == [200, 200, 429]
     assert "OBSERVERS_STREAM_MAX_PER_USER is 2" in mine[2].body
@@ -114,7 +120,9 @@ def test_streams_per_user_and_per_address_are_limited_and_released(server):
 def test_a_wide_glob_needs_its_own_permission(server):
     base, _ = server
     staff = {"Cookie": session_cookie("narrow", is_superuser=False, is_staff=True)}
-    superuser = {"Cookie": session_cookie("wide", is_superuser=True, is_staff=True)}
+    narrow = User.objects.get(username="narrow")
+    narrow.user_permissions.add(Permission.objects.get(codename="watch_variable"))
+    superuser = {"Cookie": session_cookie("wide", is_superuser=True)}
     refused = EventStream(base, [("var", "*")], headers=staff, source="127.0.0.6")
     assert refused.status == 403
     assert "observers_app.watch_wide_glob" in refused.body

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from observers_app import manager
@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    with running_asgi_server() as (base, _):
+    # No resume window: a name's observer goes with its last stream (tests/streams/test_resume.py has it).
+    with running_asgi_server(OBSERVERS_STREAM_RESUME_WINDOW="0") as (base, _):
         yield base
 
 
@@ -58,7 +59,7 @@ def test_a_stream_sends_each_change_in_order_with_its_seq(server: str):
         events = stream.of(var)
         assert [e["data"]["new_value"] for e in events] == list(range(1, 11))
         assert [e["data"]["old_value"] for e in events] == [None, *range(1, 10)]
-        seqs = [int(e["id"]) for e in events]
+        seqs = [int(e["id"].split(":")[1]) for e in events]  # <epoch>:<seq>
         assert seqs == list(range(seqs[0], seqs[0] + 10))
         assert [e["data"]["metadata"]["seq"] for e in events] == seqs
         assert all(e["data"]["metadata"]["session_id"] == session_id for e in events)
@@ -197,6 +198,7 @@ def test_refusals_say_why(server: str):
     _, var = session_var()
     User.objects.create_user("staff", password="a-long-test-password", is_staff=True)
     User.objects.create_user("visitor", password="a-long-test-password")
+    permitted("watcher")
 
     def refused(params: list[tuple[str, str]], status: int, reason: str, **headers: str) -> None:
         stream = EventStream(server, params, headers=headers)
@@ -212,10 +214,11 @@ def test_refusals_say_why(server: str):
     refused([("var", var), ("token", issue_token(["session:other:*"]))], 403, "does not grant")
     refused([("var", "session:*")], 403, "does not grant", Authorization=f"Bearer {issue_token([var])}")
     refused([("var", var)], 403, "may not watch", Cookie=session_cookie("visitor"))
+    refused([("var", var)], 403, "may not watch", Cookie=session_cookie("staff"))  # staff alone is not enough
 
-    staff = EventStream(server, [("var", var)], headers={"Cookie": session_cookie("staff")})
-    assert staff.status == 200
-    staff.close()
+    watcher = EventStream(server, [("var", var)], headers={"Cookie": session_cookie("watcher")})
+    assert watcher.status == 200
+    watcher.close()
     granted = EventStream(
         server, [("var", "session:1:*")], headers={"Authorization": f"Bearer {issue_token(['session:*'])}"}
     )
@@ -225,7 +228,7 @@ def test_refusals_say_why(server: str):
 
 def test_only_a_token_stream_is_shared_with_a_listed_origin():
     _, var = session_var()
-    User.objects.create_user("staff", password="a-long-test-password", is_staff=True)
+    permitted("staff")
     origin = "http://app.example.test"  # a header's value only: nothing connects to it
     with running_asgi_server(OBSERVERS_STREAM_ALLOWED_ORIGINS=origin) as (base, _):
         token = [("var", var), ("token", issue_token([var]))]
@@ -240,6 +243,13 @@ def test_only_a_token_stream_is_shared_with_a_listed_origin():
         for stream in streams:
             stream.close()
     assert allowed == [origin, None, None]
+
+
+def permitted(username: str) -> User:
+    """A user with the observers_app.watch_variable permission, which the default authorizer asks for."""
+    user = User.objects.create_user(username, password="a-long-test-password")
+    user.user_permissions.add(Permission.objects.get(codename="watch_variable"))
+    return user
 
 
 def session_cookie(username: str) -> str:

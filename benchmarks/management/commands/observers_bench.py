@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from benchmarks import admin_bench, async_bench, bench, durable_bench, scale_bench
+from benchmarks import admin_bench, async_bench, bench, durable_bench, presence_bench, scale_bench
 
 
 class Command(BaseCommand):
@@ -52,6 +52,12 @@ class Command(BaseCommand):
             action="store_true",
             help="only the async API: the event loop's longest stall while --calls anotify_observers "
             "run, against a plain loop, and the cost of one call on the loop and on the sync thread",
+        )
+        parser.add_argument(
+            "--presence",
+            action="store_true",
+            help="only presence: notify to distinct unobserved names, add_observer and remove_observer "
+            "against a bare INSERT, the view's memory and load time with 1,000,000 observed names",
         )
         parser.add_argument(
             "--admin",
@@ -103,6 +109,14 @@ class Command(BaseCommand):
             path.write_text(json.dumps(results, indent=2))
             self.stdout.write(f"wrote {path}")
             return
+        if options["presence"]:
+            results = presence_bench.run(calls=options["calls"], progress=self.stderr.write)
+            self._write_presence(results)
+            path = options["json"].with_name("observers_presence_bench.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=2))
+            self.stdout.write(f"wrote {path}")
+            return
         if options["admin"]:
             results = admin_bench.run(rows=options["admin"], say=self.stdout.write)
             path = options["json"].with_name("observers_admin_bench.json")
@@ -145,6 +159,37 @@ class Command(BaseCommand):
             self.stdout.write(f"{large['observers']} vs {small['observers']} observers: {ratio:.1f}x")
         out.write_text(json.dumps(results, indent=2))
         self.stdout.write(f"\nwrote {out}")
+
+    def _write_presence(self, results: dict[str, Any]) -> None:
+        notify = results["notify"]
+        self.stdout.write(
+            f"{'notify_observers (median round)':<44}{'p50 us':>10}{'p99 us':>10}{'min p99':>10}"
+        )
+        for key in ("observed_cached", "distinct_unobserved", "distinct_unobserved_views_off"):
+            row = notify[key]
+            self.stdout.write(f"{key:<44}{row['p50_us']:>10}{row['p99_us']:>10}{row['lowest_p99_us']:>10}")
+        self.stdout.write(f"p99 distinct / observed, each round: {notify['p99_distinct_over_observed']}")
+        add = results["add"]
+        self.stdout.write(
+            f"\n{'ms (views registered: ' + str(add['views']) + ')':<44}{'p50':>10}{'p99':>10}{'max':>10}"
+        )
+        for key in (
+            "floor_bare_insert",
+            "learn_time",
+            "add_fresh",
+            "add_just_notified",
+            "remove",
+            "add_fresh_no_view",
+        ):
+            row = add[key]
+            self.stdout.write(f"{key:<44}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['max_ms']:>10}")
+        self.stdout.write(f"(add_fresh_no_view: {add['views_then']} views registered then)")
+        self.stdout.write(f"a view's start (few names): {results['view_start_s']} s")
+        self.stdout.write(
+            f"10,000 add_observer in a row: {results['add_10000_in_a_row_s']} s "
+            f"(10,000 bare INSERTs: {results['floor_bare_insert_10000_in_a_row_s']} s)"
+        )
+        self.stdout.write(f"view with 1,000,000 names: {json.dumps(results['view_million'])}")
 
     def _write_caller(self, results: dict[str, Any]) -> None:
         self.stdout.write(f"{'caller latency':<40}{'p50 us':>10}{'p99 us':>10}{'min p99':>10}{'max us':>10}")
