@@ -382,16 +382,17 @@ def _summary(phase: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def running_workers(
-    count: int, stamps: Path, workdir: Path, *, nice: int
+    count: int, stamps: Path, workdir: Path, *, nice: int, history: bool = True
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``count`` separate worker processes, each prefork -c 2, at CPU priority ``nice``."""
+    """``count`` separate worker processes, each prefork -c 2, at CPU priority ``nice``, keeping the
+    notification history or not (OBSERVERS_HISTORY)."""
     with contextlib.ExitStack() as stack:
         yield [
             stack.enter_context(
                 running_worker(
                     concurrency=2,
                     include=("benchmarks.load",),
-                    env={STAMPS_ENV: str(stamps)},
+                    env={STAMPS_ENV: str(stamps), "OBSERVERS_HISTORY": str(history).lower()},
                     log_path=workdir / f"load-worker-{n}.log",
                     nice=nice,
                 )
@@ -409,7 +410,10 @@ def run(
     steady_s: float,
     worker_nice: int,
     say: Callable[[str], None],
+    history: tuple[bool, ...] = (True,),
 ) -> dict[str, Any]:
+    """The ramp and the steady run, once per ``history`` setting of the workers (off and on: the
+    history's cost, measured in the same run, on the same observers)."""
     workdir.mkdir(parents=True, exist_ok=True)
     stamps_path = workdir / "load-stamps.bin"
     results: dict[str, Any] = {
@@ -430,23 +434,43 @@ def run(
     say(f"creating {VARIABLES} variables x {OBSERVERS_PER_VARIABLE} observers")
     var_ids = create_observers()
     try:
-        say(f"starting {workers} worker(s), prefork -c 2 each")
-        with running_workers(workers, stamps_path, workdir, nice=worker_nice) as processes:
-            harness = Harness(itertools.cycle(var_ids), Stamps(stamps_path), processes)
-            say(f"warm-up: {WARMUP_RATE} callbacks/s for {WARMUP_S} s")
-            results["warmup"] = harness.phase(WARMUP_RATE, WARMUP_S)
-            results["ramp"] = ramp(harness, rates, step_s, say)
-            bounded = [step["target_callbacks_per_s"] for step in results["ramp"] if step["bounded"]]
-            results["max_sustained_callbacks_per_s"] = max(bounded) if bounded else None
-            results["steady"] = None
-            results["settle"] = harness.settle()
-            if bounded:
-                rate = int(max(bounded) * STEADY_FRACTION)
-                say(f"steady: {rate} callbacks/s for {steady_s} s")
-                results["steady"] = harness.phase(rate, steady_s)
-                say(f"  {_summary(results['steady'])}")
+        for keep in history:
+            mode = f"history {'on' if keep else 'off'}"
+            say(f"{mode}: starting {workers} worker(s), prefork -c 2 each")
+            with running_workers(workers, stamps_path, workdir, nice=worker_nice, history=keep) as processes:
+                harness = Harness(itertools.cycle(var_ids), Stamps(stamps_path), processes)
+                results["history_on" if keep else "history_off"] = _ramp_and_steady(
+                    harness, rates, step_s, steady_s, say
+                )
+            stamps_path.unlink(missing_ok=True)
     finally:
         delete_observers()
         purge_task_queue()
         stamps_path.unlink(missing_ok=True)
+    if len(history) == 1:
+        results.update(results.pop("history_on" if history[0] else "history_off"))
+        results["history"] = history[0]
+    else:
+        on, off = (results[key]["max_sustained_callbacks_per_s"] for key in ("history_on", "history_off"))
+        results["history_on_to_off"] = round(on / off, 3) if on and off else None
     return results
+
+
+def _ramp_and_steady(
+    harness: Harness, rates: tuple[int, ...], step_s: float, steady_s: float, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """A warm-up, the ramp to the highest bounded rate, its backlog settled, then the steady run."""
+    measured: dict[str, Any] = {}
+    say(f"warm-up: {WARMUP_RATE} callbacks/s for {WARMUP_S} s")
+    measured["warmup"] = harness.phase(WARMUP_RATE, WARMUP_S)
+    measured["ramp"] = ramp(harness, rates, step_s, say)
+    bounded = [step["target_callbacks_per_s"] for step in measured["ramp"] if step["bounded"]]
+    measured["max_sustained_callbacks_per_s"] = max(bounded) if bounded else None
+    measured["steady"] = None
+    measured["settle"] = harness.settle()
+    if bounded and steady_s > 0:
+        rate = int(max(bounded) * STEADY_FRACTION)
+        say(f"steady: {rate} callbacks/s for {steady_s} s")
+        measured["steady"] = harness.phase(rate, steady_s)
+        say(f"  {_summary(measured['steady'])}")
+    return measured

@@ -96,6 +96,9 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_STREAM_AUTHORIZER": "observers.watch_permission",
     "OBSERVERS_STREAM_ALLOWED_ORIGINS": [],
     "OBSERVERS_STREAM_GC_FREEZE": True,
+    # Seconds a web process keeps observing a name after its last stream left: its changes are still
+    # kept in the history, so a client that reconnects within it resumes without a reset.
+    "OBSERVERS_STREAM_RESUME_WINDOW": 30.0,
     # Streams one client may hold open in a web process at once: per logged-in user, per token, per
     # address; past one, the next is refused (429) and the others run on.
     "OBSERVERS_STREAM_MAX_PER_USER": 10,
@@ -339,6 +342,10 @@ def history_max_entries() -> int:
 
 def history_max_age() -> float:
     return float(_get("OBSERVERS_HISTORY_MAX_AGE"))
+
+
+def stream_resume_window() -> float:
+    return float(_get("OBSERVERS_STREAM_RESUME_WINDOW"))
 
 
 def stream_buffer() -> int:

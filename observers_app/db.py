@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
 
 # The database went away (a disconnect, a restart): retried or redelivered, never a notification's
 # own failure.
@@ -18,6 +19,17 @@ def new_epoch_sql(vendor: str) -> str:
     if vendor == "postgresql":
         return "substr(md5(random()::text || clock_timestamp()::text), 1, 8)"
     return "lower(hex(randomblob(4)))"
+
+
+def database_now() -> datetime:
+    """The time by the database's clock where it has one (PostgreSQL), else this process's: what the
+    history's entries are stamped with (history/recording.py)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT clock_timestamp()")
+            now: datetime = cursor.fetchone()[0]
+            return now
+    return timezone.now()
 
 
 def prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:

@@ -219,6 +219,9 @@ class VariableState(models.Model):
     history_floor = models.BigIntegerField(
         default=0, db_default=0, help_text="The highest seq the sweep pruned from the history."
     )
+    history_pruned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the newest entry the sweep pruned was recorded."
+    )
     last_notified_at = models.DateTimeField(null=True, blank=True)
     observer_count = models.BigIntegerField(
         default=0,

@@ -146,6 +146,8 @@ OBSERVERS_QUEUE_MAX_LENGTH = env.int("OBSERVERS_QUEUE_MAX_LENGTH", default=100_0
 # On a RabbitMQ cluster: replicated quorum queues.
 OBSERVERS_QUORUM_QUEUES = env.bool("OBSERVERS_QUORUM_QUEUES", default=False)
 OBSERVERS_SWEEP_INTERVAL = env.float("OBSERVERS_SWEEP_INTERVAL", default=30.0)
+# Every notification kept per variable, for history(), streams that resume and replays.
+OBSERVERS_HISTORY = env.bool("OBSERVERS_HISTORY", default=True)
 # /observers/metrics answers requests from these addresses, or bearing this token (for a scraper
 # on another host): "Authorization: Bearer <token>".
 OBSERVERS_METRICS_TOKEN = env.str("OBSERVERS_METRICS_TOKEN", default="")
@@ -157,6 +159,7 @@ OBSERVERS_WEBHOOK_ALLOW = env.list("OBSERVERS_WEBHOOK_ALLOW", default=[])
 # OBSERVERS_STREAM_ALLOWED_ORIGINS=https://app.example.com
 OBSERVERS_STREAM_ALLOWED_ORIGINS = env.list("OBSERVERS_STREAM_ALLOWED_ORIGINS", default=[])
 OBSERVERS_STREAM_GC_FREEZE = env.bool("OBSERVERS_STREAM_GC_FREEZE", default=True)
+OBSERVERS_STREAM_RESUME_WINDOW = env.float("OBSERVERS_STREAM_RESUME_WINDOW", default=30.0)
 # Streams one client may hold open per web process (docs/streams.md#limits): a load test from one
 # address with one token raises them.
 OBSERVERS_STREAM_MAX_PER_USER = env.int("OBSERVERS_STREAM_MAX_PER_USER", default=10)

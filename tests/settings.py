@@ -50,8 +50,9 @@ OBSERVERS_WEBHOOK_DISABLE_AFTER_FAILURES = 6
 OBSERVERS_WEBHOOK_TIMEOUT = float(os.environ.get("OBSERVERS_WEBHOOK_TIMEOUT", "2.0"))
 OBSERVERS_WEBHOOK_ATTEMPTS_KEPT = 5
 
-# A small stream buffer, so the slow-client test needs few changes to pass it.
-OBSERVERS_STREAM_BUFFER = 20
+# A small stream buffer, so the slow-client test needs few changes to pass it (the resume tests' server
+# sets a larger one through the environment).
+OBSERVERS_STREAM_BUFFER = int(os.environ.get("OBSERVERS_STREAM_BUFFER", "20"))
 # Stream tests tune these in the servers they start.
 OBSERVERS_STREAM_WRITE_TIMEOUT = float(os.environ.get("OBSERVERS_STREAM_WRITE_TIMEOUT", "30"))
 OBSERVERS_STREAM_REAUTHORIZE_INTERVAL = float(os.environ.get("OBSERVERS_STREAM_REAUTHORIZE_INTERVAL", "60"))

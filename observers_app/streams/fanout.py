@@ -157,9 +157,18 @@ class StreamFanout:
                 continue
             subscription.watchers.discard(watcher)
             if not subscription.watchers:
-                del self.subscriptions[key]
-                subscription.order.close()
-                subscription.ready.add_done_callback(functools.partial(self._unsubscribe, key))
+                # Kept a while: the name's changes are still dispatched, so kept in its history, and a
+                # client that reconnects within the window resumes from there (streams/resume.py).
+                window = 0.0 if key == dashboard.VARIABLE else conf.stream_resume_window()
+                self.loop.call_later(window, self._release, key, subscription)
+
+    def _release(self, key: str, subscription: _Subscription) -> None:
+        """Remove the name's observer, unless a stream watches it again."""
+        if self.subscriptions.get(key) is not subscription or subscription.watchers:
+            return
+        del self.subscriptions[key]
+        subscription.order.close()
+        subscription.ready.add_done_callback(functools.partial(self._unsubscribe, key))
 
     def _subscribe(self, key: str) -> _Subscription:
         if key == dashboard.VARIABLE:

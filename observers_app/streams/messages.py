@@ -22,16 +22,20 @@ class StreamEvent:
     wire: bytes = field(default=b"")
 
     def __post_init__(self) -> None:
-        if not self.wire:
-            self.wire = to_wire(
-                self.var_id, self.seq if self.seq is not None else self.notification_id, self.data
-            )
+        if not self.wire:  # without its id: each stream writes its own (streams/resume.py)
+            self.wire = to_wire(self.var_id, None, self.data)
 
     @property
     def version(self) -> int | None:
         """A session variable's version: what a snapshot of it covers exactly."""
         version = (self.data.get("metadata") or {}).get("version")
         return version if isinstance(version, int) else None
+
+    @property
+    def epoch(self) -> str | None:
+        """The epoch of the variable's numbering its ``seq`` belongs to (a notification's)."""
+        epoch = (self.data.get("metadata") or {}).get("epoch")
+        return epoch if isinstance(epoch, str) else None
 
 
 def to_wire(event: str, event_id: object, data: dict[str, Any]) -> bytes:
@@ -106,6 +110,12 @@ def coalesced(first: StreamEvent, latest: StreamEvent) -> StreamEvent:
         notification_id=latest.notification_id,
         data={**latest.data, "old_value": first.data["old_value"], "coalesced": count},
     )
+
+
+def reset(reason: str) -> bytes:
+    """Sent before a snapshot when a reconnect's ``Last-Event-ID`` could not be resumed, saying why:
+    what changed meanwhile is not sent, the snapshot shows where things stand."""
+    return to_wire("reset", None, {"reason": reason})
 
 
 def closing(reason: str) -> bytes:

@@ -4,6 +4,9 @@ logged in, active and authorized; a token unexpired and not revoked."""
 import time
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+
 from ..exceptions import StreamRefused
 from . import access, revocation
 from .access import Grant
@@ -19,10 +22,11 @@ def recheck(streams: list[tuple[Grant, list[str]]]) -> list[str | None]:
     reasons: list[str | None] = []
     for grant, var_ids in streams:
         try:
-            if grant.session_key is not None:
-                if grant.session_key not in users:
-                    users[grant.session_key] = access.session_user(grant.session_key)
-                user = users[grant.session_key]
+            if grant.token_id is None:  # the request's user: by its session where it had one
+                key = grant.session_key or f"user:{grant.user_id}"
+                if key not in users:
+                    users[key] = _user(grant)
+                user = users[key]
                 if not user.is_authenticated or str(user.pk) != grant.user_id:
                     raise StreamRefused(LOGGED_OUT)
                 access.check_user(user, var_ids)
@@ -35,3 +39,14 @@ def recheck(streams: list[tuple[Grant, list[str]]]) -> list[str | None]:
         else:
             reasons.append(None)
     return reasons
+
+
+def _user(grant: Grant) -> Any:
+    """The stream's user now: its session's (logged out: anonymous), or, for a user authenticated
+    without a session, the user row (deleted: anonymous)."""
+    if grant.session_key is not None:
+        return access.session_user(grant.session_key)
+    if grant.user_id is None:
+        return AnonymousUser()
+    user = get_user_model()._default_manager.filter(pk=grant.user_id).first()
+    return user if user is not None else AnonymousUser()

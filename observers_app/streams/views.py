@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET
 
 from .. import conf
 from ..exceptions import InvalidVariableId, ObserversError, StreamLimitReached, StreamRefused
-from . import access, limits, messages, revocation, snapshot
+from . import access, limits, messages, resume, revocation
 from .fanout import StreamFanout, get_fanout
 from .watcher import WRITE_TIMED_OUT, Watcher
 
@@ -67,7 +67,9 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     except StreamLimitReached as exc:
         fanout.pending_counts["streams_refused_limit"] += 1
         return _plain(str(exc), 429)
-    events = _events(fanout, Watcher(var_ids, buffer_size=conf.stream_buffer(), grant=grant), admission)
+    last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    watcher = Watcher(var_ids, buffer_size=conf.stream_buffer(), grant=grant)
+    events = _events(fanout, watcher, admission, last_event_id)
     weakref.finalize(events, admission.release)  # also when the response never starts sending
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -76,10 +78,12 @@ async def _answer(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
 
 
 async def _events(
-    fanout: StreamFanout, watcher: Watcher, admission: limits.Admission
+    fanout: StreamFanout, watcher: Watcher, admission: limits.Admission, last_event_id: str | None
 ) -> AsyncIterator[bytes]:
     """The stream's body: it starts watching only once the response is being sent, and stops the
-    moment it ends (Django cancels it when the client disconnects).
+    moment it ends (Django cancels it when the client disconnects). A reconnect with the id of the
+    last event it got is sent what it missed, from the history, then what comes live (read after
+    subscribing: no gap; each variable's by seq: no duplicate), or a reset and a snapshot.
 
     Each chunk must be taken by the client within OBSERVERS_STREAM_WRITE_TIMEOUT: the response's
     sending waits on the client's reads, out of this generator's reach, so a timer cancels it."""
@@ -109,10 +113,16 @@ async def _events(
 
     try:
         await fanout.join(watcher)
-        values = await fanout.run_db(snapshot.read, list(watcher.keys))
-        fanout.start_positions(watcher, values)
-        first = watcher.take_snapshot(values)
-        chunk = b": watching\n\n" + b"".join(event.wire for event in first)
+        opening = await fanout.run_db(resume.open_stream, list(watcher.keys), last_event_id)
+        watcher.positions = opening.positions
+        if opening.resumed and opening.positions is not None:
+            fanout.start_positions(watcher, resume.last_positions(opening.positions, opening.events))
+            first = watcher.take_resumed(opening.events, opening.positions)
+        else:
+            fanout.start_positions(watcher, opening.events)
+            first = watcher.take_snapshot(opening.events)
+        reset = messages.reset(opening.reset) if opening.reset else b""
+        chunk = b": watching\n\n" + reset + watcher.wire(first)
         while watcher.closed_reason is None:
             if chunk:
                 timer = loop.call_later(conf.stream_write_timeout(), write_timed_out)

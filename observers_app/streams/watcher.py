@@ -9,6 +9,7 @@ from typing import Any
 from ..validation import value_json
 from . import messages
 from .messages import StreamEvent
+from .resume import Positions
 
 # Notification ids a stream remembers to drop a second copy (a name and a glob both matching).
 _RECENT_IDS = 256
@@ -44,6 +45,7 @@ class Watcher:
         self._covered_seq: dict[str, int] = {}
         self._covered_version: dict[str, int] = {}
         self._shown_value: dict[str, str] = {}  # snapshot values without a version, as JSON
+        self.positions: Positions | None = None  # what each event's id says (None: no ids)
 
     def offer(self, event: StreamEvent) -> None:
         """Take one event for sending (called on the event loop by the process's fan-out)."""
@@ -100,6 +102,35 @@ class Watcher:
         self.pending.clear()
         return [event for event in values if not event.data["metadata"].get("absent")] + buffered
 
+    def take_resumed(self, missed: list[StreamEvent], positions: Positions) -> list[StreamEvent]:
+        """A resume: the client has every change up to ``positions`` and is sent ``missed``; a change
+        buffered since subscribing passes only past both (each variable's by seq), and so does every
+        later one. Returns the events to send first: the missed ones, then the buffered ones."""
+        self.positions = positions
+        for var_id, (_, seq) in positions.marks.items():
+            self._covered_seq[var_id] = seq
+        for event in missed:
+            if event.seq is not None:
+                self._covered_seq[event.var_id] = max(event.seq, self._covered_seq.get(event.var_id, 0))
+        self.snapshot_taken = True
+        buffered = sorted(self.pending.values(), key=lambda event: event.seq or 0)
+        self.pending.clear()
+        passed = [event for event in buffered if not self._covered(event)]
+        for event in passed:
+            if event.seq is not None:
+                self._covered_seq[event.var_id] = max(event.seq, self._covered_seq.get(event.var_id, 0))
+        return missed + passed
+
+    def wire(self, events: Iterable[StreamEvent]) -> bytes:
+        """The events as the response sends them, each with this stream's id after it."""
+        if self.positions is None:
+            return b"".join(event.wire for event in events)
+        chunks = []
+        for event in events:
+            self.positions.advance(event)
+            chunks.append(b"id: " + self.positions.text().encode() + b"\n" + event.wire)
+        return b"".join(chunks)
+
     def _covered(self, event: StreamEvent) -> bool:
         """A change the snapshot already shows: by version where the variable has one (exact even
         for a notification numbered after the snapshot was read), else by seq; and a model field's
@@ -125,7 +156,7 @@ class Watcher:
 
     def drain(self) -> bytes:
         """Everything waiting, as one chunk of the response (a heartbeat comment when due)."""
-        chunk = b"".join(event.wire for event in self.pending.values())
+        chunk = self.wire(self.pending.values())
         if self.heartbeat_due:
             chunk, self.heartbeat_due = chunk or messages.HEARTBEAT, False
         self.pending.clear()

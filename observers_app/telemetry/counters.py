@@ -9,7 +9,7 @@ import time
 from django.db import connection
 from django.utils import timezone
 
-from ..db import prepared_rows, upsert_add
+from ..db import new_epoch_sql, prepared_rows, upsert_add
 from ..models import StatBucket, StatCounter, VariableState
 from . import catalog
 
@@ -113,11 +113,21 @@ def increment_later(counts: dict[str, int]) -> None:
 
 
 def adjust_observer_counts(deltas: dict[str, int]) -> None:
-    """Add to the per-variable observer counts behind the admin's variables overview."""
+    """Add to the per-variable observer counts behind the admin's variables overview. A name left with
+    no observer gets a new epoch: its notifications are no longer dispatched, so no longer kept in its
+    history, and no reader may resume across that."""
     deltas = {var_id: n for var_id, n in deltas.items() if n}
     if deltas:
+        table = connection.ops.quote_name(VariableState._meta.db_table)
         sql, params = upsert_add(
-            VariableState._meta.db_table, ("var_id",), "observer_count", list(deltas.items())
+            VariableState._meta.db_table,
+            ("var_id",),
+            "observer_count",
+            list(deltas.items()),
+            assigned=(
+                f"epoch = CASE WHEN {table}.observer_count + excluded.observer_count <= 0 "
+                f"THEN {new_epoch_sql(connection.vendor)} ELSE {table}.epoch END",
+            ),
         )
         prepared_rows(connection, sql, params)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Case, F, Model, OuterRef, Q, QuerySet, Subquery, Value, When
-from django.db.models.functions import Greatest
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from .. import conf
@@ -29,7 +29,8 @@ def prune(batch_size: int) -> dict[str, int]:
       these lost a page, or their dispatcher died): a page still queued after that is logged, not delivered.
     - History entries older than OBSERVERS_HISTORY_MAX_AGE seconds, or more than
       OBSERVERS_HISTORY_MAX_ENTRIES seqs behind their variable's; each variable's ``history_floor``
-      rises to the highest seq pruned, so that a reader from before it is told it missed some.
+      rises to the highest seq pruned (``history_pruned_at`` to when the newest of them was recorded),
+      so that a reader from before them is told it missed some.
     """
     return {
         "history_pruned": _prune_history(batch_size),
@@ -69,21 +70,31 @@ def _prune_history(batch_size: int) -> int:
     pruned = 0
     while True:
         with transaction.atomic():
-            batch = list(HistoryEntry.objects.filter(old).values_list("id", "var_id", "seq")[:batch_size])
+            batch = list(
+                HistoryEntry.objects.filter(old).values_list("id", "var_id", "seq", "at")[:batch_size]
+            )
             HistoryEntry.objects.filter(id__in=[row[0] for row in batch]).delete()
-            floors: dict[str, int] = {}
-            for _, var_id, seq in batch:
-                floors[var_id] = max(seq, floors.get(var_id, 0))
-            if floors:
-                highest = Case(
-                    *(When(var_id=v, then=Value(seq)) for v, seq in floors.items()), default=Value(0)
-                )
-                VariableState.objects.filter(var_id__in=floors).update(
-                    history_floor=Greatest(F("history_floor"), highest)
-                )
+            _raise_floors(batch)
         pruned += len(batch)
         if len(batch) < batch_size:
             return pruned
+
+
+def _raise_floors(pruned: list[tuple[int, str, int, datetime]]) -> None:
+    """Raise each variable's ``history_floor`` to the highest seq pruned, ``history_pruned_at`` to when
+    the newest of them was recorded."""
+    floors: dict[str, tuple[int, datetime]] = {}
+    for _, var_id, seq, at in pruned:
+        floor, newest = floors.get(var_id, (seq, at))
+        floors[var_id] = (max(seq, floor), max(at, newest))
+    if not floors:
+        return
+    highest = Case(*(When(var_id=v, then=Value(s)) for v, (s, _) in floors.items()))
+    recorded = Case(*(When(var_id=v, then=Value(a)) for v, (_, a) in floors.items()))
+    VariableState.objects.filter(var_id__in=floors).update(
+        history_floor=Greatest(F("history_floor"), highest),
+        history_pruned_at=Greatest(Coalesce(F("history_pruned_at"), recorded), recorded),
+    )
 
 
 def _prune_records(batch_size: int) -> int:

@@ -3,11 +3,12 @@
 from types import SimpleNamespace
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.test import override_settings
 
 from observers_app import checks
 from observers_app.exceptions import InvalidVariableId, StreamLimitReached, StreamRefused
-from observers_app.streams import access
+from observers_app.streams import access, reauthorization
 
 
 def test_parameters_are_checked():
@@ -147,3 +148,17 @@ def test_only_a_listed_origin_is_allowed(settings):
     assert access.cors_origin("http://app.example.com") is None
     assert access.cors_origin(None) is None
     assert checks.check_stream_origins() == []
+
+
+@pytest.mark.django_db
+def test_a_user_authenticated_without_a_session_is_checked_again_by_its_row(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    user = User.objects.create_user("sessionless", password="a-long-test-password")
+    user.user_permissions.add(Permission.objects.get(codename="watch_variable"))
+    grant = access.Grant(user_id=str(user.pk))
+    assert reauthorization.recheck([(grant, ["price:ACME"])]) == [None]
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    [reason] = reauthorization.recheck([(grant, ["price:ACME"])])
+    assert reason is not None and "no longer authorized" in reason
+    User.objects.filter(pk=user.pk).delete()
+    assert "logged out" in str(reauthorization.recheck([(grant, ["price:ACME"])])[0])

@@ -35,7 +35,7 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots" / "test_bro
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    env = {"DEBUG": "false", "STATIC_ROOT": str(tmp_path / "static")}
+    env = {"DEBUG": "false", "STATIC_ROOT": str(tmp_path / "static"), "OBSERVERS_STREAM_RESUME_WINDOW": "0"}
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
         env={**_environment(), **env},
@@ -99,7 +99,8 @@ def test_eventsource_receives_changes_and_the_dashboard_goes_live(
             "value 1",
             "value 2",
         ]
-        assert [int(event["id"]) for event in received] == sorted(int(event["id"]) for event in received)
+        seqs = [int(event["id"].split(":")[1]) for event in received]  # <epoch>:<seq>
+        assert seqs == sorted(seqs)
         page.evaluate("window.source.close()")
         wait_for(lambda: manager.observer_count(var) == 0, timeout=5)
 

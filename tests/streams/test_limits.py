@@ -38,6 +38,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         OBSERVERS_STREAM_MAX_PER_ADDRESS="4",
         OBSERVERS_STREAM_WRITE_TIMEOUT="1",
         OBSERVERS_ABSENCE_TTL="0.01",
+        OBSERVERS_STREAM_RESUME_WINDOW="0",  # a stream's observer goes with it (no resume here)
     )
     with serving as (base, _):
         yield base, log

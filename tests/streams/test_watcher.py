@@ -6,11 +6,12 @@ import pytest
 
 from observers_app.streams import messages
 from observers_app.streams.messages import StreamEvent
+from observers_app.streams.resume import Positions
 from observers_app.streams.watcher import SLOW_CLIENT, Watcher
 
 
 def change(var_id: str, seq: int, *, version: int | None = None, notification_id: str = "") -> StreamEvent:
-    metadata = {"seq": seq, **({"version": version} if version is not None else {})}
+    metadata = {"seq": seq, "epoch": "e1", **({"version": version} if version is not None else {})}
     return StreamEvent(
         var_id=var_id,
         seq=seq,
@@ -72,11 +73,12 @@ def test_past_the_buffer_the_latest_per_variable_then_a_close(loop):
 
 def test_drain_sends_everything_waiting_in_one_chunk_and_heartbeats_when_idle(loop):
     watcher = Watcher(["a"], buffer_size=10)
+    watcher.positions = Positions(single=True, started=None)
     watcher.take_snapshot([])
     watcher.offer(change("a", 1))
     watcher.offer(change("a", 2))
     chunk = watcher.drain()
-    assert chunk.count(b"event: a\n") == 2 and chunk.startswith(b"id: 1\n")
+    assert chunk.count(b"event: a\n") == 2 and chunk.startswith(b"id: e1:1\n") and b"id: e1:2\n" in chunk
     watcher.heartbeat()
     assert watcher.drain() == messages.HEARTBEAT
     assert watcher.drain() == b""
@@ -128,3 +130,16 @@ def test_a_buffered_change_the_snapshot_shows_is_dropped_in_seq_order(loop):
     watcher.offer(racing)
     first = watcher.take_snapshot([messages.snapshot("shop.item:1:price", 7, seq=5, version=None)])
     assert [(e.seq, e.data["new_value"]) for e in first] == [(5, 7), (7, True)]
+
+
+def test_a_resume_sends_the_missed_changes_then_the_buffered_ones_past_them_once(loop):
+    watcher = Watcher(["a*"], buffer_size=10)
+    for seq in (3, 4, 5):  # live, while the history was read
+        watcher.offer(change("a1", seq))
+    watcher.offer(change("a2", 1))
+    positions = Positions(single=False, started=None, marks={"a1": ("e1", 1), "a2": ("e1", 1)})
+    first = watcher.take_resumed([change("a1", 2), change("a1", 3)], positions)
+    assert [(e.var_id, e.seq) for e in first] == [("a1", 2), ("a1", 3), ("a1", 4), ("a1", 5)]
+    watcher.offer(change("a1", 5))  # a late copy
+    watcher.offer(change("a2", 2))
+    assert [(e.var_id, e.seq) for e in watcher.pending.values()] == [("a2", 2)]

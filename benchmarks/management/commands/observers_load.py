@@ -44,6 +44,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--worker-nice", type=int, default=0, help="run the workers at this CPU priority (nice), 0-19"
         )
+        parser.add_argument(
+            "--history",
+            choices=("on", "off", "both"),
+            default="on",
+            help="the workers keep the notification history (OBSERVERS_HISTORY); both: a ramp with it "
+            "off, then one with it on, in the same run (default: %(default)s)",
+        )
         parser.add_argument("--json", type=Path, default=Path(".bench/observers_load.json"))
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -56,9 +63,16 @@ class Command(BaseCommand):
             steady_s=options["seconds"],
             worker_nice=options["worker_nice"],
             say=lambda text: self.stderr.write(f"... {text}"),
+            history={"on": (True,), "off": (False,), "both": (False, True)}[options["history"]],
         )
         out.write_text(json.dumps(results, indent=2))
-        self.write_table(results)
+        if "history_on_to_off" in results:
+            for key in ("history_off", "history_on"):
+                self.stdout.write(f"\n{key.replace('_', ' ')}:")
+                self.write_table({**results, **results[key]})
+            self.stdout.write(f"\nmax sustained, history on / off: {results['history_on_to_off']}")
+        else:
+            self.write_table(results)
         self.stdout.write(f"\nwrote {out}")
 
     def write_table(self, results: dict[str, Any]) -> None:
