@@ -15,6 +15,8 @@ from .querysets import ObserverQuerySet, OwnerQuerySet
 VAR_ID_MAX_LENGTH = 255
 # First key of the two-key PostgreSQL advisory locks that keep process owners alive.
 OWNER_LOCK_NAMESPACE = 0x0B5E
+# The two-key advisory lock between adds (shared, to their commit) and a view's registration (exclusive).
+PRESENCE_LOCK = (0x0B5F, 0)
 
 
 class JSONTextField(models.TextField):

@@ -34,10 +34,10 @@ def add_observer(
     ``coalesce=True``, latest value wins: notifications that come faster than the observer is
     delivered collapse into the newest (``old_value`` the last value it was given).
 
-    Every notify that begins after it returns, in any process, reaches the observer: after its
-    commit it waits until every process's view has learned the name or can no longer answer "no
-    observer" (without views, OBSERVERS_ABSENCE_TTL seconds). Inside ``transaction.atomic()`` it
-    returns at once and the commit waits. To register many, ``add_observers`` waits once.
+    Every notify that begins after it returns, in any process, reaches the observer: before its
+    commit it waits until every process's view has learned a name that had no observer, or can no
+    longer answer "no observer" (without views, it waits OBSERVERS_ABSENCE_TTL seconds after its
+    commit: inside ``transaction.atomic()``, the commit waits). ``add_observers`` waits once.
     """
     return add_observers([var_id], callback, owner=owner, glob=glob, coalesce=coalesce)[0]
 
@@ -66,6 +66,7 @@ def add_observers(
         return []
     owner_id = validation.owner_id(owner)
     with transaction.atomic():
+        presence.adding()
         if owner_id is not None:
             Owner.objects.lock_live(owner_id)
             if Observer.objects.filter(owner_id=owner_id).count() + len(var_ids) > conf.max_per_owner():
@@ -83,7 +84,7 @@ def add_observers(
         refs = _insert_observers(var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce)
         counters.increment({"observers_added": len(refs)})
         transaction.on_commit(lambda: _send_added(refs, var_ids, name, owner_id))
-        presence.added(var_ids, glob=glob)
+        presence.added(var_ids, glob=glob, refs=refs, counts=counts)
     return refs
 
 

@@ -1,9 +1,16 @@
 """An add's side of the views: tell every live view the names just observed, and wait until each has
 learned them or its lease has ended (see view.py for why that is enough).
 
-No live view, no message and no wait: a view registered after this add's commit reads the names after
-it. A change the broker did not take: the views read are deleted (each loads again when it next
-renews) and the add waits out one lease.
+It runs in the add's transaction, before its commit, holding PRESENCE_LOCK shared from the add's first
+statement to its commit: a view registers under the same lock, exclusive, so it either is among the
+rows read here or registers after the commit and reads the names after it. No live view, no message
+and no wait. Told before the commit, a view may answer "yes" a moment early, or for an add rolled
+back: a message the worker finds empty. And since every add that made a name observed had told the
+views before it committed, an add of a name that already has a committed observer row of its kind
+needs to tell nobody.
+
+A change the broker did not take: the views read are deleted (each loads again when it next renews:
+its renewal waits for this commit) and the add waits out one lease.
 """
 
 import contextlib
@@ -20,7 +27,7 @@ from celery import current_app
 from django.db import connection
 
 from .. import conf
-from ..models import PresenceView
+from ..models import PRESENCE_LOCK, Observer, PresenceView
 from .view import exchange_name
 
 logger = logging.getLogger(__name__)
@@ -84,7 +91,7 @@ _local = threading.local()
 def announce(names: list[str], patterns: list[str], *, learned: Collection[str] = ()) -> None:
     """Return once every view that may still believe ``names`` and ``patterns`` unobserved has learned
     them, or can no longer answer "no" without learning them (``learned``: the ids of views that hold
-    them already). Called after the add's commit."""
+    them already). Called in the add's transaction, after ``hold_views``."""
     views = live_views().difference(learned)
     if not views:
         return
@@ -101,6 +108,29 @@ def announce(names: list[str], patterns: list[str], *, learned: Collection[str] 
         return
     if late:
         logger.info("event=presence_view_late views=%d", len(late))
+
+
+def hold_views() -> None:
+    """Take PRESENCE_LOCK shared until the current transaction ends: no view registers meanwhile.
+    First in an add's transaction, before any row lock (a view waiting for it holds none)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", list(PRESENCE_LOCK))
+
+
+def already_observed(var_ids: list[str], *, glob: bool, refs: list[uuid.UUID]) -> set[str]:
+    """Of ``var_ids``, those with an observer row of the same kind besides ``refs``: the views were
+    told of each before that row's commit. One such row per name is locked (KEY SHARE) until this
+    transaction ends, so that a view loading meanwhile still finds it: otherwise its removal could
+    commit first, and the view read neither it nor this add's uncommitted row."""
+    table = connection.ops.quote_name(Observer._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM unnest(%s::varchar[]) AS names(name) CROSS JOIN LATERAL "  # noqa: S608
+            f"(SELECT 1 FROM {table} WHERE var_id = names.name AND is_glob = %s "
+            "AND NOT (id = ANY(%s)) LIMIT 1 FOR KEY SHARE) AS held",
+            [var_ids, glob, refs],
+        )
+        return {var_id for (var_id,) in cursor.fetchall()}
 
 
 def live_views() -> set[str]:

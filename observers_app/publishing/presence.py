@@ -20,9 +20,11 @@ again): if it is stale, one message is sent that the worker finds no observer fo
 worker decides once it is back.
 """
 
+import collections
 import logging
 import os
 import time
+import uuid
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 
@@ -107,48 +109,35 @@ def _bounded_set(cache: dict[str, float], var_id: str, expires: float) -> None:
     cache[var_id] = expires
 
 
-def added(var_ids: list[str], *, glob: bool) -> None:
-    """Observers were just added on ``var_ids`` in the current transaction: make every notify that
-    begins after its commit see them. With views, this process's own learns them now (a rolled-back
-    add leaves a stale "yes") and the others are told on commit; otherwise the commit waits out the
-    absence leases."""
-    if not view.enabled():
-        wait_after_commit()
-        if not glob:
-            for var_id in var_ids[:REMEMBERED_ADDS]:
-                remember(var_id)
-        return
-    pending = _pending_announcement()
-    own = view.existing()
-    if own is not None:
-        own.remember(var_ids, glob=glob)
-        pending.learned.add(str(own.id))
+def adding() -> None:
+    """First in an add's transaction: with views, no view registers until it ends."""
+    if view.enabled():
+        announce.hold_views()
+
+
+def added(var_ids: list[str], *, glob: bool, refs: list[uuid.UUID], counts: dict[str, int]) -> None:
+    """Observers ``refs`` were just added on ``var_ids`` in the current transaction (``counts``: the
+    names' observer counts now): make every notify that begins after its commit see them. With views,
+    this process's own learns them at once and every other live view is told now, before the commit,
+    of the names that had no observer of their kind; otherwise the commit waits out the absence
+    leases."""
     if not glob:
         for var_id in var_ids[:REMEMBERED_ADDS]:
             remember(var_id)  # answered while the view loads too
-    (pending.patterns if glob else pending.names).extend(var_ids)
-
-
-class _Announcement:
-    """The names a transaction added, told to the views once, after its commit."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.patterns: list[str] = []
-        self.learned: set[str] = set()  # this process's view: told before the commit, not waited for
-
-    def __call__(self) -> None:
-        announce.announce(self.names, self.patterns, learned=self.learned)
-
-
-def _pending_announcement() -> _Announcement:
-    # Django keeps (savepoints, callback, robust) per callback; a rolled-back savepoint drops its own.
-    for entry in connection.run_on_commit:
-        if isinstance(entry[1], _Announcement):
-            return entry[1]
-    pending = _Announcement()
-    transaction.on_commit(pending)
-    return pending
+    if not view.enabled():
+        wait_after_commit()
+        return
+    learned = set()
+    own = view.existing()
+    if own is not None:
+        own.remember(var_ids, glob=glob)
+        learned.add(str(own.id))
+    adds = collections.Counter(var_ids)
+    had = [var_id for var_id, count in adds.items() if counts.get(var_id, count) > count]
+    known = announce.already_observed(had, glob=glob, refs=refs) if had else set()
+    new = [var_id for var_id in adds if var_id not in known]
+    if new:
+        announce.announce([] if glob else new, new if glob else [], learned=learned)
 
 
 def wait_after_commit() -> None:

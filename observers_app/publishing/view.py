@@ -1,10 +1,10 @@
 """The process's view of the observed names: "no observer" answered from memory, never stale.
 
 A view is built on its own thread: it binds an exclusive queue of its own to the presence exchange
-(a fanout, ``<OBSERVERS_QUEUE>.presence``), registers a row (``PresenceView``), loads every observed
-name and pattern, then applies the changes adds publish (``announce.py``) and acknowledges each. The
-queue is bound before the row is written and the names are read after, so an add either sees the
-row and tells the view, or committed before the view read the names.
+(a fanout, ``<OBSERVERS_QUEUE>.presence``), registers a row (``PresenceView``) under PRESENCE_LOCK,
+loads every observed name and pattern, then applies the changes adds publish (``announce.py``) and
+acknowledges each. The queue is bound before the row is written and the names are read after, so an
+add either sees the row and tells the view, or committed before the view read the names.
 
 The view answers "no" only under its lease: a renewal starts at ``t0``, sends a marker through its
 own queue and, once the marker comes back (every change queued before it applied), renews the row;
@@ -29,10 +29,10 @@ from typing import Any
 import amqp
 from celery import current_app
 from celery.signals import worker_process_shutdown
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from .. import conf
-from ..models import Observer, PresenceView
+from ..models import PRESENCE_LOCK, Observer, PresenceView
 from .name_set import ObservedNames
 
 logger = logging.getLogger(__name__)
@@ -194,7 +194,10 @@ def _table() -> str:
 
 
 def _register(view_id: uuid.UUID) -> None:
-    with connection.cursor() as cursor:
+    """Write the view's row once no add is between its read of the views and its commit (each holds
+    PRESENCE_LOCK shared until then): an add that did not see the row committed before it."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", list(PRESENCE_LOCK))
         cursor.execute(
             f"INSERT INTO {_table()} (id, host, pid, created_at, expires_at) "  # noqa: S608
             "VALUES (%s, %s, %s, now(), now() + %s * interval '1 second')",

@@ -3,10 +3,12 @@
 import json
 import socket
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from observers_app import manager
 from observers_app.models import Observer, PresenceView
@@ -166,6 +168,25 @@ def test_an_add_waits_for_no_lease(settings):
     assert manager.remove_observer(var, ref)
     assert time.monotonic() - started < 30.0
     assert Observer.objects.filter(id__in=refs).count() == 5
+
+
+@views_only
+@pytest.mark.django_db(transaction=True)
+def test_an_add_waits_for_a_silent_view_only_when_the_name_had_no_observer(settings):
+    """A registered view that never acknowledges (its process hangs): a new name waits out its lease,
+    a name that already has an observer tells nobody."""
+    settings.OBSERVERS_PRESENCE_VIEW_LEASE = lease = 2.0
+    view.stop()
+    manager.add_observer(var := unique_var(), record)
+    PresenceView.objects.create(expires_at=timezone.now() + timedelta(minutes=5))
+    started = time.monotonic()
+    manager.add_observer(var, record)
+    known = time.monotonic() - started
+    started = time.monotonic()
+    manager.add_observer(unique_var(), record)
+    new = time.monotonic() - started
+    assert new >= lease
+    assert known < lease
 
 
 def absence_waits(callbacks: list) -> int:
