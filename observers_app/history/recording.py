@@ -1,9 +1,9 @@
 """The worker's side of the history: each notification it dispatches kept as one row, a batch in one
 statement, which also tells each notification its variable's epoch.
 
-An entry is written before its notification is delivered (in the numbering's transaction where the
-worker numbers it): whatever a stream or a callback received is in the history by then, so a reader
-that reads the history after subscribing misses nothing between the two.
+An entry is written (and committed) before its notification is delivered: whatever a stream or a
+callback received is in the history by then, so a reader that reads the history after subscribing
+misses nothing between the two.
 """
 
 from typing import Any
