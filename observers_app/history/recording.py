@@ -1,9 +1,9 @@
 """The worker's side of the history: each notification it dispatches kept as one row, a batch in one
 statement, which also tells each notification its variable's epoch.
 
-An entry is written before its notification is delivered (in the numbering's transaction where the
-worker numbers it): whatever a stream or a callback received is in the history by then, so a reader
-that reads the history after subscribing misses nothing between the two.
+An entry is written (and committed) before its notification is delivered: whatever a stream or a
+callback received is in the history by then, so a reader that reads the history after subscribing
+misses nothing between the two.
 """
 
 from typing import Any
@@ -29,10 +29,44 @@ def record(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) -> 
     # One row per (name, seq): the same message twice in a batch (a durable one published by its
     # caller and by a worker) must not make the statement update one row twice.
     rows = {(n["var_id"], n["seq"]): n for n in notifications}
-    sql, params = _insert(list(rows.values()), globs)
+    insert = _insert_arrays if connection.vendor == "postgresql" else _insert
+    sql, params = insert(list(rows.values()), globs)
     epochs = dict(prepared_rows(connection, sql, params))
     for notification in notifications:
         notification["epoch"] = epochs.get(notification["var_id"])
+
+
+# Separates a name from the patterns matching it in one array element (names hold no control character).
+_NAMES_SEPARATOR = "\x1f"
+_COLUMNS = ("var_id", "seq", "notification_id", "old_value", "new_value", "metadata", "at", "observers")
+
+
+def _insert_arrays(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) -> tuple[str, list[Any]]:
+    """PostgreSQL: the batch as arrays, so that the statement's text is the same for every batch
+    (planned once per connection, whatever the batch holds)."""
+    quote = connection.ops.quote_name
+    table, states = quote(HistoryEntry._meta.db_table), quote(VariableState._meta.db_table)
+    field = HistoryEntry._meta.get_field("new_value")
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in _COLUMNS[2:])
+    sql = (
+        f"WITH recorded AS (INSERT INTO {table} ({', '.join(map(quote, _COLUMNS))}) "  # noqa: S608
+        "SELECT v.var_id, v.seq, v.notification_id, v.old_value, v.new_value, v.metadata, clock_timestamp(), "
+        f"(SELECT COALESCE(SUM(s.observer_count), 0) FROM {states} s "
+        "WHERE s.var_id = ANY(string_to_array(v.names, %s))) "
+        "FROM unnest(%s::varchar[], %s::bigint[], %s::varchar[], "
+        "%s::text[], %s::text[], %s::text[], %s::text[]) "
+        "AS v(var_id, seq, notification_id, old_value, new_value, metadata, names) "
+        f"ON CONFLICT (var_id, seq) DO UPDATE SET {updates} RETURNING var_id) "
+        f"SELECT s.var_id, s.epoch FROM {states} s WHERE s.var_id IN (SELECT var_id FROM recorded)"
+    )
+    columns: list[list[Any]] = [[] for _ in range(7)]
+    for n in notifications:
+        values = [n["var_id"], n["seq"], n["notification_id"]]
+        values += [field.get_prep_value(n[key]) for key in ("old_value", "new_value", "metadata")]
+        values.append(_NAMES_SEPARATOR.join([n["var_id"], *globs.get(n["var_id"], ())]))
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return sql, [_NAMES_SEPARATOR, *columns]
 
 
 def _insert(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) -> tuple[str, list[Any]]:

@@ -25,7 +25,6 @@ from urllib.parse import quote, unquote
 from django.db.models import Q
 
 from .. import conf
-from ..db import database_now
 from ..globs import glob_matches
 from ..history.reading import history
 from ..models import HistoryEntry, VariableState
@@ -81,15 +80,23 @@ def resumable(var_ids: list[str]) -> bool:
     return dashboard.VARIABLE not in var_ids
 
 
-def open_stream(var_ids: list[str], last_event_id: str | None) -> Opening:
+def open_stream(var_ids: list[str], last_event_id: str | None, started: datetime) -> Opening:
     """What a stream sends first (database work, on the fan-out's threads): the missed events when
-    ``last_event_id`` can be resumed, else the snapshot (after a reset when it could not)."""
+    ``last_event_id`` can be resumed, else the snapshot (after a reset when it could not).
+    ``started``: the database's time before the stream subscribed (a change recorded after it either
+    reaches the stream or is read on a resume; one recorded just before may be read too, never lost)."""
     reset = None
     if last_event_id is not None and resumable(var_ids):
         cursor = parse(last_event_id, var_ids)
-        missed = (
-            _missed(var_ids, cursor) if cursor is not None else "the event id is not one of this stream's"
-        )
+        missed: list[StreamEvent] | str
+        if last_event_id == NOT_RESUMABLE:
+            missed = (
+                f"the stream sent changes of more than {MAX_POSITIONS} variables: its id cannot hold them"
+            )
+        elif cursor is None:
+            missed = "the event id is not one of this stream's"
+        else:
+            missed = _missed(var_ids, cursor)
         if isinstance(missed, str):
             reset = missed
         else:
@@ -98,7 +105,7 @@ def open_stream(var_ids: list[str], last_event_id: str | None) -> Opening:
     values = snapshot.read(var_ids)
     if not resumable(var_ids):
         return Opening(positions=None, events=values, reset=reset)
-    return Opening(positions=_positions_of(var_ids, values), events=values, reset=reset)
+    return Opening(positions=_positions_of(var_ids, values, started), events=values, reset=reset)
 
 
 def parse(text: str, var_ids: list[str]) -> Positions | None:
@@ -150,7 +157,7 @@ def _single(var_ids: list[str]) -> bool:
     return len(var_ids) == 1 and "*" not in var_ids[0]
 
 
-def _positions_of(var_ids: list[str], values: list[StreamEvent]) -> Positions:
+def _positions_of(var_ids: list[str], values: list[StreamEvent], started: datetime) -> Positions:
     """A fresh stream's positions: each key's seq at its snapshot (a pattern's: 0), with its epoch,
     and (several keys or a pattern) the time it started. A key whose last observer goes gets a new
     epoch (its changes are no longer kept): a resume after that is refused."""
@@ -159,7 +166,7 @@ def _positions_of(var_ids: list[str], values: list[StreamEvent]) -> Positions:
     marks = {key: (epochs.get(key, ""), seqs.get(key, 0)) for key in var_ids}
     if _single(var_ids):
         return Positions(single=True, started=None, marks=marks)
-    return Positions(single=False, started=database_now(), marks=marks)
+    return Positions(single=False, started=started, marks=marks)
 
 
 def _missed(var_ids: list[str], cursor: Positions) -> list[StreamEvent] | str:

@@ -14,6 +14,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
 from .. import conf
+from ..db import database_now
 from ..exceptions import InvalidVariableId, ObserversError, StreamLimitReached, StreamRefused
 from . import access, limits, messages, resume, revocation
 from .fanout import StreamFanout, get_fanout
@@ -112,8 +113,9 @@ async def _events(
             sending.cancel()
 
     try:
+        started = await fanout.run_db(database_now)
         await fanout.join(watcher)
-        opening = await fanout.run_db(resume.open_stream, list(watcher.keys), last_event_id)
+        opening = await fanout.run_db(resume.open_stream, list(watcher.keys), last_event_id, started)
         watcher.positions = opening.positions
         if opening.resumed and opening.positions is not None:
             fanout.start_positions(watcher, resume.last_positions(opening.positions, opening.events))

@@ -134,46 +134,41 @@ def _publish_pages(messages: list[tuple[str, str]]) -> None:
 
 
 def _number(notifications: list[dict[str, Any]], patterns: list[str]) -> None:
-    """Number the notifications their senders did not, and keep every one in the history: each gets
+    """Number the notifications their senders did not, then keep every one in the history: each gets
     its variable's next ``seq``, in batch order, the batch's numbers taken in one statement, and its
-    ``epoch``; the history's rows are written by one more statement, in the same transaction (a
-    number is never taken without its row).
+    ``epoch``; the history's rows are written by one more statement, before any is delivered. Each
+    statement is its own transaction, on one table (a transaction over both could deadlock with one
+    that locks them in the other order): a number whose row could not be written was never
+    delivered either (the batch is redelivered and numbered again), so no reader misses it.
 
     The numbering locks several rows, while a caller numbering with ``ordered=True`` may hold one
     of them in its own transaction: so on PostgreSQL it waits at most LOCK_WAIT for a lock, and
-    falls back to one row per statement (then the history's rows follow in their own). It never
-    holds a row while waiting long enough for the deadlock detector to pick the caller's
-    transaction as the victim."""
+    falls back to one row per statement. It never holds a row while waiting long enough for the
+    deadlock detector to pick the caller's transaction as the victim."""
     globs = {var_id: globs_among(patterns, var_id) for var_id in {n["var_id"] for n in notifications}}
     todo = [n for n in notifications if n["seq"] is None]
     unnumbered = Counter(n["var_id"] for n in todo)
-    if not unnumbered:
-        recording.record(notifications, globs)
-        return
+    if unnumbered:
+        _assign(todo, unnumbered, _advance(unnumbered))
+    recording.record(notifications, globs)
+
+
+def _advance(unnumbered: Counter[str]) -> dict[str, tuple[int, str]]:
     if connection.vendor != "postgresql" or len(unnumbered) == 1:
-        with transaction.atomic():
-            _assign(todo, unnumbered, numbering.advance_seqs(unnumbered))
-            recording.record(notifications, globs)
-        return
+        return numbering.advance_seqs(unnumbered)
     try:
         with transaction.atomic():
             prepared_rows(connection, "SELECT set_config('lock_timeout', %s, true)", [LOCK_WAIT])
-            _assign(todo, unnumbered, numbering.advance_seqs(unnumbered))
-            recording.record(notifications, globs)
-        return
+            return numbering.advance_seqs(unnumbered)
     except OperationalError as exc:
         if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
             raise
-    numbered = {
-        var_id: numbering.advance_seqs({var_id: count})[var_id] for var_id, count in unnumbered.items()
-    }
-    _assign(todo, unnumbered, numbered)
-    recording.record(notifications, globs)
+    return {var: numbering.advance_seqs({var: count})[var] for var, count in unnumbered.items()}
 
 
 def _assign(todo: list[dict[str, Any]], unnumbered: Counter[str], last: dict[str, tuple[int, str]]) -> None:
     """Give the unnumbered notifications their numbers (each variable's ``count`` numbers up to its
-    ``last``, in batch order) and epochs (a rolled-back attempt's are replaced)."""
+    ``last``, in batch order) and epochs."""
     following = {var_id: last[var_id][0] - count + 1 for var_id, count in unnumbered.items()}
     for notification in todo:
         var_id = notification["var_id"]

@@ -7,6 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from observers_app import manager, tasks
@@ -132,3 +134,18 @@ def test_a_batch_with_one_message_twice_keeps_one_entry():
 def test_bad_arguments_are_refused(args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception]):
     with pytest.raises(error):
         manager.history(*args, **kwargs)
+
+
+def test_keeping_a_batch_costs_its_dispatch_one_statement(settings):
+    var_ids = [unique_var("cost") for _ in range(5)]
+    manager.add_observers(var_ids, record)
+
+    def statements(history: bool) -> int:
+        settings.OBSERVERS_HISTORY = history
+        batch = [message(var, n) for n in (1, 2) for var in var_ids]
+        with CaptureQueriesContext(connection) as queries:
+            assert tasks.dispatch(batch) == [DONE] * len(batch)
+        return len(queries.captured_queries)
+
+    statements(True)  # statements compiled and prepared once per process
+    assert statements(True) == statements(False) + 1

@@ -4,6 +4,7 @@ server, a real worker, a real client."""
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -198,3 +199,12 @@ def test_an_id_reads_back_as_it_was_written(keys: list[str], text: str):
 )
 def test_an_id_this_stream_could_not_have_sent_is_refused(keys: list[str], text: str):
     assert resume.parse(text, keys) is None
+
+
+def test_a_stream_that_sent_too_many_variables_says_it_cannot_resume():
+    started = datetime.now(tz=UTC)
+    positions = resume.Positions(single=False, started=started)
+    for n in range(resume.MAX_POSITIONS + 1):
+        positions.marks[f"v{n}"] = ("e1", 1)
+    assert positions.text() == resume.NOT_RESUMABLE
+    assert resume.parse(resume.NOT_RESUMABLE, ["v*"]) is None
