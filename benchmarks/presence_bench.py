@@ -161,6 +161,7 @@ def _adds(prefix: str, *, calls: int) -> dict[str, Any]:
         refs.append((name, manager.add_observer(name, CALLBACK)))
 
     results["add_fresh"] = _ms(_timed(add_fresh, calls))
+    results["add_already_observed"] = _ms(_timed(lambda i: manager.add_observer(refs[i][0], CALLBACK), calls))
     notified = [f"{prefix}:notified:{i}" for i in range(calls)]
     for name in notified:
         manager.notify_observers(name, 0, 1)

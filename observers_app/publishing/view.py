@@ -43,6 +43,9 @@ RETRY_S = 1.0
 TICK_S = 0.05
 # Names read per round trip while loading.
 LOAD_CHUNK = 10_000
+# A view keeps every name it learns until it loads again: it does so once it has learned more names
+# than it loaded (and at least this many), so its memory follows the names observed, not the churn.
+RELOAD_AFTER = 100_000
 
 
 def exchange_name() -> str:
@@ -51,6 +54,10 @@ def exchange_name() -> str:
 
 class LeaseLost(Exception):
     """The view's row was deleted: an add could not tell it a name, so it must load again."""
+
+
+class Reload(Exception):
+    """The view learned more names than it loaded: it registers and loads again."""
 
 
 class View:
@@ -100,6 +107,8 @@ class View:
         while not self.stopped.is_set():
             try:
                 self._serve()
+            except Reload:
+                continue  # at once, without a failure's wait
             except Exception:
                 self.failures += 1
                 level = logging.WARNING if self.failures == 1 else logging.DEBUG
@@ -171,9 +180,13 @@ class View:
         self.valid_until = started + lease
         self.next_renewal = started + lease / 3
         self.marker = None
+        if len(self.names.added) > max(RELOAD_AFTER, len(self.names.hashes)):
+            raise Reload(f"view {self.id}: {len(self.names.added)} names learned since it loaded")
 
     def _down(self) -> None:
         self.valid_until = 0.0
+        with self.lock:
+            self.names = ObservedNames()  # answers nothing meanwhile; loaded afresh
         self.loaded.clear()
         self.marker = None
         link, self.link, self.channel = self.link, None, None

@@ -189,6 +189,19 @@ def test_an_add_waits_for_a_silent_view_only_when_the_name_had_no_observer(setti
     assert known < lease
 
 
+@views_only
+@pytest.mark.django_db(transaction=True)
+def test_a_view_that_learned_more_names_than_it_loaded_loads_again(monkeypatch):
+    """Its memory follows the names observed: what it learned is loaded into its array afresh."""
+    monkeypatch.setattr(view, "RELOAD_AFTER", 5)
+    names = loaded_view()
+    added = [unique_var("learned") for _ in range(20)]
+    manager.add_observers(added, record)
+    wait_for(lambda: not names.names.added and len(names.names.hashes) >= 20, timeout=10, interval=0.01)
+    wait_for(lambda: names.answer("anything") is not None, timeout=10, interval=0.01)
+    assert all(names.answer(name) for name in added)
+
+
 def absence_waits(callbacks: list) -> int:
     return sum(callback is presence._wait_out_absence_leases for callback in callbacks)
 

@@ -177,6 +177,7 @@ class Command(BaseCommand):
             "floor_bare_insert",
             "learn_time",
             "add_fresh",
+            "add_already_observed",
             "add_just_notified",
             "remove",
             "add_fresh_no_view",
