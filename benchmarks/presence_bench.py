@@ -108,6 +108,11 @@ def _timed(call: Callable[[int], object], count: int) -> list[float]:
     return samples
 
 
+def _notify_each(prefix: str) -> Callable[[int], Any]:
+    """A notify to the name ``<prefix>:<i>`` for each i: a new name every call."""
+    return lambda i: manager.notify_observers(f"{prefix}:{i}", 0, 1)
+
+
 def _notify_rounds(prefix: str, observed: str, *, calls: int) -> dict[str, Any]:
     """ROUNDS interleaved rounds; each round's distinct names are new. The median round's figures."""
     rounds: dict[str, list[dict[str, float]]] = {"observed_cached": [], "distinct_unobserved": []}
@@ -117,16 +122,11 @@ def _notify_rounds(prefix: str, observed: str, *, calls: int) -> dict[str, Any]:
         rounds["observed_cached"].append(
             percentiles_us(_timed(lambda i: manager.notify_observers(observed, i, i + 1), calls))
         )
-        rounds["distinct_unobserved"].append(
-            percentiles_us(_timed(lambda i, r=r: manager.notify_observers(f"{prefix}:{r}:{i}", 0, 1), calls))
-        )
+        names = f"{prefix}:{r}"
+        rounds["distinct_unobserved"].append(percentiles_us(_timed(_notify_each(names), calls)))
         with override_settings(OBSERVERS_PRESENCE_VIEW=False, OBSERVERS_ABSENCE_TTL=0.25):
-            database.append(
-                percentiles_us(
-                    _timed(lambda i, r=r: manager.notify_observers(f"{prefix}:db:{r}:{i}", 0, 1), calls // 5)
-                )
-            )
-    result = {key: _median(values) for key, values in rounds.items()}
+            database.append(percentiles_us(_timed(_notify_each(f"{names}:db"), calls // 5)))
+    result: dict[str, Any] = {key: _median(values) for key, values in rounds.items()}
     result["distinct_unobserved_views_off"] = _median(database)
     result["p99_distinct_over_observed"] = [
         round(d["p99_us"] / o["p99_us"], 2)

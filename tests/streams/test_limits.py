@@ -5,6 +5,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -44,7 +45,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield base, log
 
 
-def session_cookie(username: str, **flags: bool) -> str:
+def session_cookie(username: str, **flags: Any) -> str:
     User.objects.create_user(username, password=PASSWORD, **flags)
     client = Client()
     assert client.login(username=username, password=PASSWORD)
