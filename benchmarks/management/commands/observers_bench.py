@@ -76,10 +76,10 @@ class Command(BaseCommand):
                 spread_brokers=spread,
                 stop_node=options["stop_node"],
             )
-            name = "observers_scale_cluster.json" if spread else "observers_scale_bench.json"
-            path = options["json"].with_name(name)
-            path.write_text(json.dumps(results, indent=2))
             self.stdout.write(json.dumps(results, indent=2))
+            self._save(
+                options, "observers_scale_cluster.json" if spread else "observers_scale_bench.json", results
+            )
             return
         if options["durable"]:
             results = durable_bench.run(calls=options["calls"], progress=self.stdout.write)
@@ -94,35 +94,23 @@ class Command(BaseCommand):
                     f"bare INSERT p50 {bare['p50_us']} us, p99 {bare['p99_us']} us; "
                     f"p99 ratio {durable['p99_us'] / bare['p99_us']:.2f}x"
                 )
-            options["json"].parent.mkdir(parents=True, exist_ok=True)
-            options["json"].with_name("observers_durable_bench.json").write_text(
-                json.dumps(results, indent=2)
-            )
+            self._save(options, "observers_durable_bench.json", results)
             return
         if options["async_api"]:
             results = async_bench.run(
                 calls=options["calls"], rounds=options["repeats"], progress=self.stderr.write
             )
             self._write_async(results)
-            path = options["json"].with_name("observers_async_bench.json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2))
-            self.stdout.write(f"wrote {path}")
+            self._save(options, "observers_async_bench.json", results)
             return
         if options["presence"]:
             results = presence_bench.run(calls=options["calls"], progress=self.stderr.write)
             self._write_presence(results)
-            path = options["json"].with_name("observers_presence_bench.json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2))
-            self.stdout.write(f"wrote {path}")
+            self._save(options, "observers_presence_bench.json", results)
             return
         if options["admin"]:
             results = admin_bench.run(rows=options["admin"], say=self.stdout.write)
-            path = options["json"].with_name("observers_admin_bench.json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2))
-            self.stdout.write(f"wrote {path}")
+            self._save(options, "observers_admin_bench.json", results)
             return
         out = options["json"]
         results = bench.run(
@@ -157,8 +145,14 @@ class Command(BaseCommand):
         for small, large in itertools.pairwise(sizes):
             ratio = large["hub_s"] / small["hub_s"]
             self.stdout.write(f"{large['observers']} vs {small['observers']} observers: {ratio:.1f}x")
-        out.write_text(json.dumps(results, indent=2))
-        self.stdout.write(f"\nwrote {out}")
+        self._save(options, out.name, results)
+
+    def _save(self, options: dict[str, Any], name: str, results: dict[str, Any]) -> None:
+        """Write ``results`` as JSON beside the --json path, under ``name``."""
+        path = options["json"].with_name(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))
+        self.stdout.write(f"wrote {path}")
 
     def _write_presence(self, results: dict[str, Any]) -> None:
         notify = results["notify"]
