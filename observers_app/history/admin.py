@@ -91,6 +91,9 @@ def replay_view(
     permission of ``model_admin``'s model only."""
     if not model_admin.has_change_permission(request):
         raise PermissionDenied
+    # Only a row of that admin's own model (an endpoint's page replays only to endpoints).
+    if not model_admin.get_queryset(request).filter(pk=ref).exists():
+        raise Http404(f"no {model_admin.opts.verbose_name} has the ref {ref}")
     observer = Observer.objects.filter(id=ref).first()
     if observer is None:
         raise Http404(f"no observer has the ref {ref}")

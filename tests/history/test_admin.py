@@ -100,6 +100,16 @@ def test_staff_without_the_change_permission_cannot_replay():
     assert Received.objects.filter(observer_ref=str(ref)).count() == 1  # nothing was replayed
 
 
+def test_an_endpoints_replay_page_replays_only_to_endpoints():
+    """A user who may change endpoints only cannot reach a callback observer through their page."""
+    _, ref = observed("adm-own-model", 1)
+    endpoint_editor = client_with("change_webhookendpoint", "view_webhookendpoint")
+    form_url = reverse("admin:observers_app_webhookendpoint_replay", args=[ref])
+    assert endpoint_editor.get(form_url).status_code == 404
+    assert endpoint_editor.post(form_url, {"since_seq": "1"}).status_code == 404
+    assert Received.objects.filter(observer_ref=str(ref)).count() == 1  # nothing was replayed
+
+
 def test_reenabling_an_endpoint_offers_its_replay_prefilled_from_when_it_missed():
     with running_receiver() as receiver:
         var = unique_var("adm-hook")
