@@ -7,8 +7,9 @@ observer); an observed name always looks observed. Patterns are kept whole, by t
 prefix (the part before the first ``*``), so a name is matched only against the patterns whose
 prefix begins it.
 
-One thread writes (the view's), any thread reads: every change is one atomic step for a reader (a
-set or dict insertion, or a new tuple in place of the old).
+Writers hold their view's lock (its thread applying changes, a caller remembering its own adds);
+any thread reads without it: every change is one atomic step for a reader (a set or dict insertion,
+or a new tuple in place of the old).
 """
 
 import heapq

@@ -65,7 +65,7 @@ class View:
         self.id = uuid.uuid4()
         self.names = ObservedNames()
         self.valid_until = 0.0  # on this process's monotonic clock
-        self.lock = threading.Lock()  # a local add against the swap of a freshly loaded set
+        self.lock = threading.Lock()  # every write to the names, and the swap of a freshly loaded set
         self.stopped = threading.Event()
         self.loaded = threading.Event()
         self.link: Any = None
@@ -88,9 +88,10 @@ class View:
     def answer(self, name: str) -> bool | None:
         """Whether ``name`` may have an observer, or None when the view cannot say (not loaded, lease
         ended): then the caller asks the database."""
+        names = self.names  # first: a view going down ends its lease before it empties its names
         if time.monotonic() >= self.valid_until:
             return None
-        return self.names.observes(name)
+        return names.observes(name)
 
     def remember(self, names: list[str], *, glob: bool) -> None:
         """Names (or patterns) this process has just added: observed here from now on, before any
@@ -156,8 +157,9 @@ class View:
             if self.marker is not None and marker == self.marker[0]:
                 self._renew(self.marker[1])
             return
-        self.names.add_names(body.get("names", ()))
-        self.names.add_patterns(body.get("patterns", ()))
+        with self.lock:  # this process's own adds change the names too (remember)
+            self.names.add_names(body.get("names", ()))
+            self.names.add_patterns(body.get("patterns", ()))
         reply_to = message.properties.get("reply_to")
         if reply_to:
             self.channel.basic_publish(
