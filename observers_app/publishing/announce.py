@@ -98,8 +98,7 @@ def announce(names: list[str], patterns: list[str], *, learned: Collection[str] 
     lease = conf.presence_view_lease()
     body = json.dumps({"names": names, "patterns": patterns})
     try:
-        link = _link()
-        late = link.tell(body, views, lease)
+        late = _tell(body, views, lease)
     except Exception:
         logger.warning("event=presence_announce_failed views=%d", len(views), exc_info=True)
         _drop_link()
@@ -108,6 +107,17 @@ def announce(names: list[str], patterns: list[str], *, learned: Collection[str] 
         return
     if late:
         logger.info("event=presence_view_late views=%d", len(late))
+
+
+def _tell(body: str, views: set[str], lease: float) -> set[str]:
+    """Publish the change to the views and wait for them; a link the broker dropped while idle is
+    opened again once before the add gives up on telling them."""
+    try:
+        return _link().tell(body, views, lease)
+    except Exception:
+        logger.info("event=presence_link_reopened", exc_info=True)
+        _drop_link()
+        return _link().tell(body, views, lease)
 
 
 def hold_views() -> None:
@@ -153,10 +163,13 @@ def live_views() -> set[str]:
 
 
 def _evict(views: set[str]) -> None:
+    """Delete the rows of views an add could not tell (each stops answering and loads again). A
+    failure fails the add: its transaction cannot commit with those views untold."""
     try:
         PresenceView.objects.filter(id__in=list(views)).delete()
     except Exception:
         logger.error("event=presence_views_not_told views=%d", len(views), exc_info=True)
+        raise
 
 
 def _link() -> _Link:
