@@ -218,15 +218,15 @@ def _missed_by_several(var_ids: list[str], cursor: Positions) -> list[StreamEven
         return "the history no longer holds every change since the stream started (pruned)"
     after_marks = [Q(var_id=var, seq__gt=seq) for var, (_, seq) in marks.items()]
     rows = HistoryEntry.objects.filter(reduce(or_, after_marks, unmarked & Q(at__gte=cursor.started)))
-    found = [
-        row
-        for row in rows.order_by("at", "id").values_list(
+    read = list(
+        rows.order_by("at", "id").values_list(
             "var_id", "seq", "notification_id", "old_value", "new_value", "metadata", "at"
         )[:RESUME_LIMIT]
-        if _watched(var_ids, row[0])
-    ]
-    if len(found) == RESUME_LIMIT:
+    )
+    # Counted before the patterns' filter: rows past the limit may be the stream's.
+    if len(read) == RESUME_LIMIT:
         return f"more than {RESUME_LIMIT - 1} changes were missed"
+    found = [row for row in read if _watched(var_ids, row[0])]
     epochs = dict(
         VariableState.objects.filter(var_id__in={row[0] for row in found}).values_list("var_id", "epoch")
     )
