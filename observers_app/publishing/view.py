@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import amqp
@@ -43,6 +44,8 @@ RETRY_S = 1.0
 TICK_S = 0.05
 # Names read per round trip while loading.
 LOAD_CHUNK = 10_000
+# Longest wait for the broker between two chunks of a load.
+LOAD_DRAIN_S = 0.001
 # A view keeps every name it learns until it loads again: it does so once it has learned more names
 # than it loaded (and at least this many), so its memory follows the names observed, not the churn.
 RELOAD_AFTER = 100_000
@@ -130,7 +133,8 @@ class View:
         self.channel.queue_bind(self.queue, exchange)
         self.channel.basic_consume(self.queue, no_ack=True, callback=self._on_message)
         _register(self.id)
-        names = load_names()
+        self.next_renewal = time.monotonic() + conf.presence_view_lease() / 3
+        names = load_names(between_chunks=self._hold_while_loading)
         with self.lock:
             # What this process added while it loaded (its transaction may not have committed yet).
             names.added.update(self.names.added)
@@ -168,10 +172,19 @@ class View:
                 routing_key=reply_to,
             )
 
-    def _renew(self, started: float) -> None:
-        """Every change queued before the marker is applied: renew the row, then the lease from
-        ``started``."""
-        lease = conf.presence_view_lease()
+    def _hold_while_loading(self) -> None:
+        """Between two chunks of a load: the row kept alive, and the changes queued meanwhile applied
+        (to the names the loaded set takes over) and acknowledged, so that a load longer than a lease
+        neither expires the view nor makes adds wait for it. The view answers nothing until loaded."""
+        now = time.monotonic()
+        if now >= self.next_renewal:
+            self._extend_row(conf.presence_view_lease())
+            self.next_renewal = now + conf.presence_view_lease() / 3
+        with contextlib.suppress(TimeoutError):  # nothing more queued
+            for _ in range(LOAD_CHUNK):
+                self.link.drain_events(timeout=LOAD_DRAIN_S)
+
+    def _extend_row(self, lease: float) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {_table()} SET expires_at = now() + %s * interval '1 second' WHERE id = %s",  # noqa: S608
@@ -179,6 +192,12 @@ class View:
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(f"view {self.id}: its row is gone")
+
+    def _renew(self, started: float) -> None:
+        """Every change queued before the marker is applied: renew the row, then the lease from
+        ``started``."""
+        lease = conf.presence_view_lease()
+        self._extend_row(lease)
         self.valid_until = started + lease
         self.next_renewal = started + lease / 3
         self.marker = None
@@ -220,12 +239,20 @@ def _register(view_id: uuid.UUID) -> None:
         )
 
 
-def load_names() -> ObservedNames:
-    """Every observed name and pattern (a view reads them after its row was written)."""
+def load_names(between_chunks: Callable[[], None] = lambda: None) -> ObservedNames:
+    """Every observed name and pattern (a view reads them after its row was written), calling
+    ``between_chunks`` before each chunk of names."""
     observers = Observer.objects.order_by()
     patterns = list(observers.filter(is_glob=True).values_list("var_id", flat=True).distinct())
     names = observers.filter(is_glob=False).values_list("var_id", flat=True).distinct()
-    return ObservedNames(names.iterator(chunk_size=LOAD_CHUNK), patterns)
+    return ObservedNames(_in_chunks(names.iterator(chunk_size=LOAD_CHUNK), between_chunks), patterns)
+
+
+def _in_chunks(rows: Iterator[str], between_chunks: Callable[[], None]) -> Iterator[str]:
+    for n, row in enumerate(rows):
+        if n % LOAD_CHUNK == 0:
+            between_chunks()
+        yield row
 
 
 _view: View | None = None

@@ -1,8 +1,11 @@
 """The caller's answer to "has observers": the process's view, absence leases, and what an add waits for."""
 
 import json
+import logging
 import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -13,6 +16,7 @@ from django.utils import timezone
 from observers_app import manager
 from observers_app.models import Observer, PresenceView
 from observers_app.publishing import presence, view
+from observers_app.publishing.name_set import ObservedNames
 from tests.conftest import start_client_process, wait_for, wait_ready
 from tests.factories import unique_var
 from tests.testapp.callbacks import record
@@ -200,6 +204,45 @@ def test_a_view_that_learned_more_names_than_it_loaded_loads_again(monkeypatch):
     wait_for(lambda: not names.names.added and len(names.names.hashes) >= 20, timeout=10, interval=0.01)
     wait_for(lambda: names.answer("anything") is not None, timeout=10, interval=0.01)
     assert all(names.answer(name) for name in added)
+
+
+@views_only
+@pytest.mark.django_db(transaction=True)
+def test_a_view_whose_load_outlasts_its_lease_keeps_its_row_and_acknowledges_adds(
+    settings, monkeypatch, caplog
+):
+    """A load longer than a lease (a million names take seconds): the view keeps its row and
+    acknowledges the changes queued meanwhile, so it is neither expired by an add nor waited out."""
+    settings.OBSERVERS_PRESENCE_VIEW_LEASE = lease = 1.0
+    caplog.set_level(logging.WARNING, logger=view.__name__)
+    view.stop()
+    manager.add_observers([unique_var("loaded") for _ in range(60)], record)
+    monkeypatch.setattr(view, "LOAD_CHUNK", 1)
+    load_names, loading = view.load_names, threading.Event()
+
+    def slow_load(between_chunks: Callable[[], None]) -> ObservedNames:
+        def paced() -> None:  # 60 names: a load of 3 s
+            loading.set()
+            between_chunks()
+            time.sleep(0.05)
+
+        return load_names(between_chunks=paced)
+
+    monkeypatch.setattr(view, "load_names", slow_load)
+    slow = view.View()
+    slow.start()
+    try:
+        assert loading.wait(10)
+        time.sleep(lease * 1.5)  # past the lease its row was written with
+        started = time.monotonic()
+        manager.add_observer(var := unique_var("during-load"), record)
+        waited = time.monotonic() - started
+        wait_for(lambda: slow.answer("anything") is not None, timeout=30, interval=0.01)
+        assert slow.answer(var) is True
+        assert waited < lease  # acknowledged while loading, not waited out
+        assert not [r for r in caplog.records if "presence_view_down" in r.getMessage()]
+    finally:
+        slow.stop()
 
 
 def absence_waits(callbacks: list) -> int:
