@@ -24,7 +24,7 @@ from ..globs import glob_matches
 SORT_CHUNK = 65_536
 
 
-def _sorted_hashes(names: Iterable[str]) -> array[int]:
+def _sorted_hashes(names: Iterable[str]) -> "array[int]":  # quoted: Python 3.11 cannot subscript it
     """The names' distinct hashes in order, built from sorted chunks merged: no set or list of them all."""
     chunks = []
     names = iter(names)
