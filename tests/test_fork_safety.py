@@ -36,7 +36,8 @@ def test_a_prefork_worker_replaces_its_pool_processes_with_no_thread_running(tmp
     var = unique_var()
     manager.add_observer(var, record)
     log = tmp_path / "worker.log"
-    queues = {"OBSERVERS_QUEUE": "observers-test-fork"}
+    # Named after the suite's own queue: two suites on one broker never share it.
+    queues = {"OBSERVERS_QUEUE": f"{os.environ['OBSERVERS_QUEUE']}-fork"}
     env = {"DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings", **queues}
     with running_worker(
         env={**env, **WARNINGS_SHOWN}, log_path=log, extra_args=("--max-tasks-per-child", "1")
