@@ -70,37 +70,30 @@ def _insert_arrays(notifications: list[dict[str, Any]], globs: dict[str, list[st
 
 
 def _insert(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) -> tuple[str, list[Any]]:
+    """Other databases (SQLite): one VALUES row per notification, written at this host's time
+    (PostgreSQL's statement takes the database's clock)."""
     quote = connection.ops.quote_name
     table, states = quote(HistoryEntry._meta.db_table), quote(VariableState._meta.db_table)
-    columns = ("var_id", "seq", "notification_id", "old_value", "new_value", "metadata", "at", "observers")
     values, params = [], []
     field = HistoryEntry._meta.get_field("new_value")
-    at, at_params = recording_time()
+    at = connection.ops.adapt_datetimefield_value(timezone.now())
     for n in notifications:
         names = [n["var_id"], *globs.get(n["var_id"], ())]
         count = (
             f"(SELECT COALESCE(SUM(observer_count), 0) FROM {states} "  # noqa: S608
             f"WHERE var_id IN ({', '.join(['%s'] * len(names))}))"
         )
-        values.append(f"(%s, %s, %s, %s, %s, %s, {at}, {count})")
+        values.append(f"(%s, %s, %s, %s, %s, %s, %s, {count})")
         params += [n["var_id"], n["seq"], n["notification_id"]]
         params += [field.get_prep_value(n[key]) for key in ("old_value", "new_value", "metadata")]
-        params += [*at_params, *names]
-    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns[2:])
+        params += [at, *names]
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in _COLUMNS[2:])
     sql = (
-        f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES {', '.join(values)} "  # noqa: S608
+        f"INSERT INTO {table} ({', '.join(map(quote, _COLUMNS))}) VALUES {', '.join(values)} "  # noqa: S608
         f"ON CONFLICT (var_id, seq) DO UPDATE SET {updates} "
         f"RETURNING var_id, (SELECT epoch FROM {states} WHERE {states}.var_id = {table}.var_id)"
     )
     return sql, params
-
-
-def recording_time() -> tuple[str, list[Any]]:
-    """When an entry is written, by the database's clock where it has one (PostgreSQL): a stream's
-    resume compares it with a time read from the same clock, whichever host wrote it."""
-    if connection.vendor == "postgresql":
-        return "clock_timestamp()", []
-    return "%s", [connection.ops.adapt_datetimefield_value(timezone.now())]
 
 
 def _read_missing_epochs(notifications: list[dict[str, Any]]) -> None:
