@@ -8,9 +8,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from .. import aio, conf, registry, signals, validation
+from ..db import prepared_rows
 from ..exceptions import TooManyObservers
-from ..models import Observer, Owner
-from ..publishing import presence
+from ..models import PRESENCE_LOCK, Observer, Owner, StatCounter, VariableState
+from ..publishing import presence, view
 from ..registry import Callback
 from ..telemetry import counters
 from ..validation import HasOwnerId
@@ -65,8 +66,10 @@ def add_observers(
     if not var_ids:
         return []
     owner_id = validation.owner_id(owner)
+    postgresql = connection.vendor == "postgresql"
     with transaction.atomic():
-        presence.adding()
+        if owner_id is not None or not postgresql:
+            presence.adding()
         if owner_id is not None:
             Owner.objects.lock_live(owner_id)
             if Observer.objects.filter(owner_id=owner_id).count() + len(var_ids) > conf.max_per_owner():
@@ -74,15 +77,22 @@ def add_observers(
                     f"owner {owner_id} would have more than OBSERVERS_MAX_PER_OWNER={conf.max_per_owner()} "
                     "observers"
                 )
-        counts = counters.count_more_observers(collections.Counter(var_ids))
+        if postgresql:  # inserted as counted: past a cap, the raise below rolls the rows back
+            hold = owner_id is None and view.enabled()
+            refs, counts = _insert_counted(
+                var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce, hold=hold
+            )
+        else:
+            counts = counters.count_more_observers(collections.Counter(var_ids))
         over = sorted(var_id for var_id, count in counts.items() if count > conf.max_per_variable())
         if over:
             raise TooManyObservers(
                 f"{over[0]!r} already has OBSERVERS_MAX_PER_VARIABLE={conf.max_per_variable()} observers; "
                 "observe a glob or raise the cap"
             )
-        refs = _insert_observers(var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce)
-        counters.increment({"observers_added": len(refs)})
+        if not postgresql:
+            refs = _bulk_create(var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce)
+            counters.increment({"observers_added": len(refs)})
         transaction.on_commit(lambda: _send_added(refs, var_ids, name, owner_id))
         presence.added(var_ids, glob=glob, refs=refs, counts=counts)
     return refs
@@ -91,39 +101,73 @@ def add_observers(
 aadd_observers = aio.async_twin(add_observers)
 
 
-def _insert_observers(
+def _bulk_create(
     var_ids: list[str], callback: str, *, owner_id: uuid.UUID | None, glob: bool, coalesce: bool
 ) -> list[uuid.UUID]:
-    """Insert one observer row per name; returns their ids. On PostgreSQL one statement over two
-    arrays: Django's bulk_create would bind eleven parameters per row, which dominates large adds."""
+    """Insert one observer row per name (off PostgreSQL); returns their ids."""
     refs = [uuid.uuid4() for _ in var_ids]
     created_at = timezone.now()  # one time for the rows of one add, as one statement gives them
-    if connection.vendor != "postgresql":
-        Observer.objects.bulk_create(
-            [
-                Observer(
-                    id=ref,
-                    var_id=var_id,
-                    is_glob=glob,
-                    coalesce=coalesce,
-                    callback=callback,
-                    owner_id=owner_id,
-                    created_at=created_at,
-                )
-                for ref, var_id in zip(refs, var_ids, strict=True)
-            ],
-            batch_size=BULK_ROWS,
-        )
-        return refs
-    table = connection.ops.quote_name(Observer._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (id, var_id, is_glob, callback, created_at, failures, last_error, "
-            '"coalesce", owner_id) '
-            "SELECT unnest(%s::uuid[]), unnest(%s::varchar[]), %s, %s, %s, 0, '', %s, %s::uuid",
-            [refs, var_ids, glob, callback, created_at, coalesce, owner_id],
-        )
+    Observer.objects.bulk_create(
+        [
+            Observer(
+                id=ref,
+                var_id=var_id,
+                is_glob=glob,
+                coalesce=coalesce,
+                callback=callback,
+                owner_id=owner_id,
+                created_at=created_at,
+            )
+            for ref, var_id in zip(refs, var_ids, strict=True)
+        ],
+        batch_size=BULK_ROWS,
+    )
     return refs
+
+
+def _insert_counted(
+    var_ids: list[str], callback: str, *, owner_id: uuid.UUID | None, glob: bool, coalesce: bool, hold: bool
+) -> tuple[list[uuid.UUID], dict[str, int]]:
+    """On PostgreSQL, one statement over arrays however many names (one round trip, where Django's
+    bulk_create would bind eleven parameters per row): it adds to the names' observer counts, taking
+    their rows in name order like every other writer of them (locked until commit), inserts one
+    observer row per name and adds to the counter. With ``hold`` it first takes PRESENCE_LOCK shared
+    (as ``presence.adding`` does), before any row lock. Returns the refs, in the order of
+    ``var_ids``, and the names' observer counts now."""
+    refs = [uuid.uuid4() for _ in var_ids]
+    added = collections.Counter(var_ids)
+    names = sorted(added)
+    quote = connection.ops.quote_name
+    states, observers = quote(VariableState._meta.db_table), quote(Observer._meta.db_table)
+    stats = quote(StatCounter._meta.db_table)
+    held, after = ("held AS (SELECT pg_advisory_xact_lock_shared(%s, %s)), ", "held, ") if hold else ("", "")
+    rows = prepared_rows(
+        connection,
+        f"WITH {held}counted AS (INSERT INTO {states} (var_id, observer_count) "  # noqa: S608
+        f"SELECT name, n FROM {after}unnest(%s::varchar[], %s::bigint[]) AS given (name, n) "
+        "ON CONFLICT (var_id) DO UPDATE SET observer_count = "
+        f"{states}.observer_count + excluded.observer_count "
+        "RETURNING var_id, observer_count), "
+        f"inserted AS (INSERT INTO {observers} (id, var_id, is_glob, callback, created_at, failures, "
+        "last_error, \"coalesce\", owner_id) SELECT id, name, %s, %s, now(), 0, '', %s, %s::uuid "
+        f"FROM {after}unnest(%s::uuid[], %s::varchar[]) AS given (id, name)), "
+        f"totals AS (INSERT INTO {stats} (name, value, created_at) VALUES ('observers_added', %s, now()) "
+        f"ON CONFLICT (name) DO UPDATE SET value = {stats}.value + excluded.value) "
+        "SELECT var_id, observer_count FROM counted",
+        [
+            *(PRESENCE_LOCK if hold else ()),
+            names,
+            [added[name] for name in names],
+            glob,
+            callback,
+            coalesce,
+            owner_id,
+            refs,
+            var_ids,
+            len(refs),
+        ],
+    )
+    return refs, {var_id: int(count) for var_id, count in rows}
 
 
 def _send_added(refs: list[uuid.UUID], var_ids: list[str], callback: str, owner: uuid.UUID | None) -> None:

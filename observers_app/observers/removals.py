@@ -5,11 +5,12 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from .. import aio, conf, signals, validation
-from ..models import Observer, Removal, WebhookEndpoint
+from ..db import new_epoch_sql, prepared_rows
+from ..models import Observer, Removal, StatCounter, VariableState, WebhookEndpoint
 from ..publishing import presence
 from ..telemetry import counters
 
@@ -20,7 +21,9 @@ def remove_observer(var_id: str, ref: uuid.UUID | str) -> bool:
     """Remove one observer; False when ``var_id`` has no observer ``ref``."""
     validation.check_name(var_id, stored=True)  # one stored before names were checked can still go
     ref = validation.check_ref(ref)
-    removed = remove_in_batches(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
+    removed = _remove_one(var_id, ref) if connection.vendor == "postgresql" else 0
+    if not removed:  # a webhook's (its endpoint goes too), none, or not on PostgreSQL
+        removed = remove_in_batches(Observer.objects.for_variable(var_id).filter(id=ref), Reason.REMOVED)
     presence.forget(var_id)
     return bool(removed)
 
@@ -58,6 +61,35 @@ def remove_in_batches(
         total += deleted
         if len(rows) < batch_size:
             return total
+
+
+def _remove_one(var_id: str, ref: uuid.UUID) -> int:
+    """Remove observer ``ref`` of ``var_id`` unless it is a webhook's, in one statement (one round
+    trip, committed alone outside a transaction): it deletes the row, records the removal, lowers the
+    name's count (a new epoch when none is left) and adds to the counters, in the order every writer
+    takes them (the observer's row, then the name's). Returns how many it removed (0 or 1)."""
+    quote = connection.ops.quote_name
+    observers, removals = quote(Observer._meta.db_table), quote(Removal._meta.db_table)
+    states, stats = quote(VariableState._meta.db_table), quote(StatCounter._meta.db_table)
+    reason = Reason.REMOVED
+    rows = prepared_rows(
+        connection,
+        f"WITH gone AS (DELETE FROM {observers} WHERE id = %s AND var_id = %s AND callback <> %s "  # noqa: S608
+        "RETURNING id, var_id, callback, owner_id), "
+        f"logged AS (INSERT INTO {removals} (observer_ref, var_id, callback, owner_ref, reason, detail, "
+        "removed_at) SELECT id, var_id, callback, owner_id, %s, '', now() FROM gone), "
+        f"counted AS (INSERT INTO {states} (var_id, observer_count) SELECT var_id, -1 FROM gone "
+        f"ON CONFLICT (var_id) DO UPDATE SET observer_count = {states}.observer_count - 1, "
+        f"epoch = CASE WHEN {states}.observer_count <= 1 THEN {new_epoch_sql(connection.vendor)} "
+        f"ELSE {states}.epoch END), "
+        f"totals AS (INSERT INTO {stats} (name, value, created_at) "
+        "SELECT name, 1, now() FROM gone, unnest(%s::varchar[]) AS name "
+        f"ON CONFLICT (name) DO UPDATE SET value = {stats}.value + 1) "
+        "SELECT id, var_id, callback, owner_id FROM gone",
+        [ref, var_id, WebhookEndpoint.CALLBACK, reason, ["observers_removed", f"removed_{reason}"]],
+    )
+    transaction.on_commit(functools.partial(_send_removed, rows, reason))
+    return len(rows)
 
 
 def _delete_endpoints(refs: list[uuid.UUID]) -> None:

@@ -134,20 +134,10 @@ def adjust_observer_counts(deltas: dict[str, int]) -> None:
 
 def count_more_observers(added: dict[str, int]) -> dict[str, int]:
     """Add to the variables' observer counts and return their new counts (their rows stay locked
-    until commit), taking the rows in name order like every other writer of them. On PostgreSQL one
-    statement over two arrays, however many; elsewhere statements of at most UPSERT_ROWS rows."""
+    until commit), taking the rows in name order like every other writer of them, in statements of at
+    most UPSERT_ROWS rows: off PostgreSQL (there one statement adds the observers too, see
+    observers.adds)."""
     names = sorted(added)
-    if connection.vendor == "postgresql":
-        table = connection.ops.quote_name(VariableState._meta.db_table)
-        rows = prepared_rows(
-            connection,
-            f"INSERT INTO {table} (var_id, observer_count) "
-            "SELECT unnest(%s::varchar[]), unnest(%s::bigint[]) ON CONFLICT (var_id) "
-            f"DO UPDATE SET observer_count = {table}.observer_count + excluded.observer_count "
-            "RETURNING var_id, observer_count",
-            [names, [added[var_id] for var_id in names]],
-        )
-        return {var_id: int(count) for var_id, count in rows}
     counts: dict[str, int] = {}
     for start in range(0, len(names), UPSERT_ROWS):
         rows = [(var_id, added[var_id]) for var_id in names[start : start + UPSERT_ROWS]]
