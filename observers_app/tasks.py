@@ -123,8 +123,8 @@ def _run_message(task: Task, args: list[Any], run: Callable[[], T]) -> T | None:
 
 @hub_task(name=wiring.DELIVER_TASK, bind=True)
 def deliver(self: Task, notification: dict[str, Any], after: str | None, upto: str, globs: list[str]) -> None:
-    """Deliver one page. Its message carries a reference to the stored notification (``{"payload": id,
-    "notification_id": ...}``), or, sent by an earlier version, the notification."""
+    """Deliver one page. Its message carries the notification, or for a large one a reference to it
+    stored (``{"payload": id, "notification_id": ...}``)."""
 
     def run() -> None:
         if "payload" in notification:

@@ -28,6 +28,9 @@ RETRIED_ERRORS = (*DATABASE_ERRORS, BrokerUnavailable)
 # How long a batch's numbering waits for a row lock before numbering row by row (see _number).
 LOCK_WAIT = "50ms"
 LOCK_NOT_AVAILABLE = "55P03"
+# A notification whose JSON is at most this long is copied into each page's message; a longer one
+# is stored once (pages.store) and its pages carry its reference.
+INLINE_MAX_BYTES = 4096
 
 
 def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
@@ -91,11 +94,15 @@ def _fan_out_one(
     if full:
         # Every further page's bounds in one statement, then one deliver task per page.
         after = first_page[-1][0]
-        # Stored once: each page's message carries its reference, not a copy of the values.
-        payload_id = pages.store(notification)
-        # The notification id too: Flower and the logs show which notification a page belongs to.
-        reference = json.dumps(
-            {"payload": str(payload_id), "notification_id": notification["notification_id"]}
+        # A small notification travels in each page's message; a larger one is stored once and its
+        # pages carry its reference (the notification id too: Flower and the logs show which one a
+        # page belongs to).
+        text = json.dumps(notification, separators=(",", ":"))
+        payload_id = pages.store(text) if len(text) > INLINE_MAX_BYTES else None
+        reference = (
+            text
+            if payload_id is None
+            else json.dumps({"payload": str(payload_id), "notification_id": notification["notification_id"]})
         )
         globs_json = json.dumps(globs)
         messages: list[tuple[str, str]] = []
@@ -105,11 +112,8 @@ def _fan_out_one(
             messages.append((DELIVER_TASK, f'[{reference},"{after}","{upto}",{globs_json}]'))
             after, fanout = upto, len(first_page) + position
         _publish_pages(messages)
-        pages.all_sent(payload_id, len(messages))
-    # Asked once the further pages are on their way: the other pool processes start on them meanwhile.
-    coalescing = any(row[-1] for row in first_page) or (
-        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
-    )
+        if payload_id is not None:
+            pages.all_sent(payload_id, len(messages))
     signals.notification_dispatched.send(
         None,
         var_id=var_id,
@@ -117,7 +121,13 @@ def _fan_out_one(
         seq=notification["seq"],
         fanout=fanout,
     )
-    return coalescing, delivery.call_and_record(notification, ordered_rows, dispatched=True)
+    counts = delivery.call_and_record(notification, ordered_rows, dispatched=True)
+    # Asked once its first page is called: neither its callbacks nor the further pages' (in the
+    # other pool processes) wait for the question.
+    coalescing = any(row[-1] for row in first_page) or (
+        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
+    )
+    return coalescing, counts
 
 
 def _publish_pages(messages: list[tuple[str, str]]) -> None:

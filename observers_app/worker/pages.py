@@ -1,4 +1,4 @@
-"""Notifications stored once for the deliver pages of a large fan-out, which carry a reference to them."""
+"""Large notifications stored once for the deliver pages of a fan-out, which carry a reference to them."""
 
 import json
 import logging
@@ -14,9 +14,10 @@ from . import delivery
 logger = logging.getLogger(__name__)
 
 
-def store(notification: dict[str, Any]) -> uuid.UUID:
-    """Store ``notification`` for the pages about to be sent; returns the reference they carry."""
-    return Payload.objects.create(notification=json.dumps(notification, separators=(",", ":"))).id
+def store(notification: str) -> uuid.UUID:
+    """Store ``notification`` (its JSON) for the pages about to be sent; returns the reference they
+    carry."""
+    return Payload.objects.create(notification=notification).id
 
 
 def all_sent(payload_id: uuid.UUID, pages: int) -> None:

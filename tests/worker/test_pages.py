@@ -66,3 +66,25 @@ def test_every_observer_of_a_large_fan_out_gets_the_value_and_the_payload_goes_a
         Received.objects.filter(var_id=var, new_value=BIG).values_list("observer_ref", flat=True)
     ) == set(refs)
     wait_for(lambda: not Payload.objects.exists())
+
+
+def test_a_small_notification_travels_in_its_pages_and_nothing_is_stored(monkeypatch):
+    var = unique_var("wide")
+    make_observers(var, 1000)
+    sent: list[str] = []
+    monkeypatch.setattr(
+        broker, "publish_confirmed", lambda messages, **kw: sent.extend(args for _, args in messages)
+    )
+    monkeypatch.setattr(
+        "observers_app.worker.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
+    )
+    small = {**notification(var), "new_value": "small"}
+
+    list(dispatch.fan_out([small]))
+
+    assert len(sent) == 3
+    carried = [json.loads(message)[0] for message in sent]
+    assert {(page["notification_id"], page["new_value"]) for page in carried} == {
+        (small["notification_id"], "small")
+    }
+    assert not Payload.objects.exists()
