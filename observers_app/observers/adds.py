@@ -78,12 +78,12 @@ def add_observers(
                     "observers"
                 )
         if postgresql:  # inserted as counted: past a cap, the raise below rolls the rows back
-            hold = owner_id is None and view.enabled()
-            refs, counts = _insert_counted(
-                var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce, hold=hold
+            views = view.enabled()
+            refs, counts, observed = _insert_counted(
+                var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce, views=views
             )
         else:
-            counts = counters.count_more_observers(collections.Counter(var_ids))
+            counts, observed = counters.count_more_observers(collections.Counter(var_ids)), set()
         over = sorted(var_id for var_id, count in counts.items() if count > conf.max_per_variable())
         if over:
             raise TooManyObservers(
@@ -94,7 +94,7 @@ def add_observers(
             refs = _bulk_create(var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce)
             counters.increment({"observers_added": len(refs)})
         transaction.on_commit(lambda: _send_added(refs, var_ids, name, owner_id))
-        presence.added(var_ids, glob=glob, refs=refs, counts=counts)
+        presence.added(var_ids, glob=glob, observed=observed)
     return refs
 
 
@@ -126,24 +126,39 @@ def _bulk_create(
 
 
 def _insert_counted(
-    var_ids: list[str], callback: str, *, owner_id: uuid.UUID | None, glob: bool, coalesce: bool, hold: bool
-) -> tuple[list[uuid.UUID], dict[str, int]]:
+    var_ids: list[str], callback: str, *, owner_id: uuid.UUID | None, glob: bool, coalesce: bool, views: bool
+) -> tuple[list[uuid.UUID], dict[str, int], set[str]]:
     """On PostgreSQL, one statement over arrays however many names (one round trip, where Django's
     bulk_create would bind eleven parameters per row): it adds to the names' observer counts, taking
     their rows in name order like every other writer of them (locked until commit), inserts one
-    observer row per name and adds to the counter. With ``hold`` it first takes PRESENCE_LOCK shared
-    (as ``presence.adding`` does), before any row lock. Returns the refs, in the order of
-    ``var_ids``, and the names' observer counts now."""
+    observer row per name and adds to the counter. Returns the refs, in the order of ``var_ids``,
+    the names' observer counts now, and (with ``views``) the names already observed.
+
+    With ``views`` it takes PRESENCE_LOCK shared first, before any row lock, unless the owner's
+    check took it already (``presence.adding``), and finds the names with another observer row of
+    the same kind: the views were told of each before that row's commit. One such row per name is
+    locked (KEY SHARE) until the transaction ends, so that a view loading meanwhile still finds it:
+    otherwise its removal could commit first, and the view read neither it nor this add's
+    uncommitted row. Rows another transaction holds (a removal) are skipped, never waited for: a
+    removal locks its rows before the name's count, an add the other way round."""
     refs = [uuid.uuid4() for _ in var_ids]
     added = collections.Counter(var_ids)
     names = sorted(added)
     quote = connection.ops.quote_name
     states, observers = quote(VariableState._meta.db_table), quote(Observer._meta.db_table)
     stats = quote(StatCounter._meta.db_table)
+    hold = views and owner_id is None
     held, after = ("held AS (SELECT pg_advisory_xact_lock_shared(%s, %s)), ", "held, ") if hold else ("", "")
+    known = (
+        f"known AS (SELECT name FROM {after}unnest(%s::varchar[]) AS names (name) CROSS JOIN LATERAL "  # noqa: S608
+        f"(SELECT 1 FROM {observers} WHERE var_id = names.name AND is_glob = %s LIMIT 1 "
+        "FOR KEY SHARE SKIP LOCKED) AS other), "
+        if views
+        else ""
+    )
     rows = prepared_rows(
         connection,
-        f"WITH {held}counted AS (INSERT INTO {states} (var_id, observer_count) "  # noqa: S608
+        f"WITH {held}{known}counted AS (INSERT INTO {states} (var_id, observer_count) "  # noqa: S608
         f"SELECT name, n FROM {after}unnest(%s::varchar[], %s::bigint[]) AS given (name, n) "
         "ON CONFLICT (var_id) DO UPDATE SET observer_count = "
         f"{states}.observer_count + excluded.observer_count "
@@ -153,9 +168,11 @@ def _insert_counted(
         f"FROM {after}unnest(%s::uuid[], %s::varchar[]) AS given (id, name)), "
         f"totals AS (INSERT INTO {stats} (name, value, created_at) VALUES ('observers_added', %s, now()) "
         f"ON CONFLICT (name) DO UPDATE SET value = {stats}.value + excluded.value) "
-        "SELECT var_id, observer_count FROM counted",
+        f"SELECT var_id, observer_count, {'var_id IN (SELECT name FROM known)' if views else 'false'} "
+        "FROM counted",
         [
             *(PRESENCE_LOCK if hold else ()),
+            *((names, glob) if views else ()),
             names,
             [added[name] for name in names],
             glob,
@@ -167,7 +184,8 @@ def _insert_counted(
             len(refs),
         ],
     )
-    return refs, {var_id: int(count) for var_id, count in rows}
+    counts = {var_id: int(count) for var_id, count, _ in rows}
+    return refs, counts, {var_id for var_id, _, observed in rows if observed}
 
 
 def _send_added(refs: list[uuid.UUID], var_ids: list[str], callback: str, owner: uuid.UUID | None) -> None:

@@ -27,7 +27,7 @@ from celery import current_app
 from django.db import connection
 
 from .. import conf
-from ..models import PRESENCE_LOCK, Observer, PresenceView
+from ..models import PRESENCE_LOCK, PresenceView
 from .view import exchange_name
 
 logger = logging.getLogger(__name__)
@@ -125,24 +125,6 @@ def hold_views() -> None:
     First in an add's transaction, before any row lock (a view waiting for it holds none)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", list(PRESENCE_LOCK))
-
-
-def already_observed(var_ids: list[str], *, glob: bool, refs: list[uuid.UUID]) -> set[str]:
-    """Of ``var_ids``, those with an observer row of the same kind besides ``refs``: the views were
-    told of each before that row's commit. One such row per name is locked (KEY SHARE) until this
-    transaction ends, so that a view loading meanwhile still finds it: otherwise its removal could
-    commit first, and the view read neither it nor this add's uncommitted row. Rows another
-    transaction holds (a removal) are skipped, never waited for: a removal locks its rows before the
-    name's count, an add the other way round."""
-    table = connection.ops.quote_name(Observer._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT name FROM unnest(%s::varchar[]) AS names(name) CROSS JOIN LATERAL "  # noqa: S608
-            f"(SELECT 1 FROM {table} WHERE var_id = names.name AND is_glob = %s "
-            "AND NOT (id = ANY(%s)) LIMIT 1 FOR KEY SHARE SKIP LOCKED) AS held",
-            [var_ids, glob, refs],
-        )
-        return {var_id for (var_id,) in cursor.fetchall()}
 
 
 def live_views() -> set[str]:

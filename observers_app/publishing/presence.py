@@ -20,11 +20,9 @@ again): if it is stale, one message is sent that the worker finds no observer fo
 worker decides once it is back.
 """
 
-import collections
 import logging
 import os
 import time
-import uuid
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 
@@ -115,12 +113,13 @@ def adding() -> None:
         announce.hold_views()
 
 
-def added(var_ids: list[str], *, glob: bool, refs: list[uuid.UUID], counts: dict[str, int]) -> None:
-    """Observers ``refs`` were just added on ``var_ids`` in the current transaction (``counts``: the
-    names' observer counts now): make every notify that begins after its commit see them. With views,
-    this process's own learns them at once and every other live view is told now, before the commit,
-    of the names that had no observer of their kind; otherwise the commit waits out the absence
-    leases."""
+def added(var_ids: list[str], *, glob: bool, observed: set[str]) -> None:
+    """Observers were just added on ``var_ids`` in the current transaction (``observed``: those of
+    the names with another observer row of the same kind, one of them locked until the transaction
+    ends; see ``observers.adds``): make every notify that begins after its commit see them. With
+    views, this process's own learns them at once and every other live view is told now, before the
+    commit, of the names that had no observer of their kind (the views were told of the others
+    before that row's commit); otherwise the commit waits out the absence leases."""
     if not glob:
         for var_id in var_ids[:REMEMBERED_ADDS]:
             remember(var_id)  # answered while the view loads too
@@ -132,10 +131,7 @@ def added(var_ids: list[str], *, glob: bool, refs: list[uuid.UUID], counts: dict
     if own is not None:
         own.remember(var_ids, glob=glob)
         learned.add(str(own.id))
-    adds = collections.Counter(var_ids)
-    had = [var_id for var_id, count in adds.items() if counts.get(var_id, count) > count]
-    known = announce.already_observed(had, glob=glob, refs=refs) if had else set()
-    new = [var_id for var_id in adds if var_id not in known]
+    new = [var_id for var_id in dict.fromkeys(var_ids) if var_id not in observed]
     if new:
         announce.announce([] if glob else new, new if glob else [], learned=learned)
 
