@@ -32,9 +32,8 @@ def notification(var_id: str) -> dict[str, Any]:
     }
 
 
-def test_deliver_pages_carry_a_reference_of_bounded_size_not_the_value(monkeypatch):
-    var = unique_var("wide")
-    make_observers(var, 1000)
+def pages_sent(monkeypatch) -> list[str]:
+    """The deliver pages' messages a fan-out here publishes (kept, not sent); no callback runs."""
     sent: list[str] = []
     monkeypatch.setattr(
         broker, "publish_confirmed", lambda messages, **kw: sent.extend(args for _, args in messages)
@@ -42,6 +41,13 @@ def test_deliver_pages_carry_a_reference_of_bounded_size_not_the_value(monkeypat
     monkeypatch.setattr(
         "observers_app.worker.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
     )
+    return sent
+
+
+def test_deliver_pages_carry_a_reference_of_bounded_size_not_the_value(monkeypatch):
+    var = unique_var("wide")
+    make_observers(var, 1000)
+    sent = pages_sent(monkeypatch)
 
     sent_notification = notification(var)
     list(dispatch.fan_out([sent_notification]))
@@ -71,13 +77,7 @@ def test_every_observer_of_a_large_fan_out_gets_the_value_and_the_payload_goes_a
 def test_a_small_notification_travels_in_its_pages_and_nothing_is_stored(monkeypatch):
     var = unique_var("wide")
     make_observers(var, 1000)
-    sent: list[str] = []
-    monkeypatch.setattr(
-        broker, "publish_confirmed", lambda messages, **kw: sent.extend(args for _, args in messages)
-    )
-    monkeypatch.setattr(
-        "observers_app.worker.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
-    )
+    sent = pages_sent(monkeypatch)
     small = {**notification(var), "new_value": "small"}
 
     list(dispatch.fan_out([small]))
