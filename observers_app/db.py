@@ -65,6 +65,35 @@ def prepared_rows(
     return rows
 
 
+def prepared_pipeline(
+    connection: BaseDatabaseWrapper, statements: list[tuple[str, list[Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """The rows of each statement, run one after another as ``prepared_rows`` runs one, but sent
+    together (psycopg's pipeline mode, PostgreSQL only): one round trip for all of them, and for the
+    ``BEGIN`` of a transaction they open. A statement that fails skips the ones after it."""
+    import psycopg
+
+    connection.ensure_connection()
+    started = time.monotonic()
+    raw = connection.connection
+    with connection.wrap_database_errors:
+        cursors = [psycopg.Cursor(raw) for _ in statements]
+        try:
+            with raw.pipeline():
+                for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(sql, params, prepare=True)
+            results = [
+                [tuple(row) for row in cursor.fetchall()] if cursor.description else [] for cursor in cursors
+            ]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+    if connection.queries_logged:
+        elapsed = f"{time.monotonic() - started:.3f}"
+        connection.queries_log.extend({"sql": sql, "time": elapsed} for sql, _ in statements)
+    return results
+
+
 def upsert_add(
     table: str,
     keys: tuple[str, ...],

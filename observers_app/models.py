@@ -312,9 +312,10 @@ class StatCounter(models.Model):
 
 
 class Payload(models.Model):
-    """A notification whose fan-out spans several deliver pages, stored once: each page's message
-    carries this row's id, never a copy of the values (a 250 KB value to 2,500 observers would be
-    copied into 10 messages). Deleted when every page is delivered; the sweep prunes strays."""
+    """A notification over 4 KiB of JSON whose fan-out spans several deliver pages, stored once: each
+    page's message carries this row's id, never a copy of the values (a 250 KB value to 2,500
+    observers would be copied into 10 messages; a smaller notification travels in the messages).
+    Deleted when every page is delivered; the sweep prunes strays."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     notification = models.TextField(

@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from .. import aio, conf, registry, signals, validation
-from ..db import prepared_rows
+from ..db import prepared_pipeline, prepared_rows
 from ..exceptions import TooManyObservers
 from ..models import PRESENCE_LOCK, Observer, Owner, StatCounter, VariableState
 from ..publishing import presence, view
@@ -128,64 +128,67 @@ def _bulk_create(
 def _insert_counted(
     var_ids: list[str], callback: str, *, owner_id: uuid.UUID | None, glob: bool, coalesce: bool, views: bool
 ) -> tuple[list[uuid.UUID], dict[str, int], set[str]]:
-    """On PostgreSQL, one statement over arrays however many names (one round trip, where Django's
-    bulk_create would bind eleven parameters per row): it adds to the names' observer counts, taking
-    their rows in name order like every other writer of them (locked until commit), inserts one
-    observer row per name and adds to the counter. Returns the refs, in the order of ``var_ids``,
-    the names' observer counts now, and (with ``views``) the names already observed.
+    """On PostgreSQL, one statement over arrays however many names (where Django's bulk_create would
+    bind eleven parameters per row): it adds to the names' observer counts, taking their rows in name
+    order like every other writer of them (locked until commit), inserts one observer row per name
+    and adds to the counter. Returns the refs, in the order of ``var_ids``, the names' observer
+    counts now, and (with ``views``) the names already observed.
 
-    With ``views`` it takes PRESENCE_LOCK shared first, before any row lock, unless the owner's
-    check took it already (``presence.adding``), and finds the names with another observer row of
-    the same kind: the views were told of each before that row's commit. One such row per name is
-    locked (KEY SHARE) until the transaction ends, so that a view loading meanwhile still finds it:
-    otherwise its removal could commit first, and the view read neither it nor this add's
-    uncommitted row. Rows another transaction holds (a removal) are skipped, never waited for: a
-    removal locks its rows before the name's count, an add the other way round."""
+    With ``views`` the statement first takes PRESENCE_LOCK shared, before any row lock (the CTEs
+    read from ``held``, which the executor runs first), unless the owner's check took it already
+    (``presence.adding``); and a second statement, sent with it in one round trip, finds the names
+    with another observer row of the same kind: the views were told of each before that row's
+    commit. One such row per name is locked (KEY SHARE) until the transaction ends, so that a view
+    loading meanwhile still finds it: otherwise its removal could commit first, and the view read
+    neither it nor this add's uncommitted row. It comes last, after every lock the add waits for,
+    and skips rows another transaction holds (a removal) instead of waiting: an add holding such a
+    row never waits, so it cannot deadlock with a transaction that removes it."""
     refs = [uuid.uuid4() for _ in var_ids]
     added = collections.Counter(var_ids)
     names = sorted(added)
+    now = timezone.now()  # one time for the rows of one add
     quote = connection.ops.quote_name
     states, observers = quote(VariableState._meta.db_table), quote(Observer._meta.db_table)
     stats = quote(StatCounter._meta.db_table)
     hold = views and owner_id is None
     held, after = ("held AS (SELECT pg_advisory_xact_lock_shared(%s, %s)), ", "held, ") if hold else ("", "")
-    known = (
-        f"known AS (SELECT name FROM {after}unnest(%s::varchar[]) AS names (name) CROSS JOIN LATERAL "  # noqa: S608
-        f"(SELECT 1 FROM {observers} WHERE var_id = names.name AND is_glob = %s LIMIT 1 "
-        "FOR KEY SHARE SKIP LOCKED) AS other), "
-        if views
-        else ""
-    )
-    rows = prepared_rows(
-        connection,
-        f"WITH {held}{known}counted AS (INSERT INTO {states} (var_id, observer_count) "  # noqa: S608
+    write = (
+        f"WITH {held}counted AS (INSERT INTO {states} (var_id, observer_count) "  # noqa: S608
         f"SELECT name, n FROM {after}unnest(%s::varchar[], %s::bigint[]) AS given (name, n) "
         "ON CONFLICT (var_id) DO UPDATE SET observer_count = "
         f"{states}.observer_count + excluded.observer_count "
         "RETURNING var_id, observer_count), "
         f"inserted AS (INSERT INTO {observers} (id, var_id, is_glob, callback, created_at, failures, "
-        "last_error, \"coalesce\", owner_id) SELECT id, name, %s, %s, now(), 0, '', %s, %s::uuid "
+        "last_error, \"coalesce\", owner_id) SELECT id, name, %s, %s, %s, 0, '', %s, %s::uuid "
         f"FROM {after}unnest(%s::uuid[], %s::varchar[]) AS given (id, name)), "
-        f"totals AS (INSERT INTO {stats} (name, value, created_at) VALUES ('observers_added', %s, now()) "
+        f"totals AS (INSERT INTO {stats} (name, value, created_at) VALUES ('observers_added', %s, %s) "
         f"ON CONFLICT (name) DO UPDATE SET value = {stats}.value + excluded.value) "
-        f"SELECT var_id, observer_count, {'var_id IN (SELECT name FROM known)' if views else 'false'} "
-        "FROM counted",
+        "SELECT var_id, observer_count FROM counted",
         [
             *(PRESENCE_LOCK if hold else ()),
-            *((names, glob) if views else ()),
             names,
             [added[name] for name in names],
             glob,
             callback,
+            now,
             coalesce,
             owner_id,
             refs,
             var_ids,
             len(refs),
+            now,
         ],
     )
-    counts = {var_id: int(count) for var_id, count, _ in rows}
-    return refs, counts, {var_id for var_id, _, observed in rows if observed}
+    if not views:
+        return refs, {var_id: int(count) for var_id, count in prepared_rows(connection, *write)}, set()
+    known = (
+        "SELECT name FROM unnest(%s::varchar[]) AS names (name) CROSS JOIN LATERAL "  # noqa: S608
+        f"(SELECT 1 FROM {observers} WHERE var_id = names.name AND is_glob = %s AND NOT (id = ANY(%s)) "
+        "LIMIT 1 FOR KEY SHARE SKIP LOCKED) AS other",
+        [names, glob, refs],
+    )
+    counted, observed = prepared_pipeline(connection, [write, known])
+    return refs, {var_id: int(count) for var_id, count in counted}, {name for (name,) in observed}
 
 
 def _send_added(refs: list[uuid.UUID], var_ids: list[str], callback: str, owner: uuid.UUID | None) -> None:

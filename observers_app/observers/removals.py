@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from .. import aio, conf, signals, validation
 from ..db import new_epoch_sql, prepared_rows
@@ -66,27 +67,29 @@ def remove_in_batches(
 def _remove_one(var_id: str, ref: uuid.UUID) -> int:
     """Remove observer ``ref`` of ``var_id`` unless it is a webhook's, in one statement (one round
     trip, committed alone outside a transaction): it deletes the row, records the removal, lowers the
-    name's count (a new epoch when none is left) and adds to the counters, in the order every writer
-    takes them (the observer's row, then the name's). Returns how many it removed (0 or 1)."""
+    name's count (a new epoch when none is left) and adds to the counters. The observer's row is
+    locked first (the CTE the statement reads), then the counters' and the name's (PostgreSQL runs
+    the unread CTEs last, the later ones first): the order ``remove_in_batches`` takes them in.
+    Returns how many it removed (0 or 1)."""
     quote = connection.ops.quote_name
     observers, removals = quote(Observer._meta.db_table), quote(Removal._meta.db_table)
     states, stats = quote(VariableState._meta.db_table), quote(StatCounter._meta.db_table)
-    reason = Reason.REMOVED
+    reason, now = Reason.REMOVED, timezone.now()
     rows = prepared_rows(
         connection,
         f"WITH gone AS (DELETE FROM {observers} WHERE id = %s AND var_id = %s AND callback <> %s "  # noqa: S608
         "RETURNING id, var_id, callback, owner_id), "
         f"logged AS (INSERT INTO {removals} (observer_ref, var_id, callback, owner_ref, reason, detail, "
-        "removed_at) SELECT id, var_id, callback, owner_id, %s, '', now() FROM gone), "
+        "removed_at) SELECT id, var_id, callback, owner_id, %s, '', %s FROM gone), "
         f"counted AS (INSERT INTO {states} (var_id, observer_count) SELECT var_id, -1 FROM gone "
         f"ON CONFLICT (var_id) DO UPDATE SET observer_count = {states}.observer_count - 1, "
         f"epoch = CASE WHEN {states}.observer_count <= 1 THEN {new_epoch_sql(connection.vendor)} "
         f"ELSE {states}.epoch END), "
         f"totals AS (INSERT INTO {stats} (name, value, created_at) "
-        "SELECT name, 1, now() FROM gone, unnest(%s::varchar[]) AS name "
+        "SELECT name, 1, %s FROM gone, unnest(%s::varchar[]) AS name "
         f"ON CONFLICT (name) DO UPDATE SET value = {stats}.value + 1) "
         "SELECT id, var_id, callback, owner_id FROM gone",
-        [ref, var_id, WebhookEndpoint.CALLBACK, reason, ["observers_removed", f"removed_{reason}"]],
+        [ref, var_id, WebhookEndpoint.CALLBACK, reason, now, now, ["observers_removed", f"removed_{reason}"]],
     )
     transaction.on_commit(functools.partial(_send_removed, rows, reason))
     return len(rows)

@@ -95,9 +95,11 @@ def _fan_out_one(
         # Every further page's bounds in one statement, then one deliver task per page.
         after = first_page[-1][0]
         # A small notification travels in each page's message; a larger one is stored once and its
-        # pages carry its reference (the notification id too: Flower and the logs show which one a
-        # page belongs to).
-        text = json.dumps(notification, separators=(",", ":"))
+        # pages carry its reference. The notification id first, either way: Flower and the logs show
+        # which notification a page belongs to (a message's shown arguments are cut short).
+        text = json.dumps(
+            {"notification_id": notification["notification_id"], **notification}, separators=(",", ":")
+        )
         payload_id = pages.store(text) if len(text) > INLINE_MAX_BYTES else None
         reference = (
             text
@@ -114,6 +116,10 @@ def _fan_out_one(
         _publish_pages(messages)
         if payload_id is not None:
             pages.all_sent(payload_id, len(messages))
+    # Asked once the further pages are on their way: the other pool processes start on them meanwhile.
+    coalescing = any(row[-1] for row in first_page) or (
+        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
+    )
     signals.notification_dispatched.send(
         None,
         var_id=var_id,
@@ -121,13 +127,7 @@ def _fan_out_one(
         seq=notification["seq"],
         fanout=fanout,
     )
-    counts = delivery.call_and_record(notification, ordered_rows, dispatched=True)
-    # Asked once its first page is called: neither its callbacks nor the further pages' (in the
-    # other pool processes) wait for the question.
-    coalescing = any(row[-1] for row in first_page) or (
-        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
-    )
-    return coalescing, counts
+    return coalescing, delivery.call_and_record(notification, ordered_rows, dispatched=True)
 
 
 def _publish_pages(messages: list[tuple[str, str]]) -> None:

@@ -195,6 +195,54 @@ def test_an_add_waits_for_a_silent_view_only_when_the_name_had_no_observer(setti
 
 @views_only
 @pytest.mark.django_db(transaction=True)
+def test_an_add_holds_no_row_a_removal_waits_for_while_it_waits_itself():
+    """A transaction adds to X, then removes X's older observer; meanwhile another add of W and X
+    waits for X's count. The other add locks a row of each name already observed (X's older
+    observer) only after every lock it waits for: both commit, no deadlock."""
+    w, x = unique_var("w"), unique_var("x")  # W's count is taken before X's (name order)
+    older = manager.add_observer(x, record)
+    errors: list[Exception] = []
+
+    def other_add() -> None:
+        try:
+            manager.add_observers([w, x], record)
+        except Exception as exc:  # noqa: BLE001: the test reports it
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=other_add)
+    with transaction.atomic():
+        manager.add_observer(x, record)  # X's count row locked until this commit
+        other.start()
+        wait_for(lambda: _lock_waits() >= 1, timeout=10)  # the other add waits for X's count
+        assert manager.remove_observer(x, older)
+    other.join(timeout=30)
+    assert not other.is_alive() and not errors, errors
+    assert Observer.objects.filter(var_id=x).count() == 2 and not Observer.objects.filter(id=older).exists()
+
+
+def _lock_waits() -> int:
+    """Sessions of this database waiting for a lock, read on a connection of its own."""
+    counts: list[int] = []
+
+    def read() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+            counts.append(cursor.fetchone()[0])
+        connection.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join()
+    return counts[0]
+
+
+@views_only
+@pytest.mark.django_db(transaction=True)
 def test_a_view_that_learned_more_names_than_it_loaded_loads_again(monkeypatch):
     """Its memory follows the names observed: what it learned is loaded into its array afresh."""
     monkeypatch.setattr(view, "RELOAD_AFTER", 5)

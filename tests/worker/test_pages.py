@@ -88,3 +88,4 @@ def test_a_small_notification_travels_in_its_pages_and_nothing_is_stored(monkeyp
         (small["notification_id"], "small")
     }
     assert not Payload.objects.exists()
+    assert all(message.startswith('[{"notification_id":') for message in sent)  # shown first in Flower
