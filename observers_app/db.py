@@ -133,15 +133,17 @@ def counting_rows(
     ``counters.increment``): a read and its count in one round trip."""
     quote = connection.ops.quote_name
     counter, bucket = quote(counter_table), quote(bucket_table)
+    # The rows counted once, the commit mode set by the same scan; the inserts always run (they
+    # modify data), so neither needs the main query, which reads the page alone.
     sql = (
         f"WITH page AS ({select}), "  # noqa: S608
-        f"counted AS (INSERT INTO {counter} (name, value, created_at) SELECT %s, count(*), now() FROM page "
-        f"HAVING count(*) > 0 ON CONFLICT (name) DO UPDATE SET value = {counter}.value + excluded.value), "
+        "total AS (SELECT count(*) AS n, set_config('synchronous_commit', 'off', true) FROM page), "
+        f"counted AS (INSERT INTO {counter} (name, value, created_at) SELECT %s, n, now() FROM total "
+        f"WHERE n > 0 ON CONFLICT (name) DO UPDATE SET value = {counter}.value + excluded.value), "
         f"bucketed AS (INSERT INTO {bucket} (minute, name, value) "
-        "SELECT date_trunc('minute', now()), %s, count(*) FROM page HAVING count(*) > 0 "
-        f"ON CONFLICT (minute, name) DO UPDATE SET value = {bucket}.value + excluded.value), "
-        "asynchronous AS (SELECT set_config('synchronous_commit', 'off', true)) "
-        "SELECT page.* FROM page LEFT JOIN asynchronous ON true"
+        "SELECT date_trunc('minute', now()), %s, n FROM total WHERE n > 0 "
+        f"ON CONFLICT (minute, name) DO UPDATE SET value = {bucket}.value + excluded.value) "
+        "SELECT * FROM page"
     )
     return sql, [*params, name, name]
 
