@@ -3,6 +3,7 @@
 import collections
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -11,7 +12,7 @@ from .. import aio, conf, registry, signals, validation
 from ..db import prepared_pipeline, prepared_rows
 from ..exceptions import TooManyObservers
 from ..models import PRESENCE_LOCK, Observer, Owner, StatCounter, VariableState
-from ..publishing import presence, view
+from ..publishing import announce, presence, view
 from ..registry import Callback
 from ..telemetry import counters
 from ..validation import HasOwnerId
@@ -79,11 +80,12 @@ def add_observers(
                 )
         if postgresql:  # inserted as counted: past a cap, the raise below rolls the rows back
             views = view.enabled()
-            refs, counts, observed = _insert_counted(
+            refs, counts, observed, registered = _insert_counted(
                 var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce, views=views
             )
         else:
-            counts, observed = counters.count_more_observers(collections.Counter(var_ids)), set()
+            counts = counters.count_more_observers(collections.Counter(var_ids))
+            observed, registered = set(), None
         over = sorted(var_id for var_id, count in counts.items() if count > conf.max_per_variable())
         if over:
             raise TooManyObservers(
@@ -94,7 +96,7 @@ def add_observers(
             refs = _bulk_create(var_ids, name, owner_id=owner_id, glob=glob, coalesce=coalesce)
             counters.increment({"observers_added": len(refs)})
         transaction.on_commit(lambda: _send_added(refs, var_ids, name, owner_id))
-        presence.added(var_ids, glob=glob, observed=observed)
+        presence.added(var_ids, glob=glob, observed=observed, registered=registered)
     return refs
 
 
@@ -127,20 +129,22 @@ def _bulk_create(
 
 def _insert_counted(
     var_ids: list[str], callback: str, *, owner_id: uuid.UUID | None, glob: bool, coalesce: bool, views: bool
-) -> tuple[list[uuid.UUID], dict[str, int], set[str]]:
+) -> tuple[list[uuid.UUID], dict[str, int], set[str], list[tuple[Any, ...]] | None]:
     """On PostgreSQL, one statement over arrays however many names (where Django's bulk_create would
     bind eleven parameters per row): it adds to the names' observer counts, taking their rows in name
     order like every other writer of them (locked until commit), inserts one observer row per name
     and adds to the counter. Returns the refs, in the order of ``var_ids``, the names' observer
-    counts now, and (with ``views``) the names already observed.
+    counts now, and (with ``views``) the names already observed and the registered views.
 
     With ``views`` the statement first takes PRESENCE_LOCK shared, before any row lock (the CTEs
     read from ``held``, which the executor runs first), unless the owner's check took it already
-    (``presence.adding``); and a second statement, sent with it in one round trip, finds the names
-    with another observer row of the same kind: the views were told of each before that row's
-    commit. One such row per name is locked (KEY SHARE) until the transaction ends, so that a view
-    loading meanwhile still finds it: otherwise its removal could commit first, and the view read
-    neither it nor this add's uncommitted row. It comes last, after every lock the add waits for,
+    (``presence.adding``); and two more statements, sent with it in one round trip, find the names
+    with another observer row of the same kind and read the registered views (after the lock, so no
+    view registers unseen: ``announce.views_statement``). The views were told of each name already
+    observed before that row's commit. One such row per name is locked (KEY SHARE) until the
+    transaction ends, so that a view loading meanwhile still finds it: otherwise its removal could
+    commit first, and the view read neither it nor this add's uncommitted row. It comes after every
+    lock the add waits for,
     and skips rows another transaction holds (a removal) instead of waiting: an add holding such a
     row never waits, so it cannot deadlock with a transaction that removes it."""
     refs = [uuid.uuid4() for _ in var_ids]
@@ -180,15 +184,16 @@ def _insert_counted(
         ],
     )
     if not views:
-        return refs, {var_id: int(count) for var_id, count in prepared_rows(connection, *write)}, set()
+        return refs, {var_id: int(count) for var_id, count in prepared_rows(connection, *write)}, set(), None
     known = (
         "SELECT name FROM unnest(%s::varchar[]) AS names (name) CROSS JOIN LATERAL "  # noqa: S608
         f"(SELECT 1 FROM {observers} WHERE var_id = names.name AND is_glob = %s AND NOT (id = ANY(%s)) "
         "LIMIT 1 FOR KEY SHARE SKIP LOCKED) AS other",
         [names, glob, refs],
     )
-    counted, observed = prepared_pipeline(connection, [write, known])
-    return refs, {var_id: int(count) for var_id, count in counted}, {name for (name,) in observed}
+    counted, observed, registered = prepared_pipeline(connection, [write, known, announce.views_statement()])
+    counts = {var_id: int(count) for var_id, count in counted}
+    return refs, counts, {name for (name,) in observed}, registered
 
 
 def _send_added(refs: list[uuid.UUID], var_ids: list[str], callback: str, owner: uuid.UUID | None) -> None:

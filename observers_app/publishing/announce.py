@@ -27,6 +27,7 @@ from celery import current_app
 from django.db import connection
 
 from .. import conf
+from ..db import prepared_rows
 from ..models import PRESENCE_LOCK, PresenceView
 from .view import exchange_name
 
@@ -88,11 +89,18 @@ class _Link:
 _local = threading.local()
 
 
-def announce(names: list[str], patterns: list[str], *, learned: Collection[str] = ()) -> None:
+def announce(
+    names: list[str],
+    patterns: list[str],
+    *,
+    learned: Collection[str] = (),
+    registered: list[tuple[Any, ...]] | None = None,
+) -> None:
     """Return once every view that may still believe ``names`` and ``patterns`` unobserved has learned
     them, or can no longer answer "no" without learning them (``learned``: the ids of views that hold
-    them already). Called in the add's transaction, after ``hold_views``."""
-    views = live_views().difference(learned)
+    them already; ``registered``: as ``live_views`` takes it). Called in the add's transaction, after
+    ``hold_views``."""
+    views = live_views(registered).difference(learned)
     if not views:
         return
     lease = conf.presence_view_lease()
@@ -127,12 +135,19 @@ def hold_views() -> None:
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", list(PRESENCE_LOCK))
 
 
-def live_views() -> set[str]:
-    """The ids of the registered views; those whose lease has ended are deleted (each loads again)."""
+def views_statement() -> tuple[str, list[Any]]:
+    """The statement that reads the registered views, each with whether its lease has ended: what
+    ``live_views`` reads, unless an add read it already (after ``hold_views``, in its transaction)."""
     table = connection.ops.quote_name(PresenceView._meta.db_table)
+    return f"SELECT id, expires_at < now() FROM {table}", []  # noqa: S608
+
+
+def live_views(registered: list[tuple[Any, ...]] | None = None) -> set[str]:
+    """The ids of the registered views (``registered``: the rows ``views_statement`` read, if read
+    already); those whose lease has ended are deleted (each loads again)."""
+    table = connection.ops.quote_name(PresenceView._meta.db_table)
+    rows = prepared_rows(connection, *views_statement()) if registered is None else registered
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, expires_at < now() FROM {table}")  # noqa: S608
-        rows = cursor.fetchall()
         views = {str(view_id) for view_id, _ in rows}
         expired = [view_id for view_id, ended in rows if ended]
         if expired:

@@ -23,6 +23,7 @@ worker decides once it is back.
 import logging
 import os
 import time
+from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 
@@ -113,10 +114,13 @@ def adding() -> None:
         announce.hold_views()
 
 
-def added(var_ids: list[str], *, glob: bool, observed: set[str]) -> None:
+def added(
+    var_ids: list[str], *, glob: bool, observed: set[str], registered: list[tuple[Any, ...]] | None = None
+) -> None:
     """Observers were just added on ``var_ids`` in the current transaction (``observed``: those of
     the names with another observer row of the same kind, one of them locked until the transaction
-    ends; see ``observers.adds``): make every notify that begins after its commit see them. With
+    ends; see ``observers.adds``; ``registered``: the views read by the add, as
+    ``announce.live_views`` takes them): make every notify that begins after its commit see them. With
     views, this process's own learns them at once and every other live view is told now, before the
     commit, of the names that had no observer of their kind (the views were told of the others
     before that row's commit); otherwise the commit waits out the absence leases."""
@@ -133,7 +137,7 @@ def added(var_ids: list[str], *, glob: bool, observed: set[str]) -> None:
         learned.add(str(own.id))
     new = [var_id for var_id in dict.fromkeys(var_ids) if var_id not in observed]
     if new:
-        announce.announce([] if glob else new, new if glob else [], learned=learned)
+        announce.announce([] if glob else new, new if glob else [], learned=learned, registered=registered)
 
 
 def wait_after_commit() -> None:
