@@ -69,9 +69,8 @@ def add_observers(
     owner_id = validation.owner_id(owner)
     postgresql = connection.vendor == "postgresql"
     with transaction.atomic():
-        if owner_id is not None or not postgresql:
+        if owner_id is not None:  # without an owner, the add's statement takes the views' lock itself
             presence.adding()
-        if owner_id is not None:
             Owner.objects.lock_live(owner_id)
             if Observer.objects.filter(owner_id=owner_id).count() + len(var_ids) > conf.max_per_owner():
                 raise TooManyObservers(
