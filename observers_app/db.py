@@ -60,9 +60,15 @@ def prepared_rows(
             cursor.adapters.register_loader("uuid", TextLoader)
         cursor.execute(sql, params, prepare=True)
         rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else []
-    if connection.queries_logged:  # as Django's own cursor does (DEBUG, CaptureQueriesContext)
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    _log(connection, [sql], started)
     return rows
+
+
+def _log(connection: BaseDatabaseWrapper, statements: list[str], started: float) -> None:
+    """Log statements run outside Django's cursor as its own cursor does (DEBUG, CaptureQueriesContext)."""
+    if connection.queries_logged:
+        elapsed = f"{time.monotonic() - started:.3f}"
+        connection.queries_log.extend({"sql": sql, "time": elapsed} for sql in statements)
 
 
 def prepared_pipeline(
@@ -88,9 +94,7 @@ def prepared_pipeline(
         finally:
             for cursor in cursors:
                 cursor.close()
-    if connection.queries_logged:
-        elapsed = f"{time.monotonic() - started:.3f}"
-        connection.queries_log.extend({"sql": sql, "time": elapsed} for sql, _ in statements)
+    _log(connection, [sql for sql, _ in statements], started)
     return results
 
 
