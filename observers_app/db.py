@@ -1,4 +1,4 @@
-"""Database plumbing: statements planned once, additive upserts, raw UUIDs, and the errors that mean retry."""
+"""Database plumbing: statements past the ORM, additive upserts, raw UUIDs, and the errors that mean retry."""
 
 import time
 import uuid
@@ -33,7 +33,7 @@ def database_now() -> datetime:
 
 
 def prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:
-    """One row from a statement PostgreSQL plans once per connection."""
+    """One row of a statement run as ``prepared_rows`` runs it."""
     rows = prepared_rows(connection, sql, params)
     assert rows
     return rows[0]
@@ -42,8 +42,12 @@ def prepared_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -
 def prepared_rows(
     connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, uuids_as_text: bool = False
 ) -> list[tuple[Any, ...]]:
-    """The rows of ``sql``: on PostgreSQL a statement planned once per connection (psycopg
-    server-side binding), elsewhere Django's cursor. Skips the ORM: for the hot paths only. With
+    """The rows of ``sql``: on PostgreSQL sent with psycopg's server-side binding and asked to be
+    prepared, elsewhere through Django's cursor. Skips the ORM: for the hot paths only. psycopg
+    prepares it only where the connection's OPTIONS turn prepared statements on
+    (``prepare_threshold``; Django leaves them off, and psycopg then ignores the request): otherwise
+    PostgreSQL plans it at every run, for the values it is given (a plan made once for any value
+    can be far worse for a variable with many observers). With
     ``uuids_as_text`` PostgreSQL's UUIDs come back as their canonical text, with no UUID object made
     per value (a page of observers reads a thousand; SQLite's come back as it stores them)."""
     if connection.vendor != "postgresql":

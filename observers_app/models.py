@@ -134,6 +134,9 @@ class Observer(models.Model):
                 condition=models.Q(is_glob=True),
                 name="observer_glob_prefix",
             ),
+            # The coalescing observers, usually few: a fan-out wider than a page asks whether it has
+            # any past its first page without reading every observer's index entry.
+            models.Index(fields=["var_id"], condition=models.Q(coalesce=True), name="observer_coalescing"),
             # The few quarantined observers, for the admin's filter.
             models.Index(
                 fields=["quarantined_at"],

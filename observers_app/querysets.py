@@ -11,7 +11,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from .db import counting_rows, prepared_row, prepared_rows, uuid_of, uuid_text
+from .db import counting_rows, prepared_row, prepared_rows, uuid_text
 from .exceptions import OwnerClosed, OwnerDead, UnknownOwner
 from .globs import candidate_prefixes, glob_matches, globs_among
 
@@ -83,20 +83,6 @@ class ObserverQuerySet(models.QuerySet):
         """The next ``limit`` observer ids after ``after``, in id order (keyset paging)."""
         return list(self.in_page(after=after, upto=None).order_by("id").values_list("id", flat=True)[:limit])
 
-    def page_bounds(self, *, after: uuid.UUID, size: int) -> list[tuple[uuid.UUID, int]]:
-        """The last id of every page of ``size`` observers after ``after`` in id order, each with
-        its position (the last one's is how many there are): a fan-out's pages in one statement,
-        however many there are (the database numbers the ids; a few hundred rows come back)."""
-        ids, params = _sql(self.in_page(after=after, upto=None).values("id"))
-        connection = connections[self.db]
-        rows = prepared_rows(
-            connection,
-            "SELECT id, n FROM (SELECT id, row_number() OVER w AS n, lead(id) OVER w IS NULL AS last "  # noqa: S608
-            f"FROM ({ids}) reached WINDOW w AS (ORDER BY id)) numbered WHERE n %% %s = 0 OR last ORDER BY id",
-            [*params, size],
-        )
-        return [(uuid_of(ref), int(position)) for ref, position in rows]
-
     def delivery_page(
         self,
         var_id: str,
@@ -104,10 +90,12 @@ class ObserverQuerySet(models.QuerySet):
         after: uuid.UUID | None,
         upto: uuid.UUID,
         coalesce: bool,
+        limit: int,
         counted_as: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        """``DELIVERY_ROW`` of the live exact observers of ``var_id`` with ``after < id <= upto``,
-        the coalescing ones or the others: every deliver task's read, compiled once.
+        """``DELIVERY_ROW`` of the first ``limit`` live exact observers of ``var_id`` with
+        ``after < id <= upto`` in id order, the coalescing ones or the others: every deliver task's
+        read, compiled once.
         With ``counted_as`` (PostgreSQL, outside a transaction), the same statement adds how many
         rows it read to that counter: one round trip instead of two."""
         prepare = self.model._meta.pk.get_db_prep_value
@@ -117,7 +105,7 @@ class ObserverQuerySet(models.QuerySet):
             prepare(_AFTER, connection): prepare(after or NO_ID, connection),
             prepare(_UPTO, connection): prepare(upto, connection),
         }
-        sql, compiled = _page_statement(self.db, coalesce)
+        sql, compiled = _page_statement(self.db, coalesce, limit)
         params = [values.get(p, p) for p in compiled]
         if counted_as:
             sql, params = counting_rows(
@@ -165,7 +153,7 @@ class ObserverQuerySet(models.QuerySet):
         """Whether a notification of ``var_id`` would reach an observer row, in one round trip.
 
         Runs on the notify hot path, so it skips the ORM's query compilation (which costs more than
-        the query) and, on PostgreSQL, runs as a prepared statement. The
+        the query) and, on PostgreSQL, binds its values server-side (``db.prepared_rows``). The
         glob patterns that can match (by their indexed literal prefix, see ``candidate_globs``)
         come back in the same round trip and are matched here, never by the database's LIKE, so
         ``%`` and ``_`` in names are plain characters. Rows of a dead owner count until the sweep
@@ -199,7 +187,7 @@ def _candidate_globs(
     connection: BaseDatabaseWrapper, table: str, prefixes: list[str]
 ) -> tuple[str, list[Any]]:
     """The statement reading the distinct patterns whose prefix is one of ``prefixes``: one array
-    parameter on PostgreSQL (one prepared statement whatever the name), a list of them elsewhere."""
+    parameter on PostgreSQL (one statement text whatever the name), a list of them elsewhere."""
     select = f"SELECT DISTINCT var_id FROM {table} WHERE is_glob AND glob_prefix"  # noqa: S608
     if connection.vendor == "postgresql":
         return f"{select} = ANY(%s)", [prefixes]
@@ -226,10 +214,10 @@ def _first_page_statement(alias: str, limit: int) -> tuple[str, tuple[Any, ...]]
 
 
 @functools.lru_cache(maxsize=8)
-def _page_statement(alias: str, coalesce: bool) -> tuple[str, tuple[Any, ...]]:
+def _page_statement(alias: str, coalesce: bool, limit: int) -> tuple[str, tuple[Any, ...]]:
     observers = apps.get_model("observers_app", "Observer").objects.using(alias)
     page = observers.live().matching(_PLACEHOLDER, []).filter(coalesce=coalesce)
-    return _sql(page.in_page(after=_AFTER, upto=_UPTO).values_list(*DELIVERY_ROW))
+    return _sql(page.in_page(after=_AFTER, upto=_UPTO).order_by("id").values_list(*DELIVERY_ROW)[:limit])
 
 
 def _sql(queryset: models.QuerySet) -> tuple[str, tuple[Any, ...]]:

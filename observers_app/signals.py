@@ -14,7 +14,8 @@ observer_removed = Signal()
 # var_id, published (False when no observer was found), duration_s (the caller's existence check and
 # hand-off to its send buffer): in the notifying process.
 notification_published = Signal()
-# var_id, notification_id, seq, fanout (observers reached): in the worker, once the fan-out is sent.
+# var_id, notification_id, seq, fanout (observers reached: exact up to one page, estimated beyond it
+# from the spread of the first page's ids): in the worker, once the fan-out is sent.
 notification_dispatched = Signal()
 # var_id, ok, failed, latency_s (from notify to the end of the page's callbacks): per page of observers.
 callbacks_delivered = Signal()

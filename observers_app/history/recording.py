@@ -43,7 +43,7 @@ _COLUMNS = ("var_id", "seq", "notification_id", "old_value", "new_value", "metad
 
 def _insert_arrays(notifications: list[dict[str, Any]], globs: dict[str, list[str]]) -> tuple[str, list[Any]]:
     """PostgreSQL: the batch as arrays, so that the statement's text is the same for every batch
-    (planned once per connection, whatever the batch holds)."""
+    (one statement text, whatever the batch holds)."""
     quote = connection.ops.quote_name
     table, states = quote(HistoryEntry._meta.db_table), quote(VariableState._meta.db_table)
     field = HistoryEntry._meta.get_field("new_value")

@@ -30,7 +30,7 @@ BATCH = 500
 
 def write(notification_id: str, args_json: str) -> None:
     """Insert the dispatch message in the current transaction (or commit it at once in autocommit):
-    one statement planned once per connection, on the caller's hot path."""
+    one statement written once, past the ORM, on the caller's hot path."""
     table = OutboxMessage._meta.db_table  # a model constant, never data
     if connection.vendor == "postgresql":
         # The id as text and the database's clock: no Python-side conversion on the caller's hot path.
@@ -47,7 +47,7 @@ def write(notification_id: str, args_json: str) -> None:
 
 
 def mark_sent(notification_ids: list[str]) -> None:
-    """Delete the rows of messages the broker confirmed (on PostgreSQL one statement planned once:
+    """Delete the rows of messages the broker confirmed (on PostgreSQL one statement past the ORM:
     the publishing thread shares the caller's interpreter lock)."""
     try:
         if connection.vendor == "postgresql":

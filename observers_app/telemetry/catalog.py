@@ -146,7 +146,7 @@ FIGURES = {**LIVE, **COUNTERS}
 # HELP lines; the figures above are exposed as ``observers_stats_<name>`` besides them.
 METRICS = {
     "observers_notify_seconds": "Time notify_observers spent checking for observers and publishing.",
-    "observers_fanout_width": "Observers reached by one notification.",
+    "observers_fanout_width": "Observers reached by one notification (estimated past its first page).",
     "observers_notify_to_callback_seconds": "From notify_observers to the end of one page's callbacks.",
     "observers_callbacks": "Callbacks called, by outcome.",
     "observers_sweeps": "Sweeps of dead owners run.",

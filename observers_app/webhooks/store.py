@@ -1,4 +1,4 @@
-"""The webhook task's hot-path statements: written once, prepared on PostgreSQL, no ORM compilation.
+"""The webhook task's hot-path statements: written once, no ORM compilation.
 
 The ORM spends more time compiling these small statements than the database spends running them.
 """

@@ -36,30 +36,59 @@ def deliver(
     """Call the live observers of one page (the coalescing ones or the others), then record the
     outcome in one batch of writes (counting the notification too when ``dispatched``).
 
-    Without globs (the common case) the page is read by a statement compiled once, which on
-    PostgreSQL also counts the callbacks about to be called (``notifications_sent``): a page
+    The page is read in id order, at most twice the batch size at a time: a page whose bounds were
+    estimated (``dispatch.further_pages``) and hold more is delivered in several chunks, never read
+    whole. Without globs (the common case) a chunk is read by a statement compiled once, which on
+    PostgreSQL also counts the callbacks about to be called (``notifications_sent``): a chunk
     without failures costs one round trip. A worker killed in the middle of the page has counted
-    all of it, and its redelivery counts it again."""
+    all it read, and its redelivery counts it again."""
     counted = not globs and connection.vendor == "postgresql" and not connection.in_atomic_block
+    limit = 2 * conf.batch_size()
+    while True:
+        rows = _read(
+            notification["var_id"],
+            globs,
+            after=after,
+            upto=upto,
+            coalesce=coalesce,
+            limit=limit,
+            counted=counted,
+        )
+        counts = call_and_record(notification, rows, dispatched=dispatched)
+        if counted:
+            counts["notifications_sent"] = 0  # counted as the chunk was read
+        counters.increment(counts)
+        if len(rows) < limit:
+            return
+        after, dispatched = rows[-1][0], False
+
+
+def _read(
+    var_id: str,
+    globs: list[str],
+    *,
+    after: uuid.UUID | str | None,
+    upto: uuid.UUID | str,
+    coalesce: bool,
+    limit: int,
+    counted: bool,
+) -> list[tuple[Any, ...]]:
     if globs:
-        rows = list(
-            reached(notification["var_id"], globs)
+        return list(
+            reached(var_id, globs)
             .filter(coalesce=coalesce)
             .in_page(after=as_uuid(after), upto=as_uuid(upto))
-            .values_list(*DELIVERY_ROW)
+            .order_by("id")
+            .values_list(*DELIVERY_ROW)[:limit]
         )
-    else:
-        rows = Observer.objects.delivery_page(
-            notification["var_id"],
-            after=as_uuid(after),
-            upto=uuid_of(upto),
-            coalesce=coalesce,
-            counted_as="notifications_sent" if counted else None,
-        )
-    counts = call_and_record(notification, rows, dispatched=dispatched)
-    if counted:
-        counts["notifications_sent"] = 0  # counted as the page was read
-    counters.increment(counts)
+    return Observer.objects.delivery_page(
+        var_id,
+        after=as_uuid(after),
+        upto=uuid_of(upto),
+        coalesce=coalesce,
+        limit=limit,
+        counted_as="notifications_sent" if counted else None,
+    )
 
 
 def call_and_record(

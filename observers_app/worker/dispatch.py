@@ -2,6 +2,8 @@
 
 import json
 import logging
+import math
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 
 from .. import conf, signals, validation
-from ..db import DATABASE_ERRORS, prepared_rows
+from ..db import DATABASE_ERRORS, prepared_rows, uuid_of
 from ..exceptions import BrokerUnavailable
 from ..globs import globs_among
 from ..history import recording
@@ -31,6 +33,8 @@ LOCK_NOT_AVAILABLE = "55P03"
 # A notification whose JSON is at most this long is copied into each page's message; a longer one
 # is stored once (pages.store) and its pages carry its reference.
 INLINE_MAX_BYTES = 4096
+# The highest observer id: the upper bound of a fan-out's last page.
+LAST_ID = 2**128 - 1
 
 
 def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
@@ -92,7 +96,7 @@ def _fan_out_one(
     full = len(first_page) == size
     fanout = len(first_page)
     if full:
-        # Every further page's bounds in one statement, then one deliver task per page.
+        # One deliver task per further page, sent before this page's callbacks run.
         after = first_page[-1][0]
         # A small notification travels in each page's message; a larger one is stored once and its
         # pages carry its reference. The notification id first, either way: Flower and the logs show
@@ -108,11 +112,12 @@ def _fan_out_one(
         )
         globs_json = json.dumps(globs)
         messages: list[tuple[str, str]] = []
-        for upto, position in (
-            delivery.reached(var_id, globs).filter(coalesce=False).page_bounds(after=after, size=size)
-        ):
+        # Estimated from the ordered observers of the first page: the further pages hold only those.
+        bounds, rest = further_pages(uuid_of(after), read=len(ordered_rows), size=size)
+        for upto in bounds:
             messages.append((DELIVER_TASK, f'[{reference},"{after}","{upto}",{globs_json}]'))
-            after, fanout = upto, len(first_page) + position
+            after = upto
+        fanout += rest
         _publish_pages(messages)
         if payload_id is not None:
             pages.all_sent(payload_id, len(messages))
@@ -128,6 +133,22 @@ def _fan_out_one(
         fanout=fanout,
     )
     return coalescing, delivery.call_and_record(notification, ordered_rows, dispatched=True)
+
+
+def further_pages(last: uuid.UUID, *, read: int, size: int) -> tuple[list[uuid.UUID], int]:
+    """The upper bounds of the pages after a full first page whose last id is ``last`` and which
+    held ``read`` observers of the kind the pages deliver, and how many of those the pages are
+    expected to hold, without asking the database.
+
+    Observer ids are random (uuid4), spread evenly over the id space: the first page's span of it
+    tells how densely the rest is filled. What follows ``last`` is cut into ranges of equal width,
+    each expected to hold ``size`` observers (a few percent either way at the default size); the
+    last range ends at the highest id, so an observer added meanwhile is reached too. A page that
+    holds more than expected is read in bounded chunks (``delivery.deliver``)."""
+    rest = LAST_ID - last.int
+    expected = round(read * rest / (last.int + 1))
+    count = max(1, math.ceil(expected / size))
+    return [uuid.UUID(int=last.int + rest * n // count) for n in range(1, count + 1)], expected
 
 
 def _publish_pages(messages: list[tuple[str, str]]) -> None:

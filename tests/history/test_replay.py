@@ -172,6 +172,8 @@ def test_bad_points_and_refs_are_refused_with_a_clear_error():
     with pytest.raises(ReplayRefused, match="dead"):
         manager.replay(orphan.id, since=1)
     assert manager.replay(ref, since=1).notifications == 1
+    # Delivered before the test ends: a replay still running would hold the tables the teardown empties.
+    assert wait_for(lambda: len(received(ref)) == 2)
 
 
 def test_with_the_history_off_a_replay_is_refused(settings):
