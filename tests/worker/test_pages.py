@@ -120,6 +120,7 @@ def test_an_estimate_of_the_further_pages_from_the_spread_of_the_first():
     assert bounds[-1] == uuid.UUID(int=dispatch.LAST_ID)
     widths = {upper.int - lower.int for lower, upper in zip([half, *bounds], bounds, strict=False)}
     assert max(widths) - min(widths) <= 1  # cut evenly
+    assert len(dispatch.further_pages(half, read=100, size=30)[0]) == 3  # the nearest count: 33 each
     assert dispatch.further_pages(uuid.UUID(int=dispatch.LAST_ID - 1), read=100, size=25)[0] == [
         uuid.UUID(int=dispatch.LAST_ID)
     ]  # one page at least: a full first page may not be the last
