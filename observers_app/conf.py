@@ -33,7 +33,8 @@ DEFAULTS: dict[str, bool | float | int | str | list[str]] = {
     "OBSERVERS_MAX_DELIVERIES": 5,
     # Observers delivered per deliver task (and read per page): a task costs the worker its own CPU besides
     # its callbacks (Celery's bookkeeping, events, one read), so 1,000 keeps that a small share of 1,000
-    # callbacks while a 10,000-observer fan-out still spreads over 10 tasks.
+    # callbacks while a 10,000-observer fan-out still spreads over about 10 tasks (the pages after the
+    # first are id ranges estimated to hold this many each).
     "OBSERVERS_BATCH_SIZE": 1000,
     # Seconds one callback may run before CallbackTimeout is raised inside it.
     "OBSERVERS_CALLBACK_TIME_LIMIT": 10.0,

@@ -325,7 +325,7 @@ class Payload(models.Model):
         help_text="The notification as JSON text (exact: jsonb would turn 1e16 into an int)."
     )
     pages = models.IntegerField(default=0, help_text="Deliver pages sent; 0 while they are being sent.")
-    done = models.JSONField(default=list, help_text="The pages delivered, by their last observer id.")
+    done = models.JSONField(default=list, help_text="The pages delivered, by their upper bound.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     def __str__(self) -> str:

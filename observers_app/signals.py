@@ -14,10 +14,11 @@ observer_removed = Signal()
 # var_id, published (False when no observer was found), duration_s (the caller's existence check and
 # hand-off to its send buffer): in the notifying process.
 notification_published = Signal()
-# var_id, notification_id, seq, fanout (observers reached: exact up to one page, estimated beyond it
-# from the spread of the first page's ids): in the worker, once the fan-out is sent.
+# var_id, notification_id, seq, fanout (observers reached: exact when they fit in one page, else
+# estimated past it from the spread of the first page's ids): in the worker, once the fan-out is sent.
 notification_dispatched = Signal()
-# var_id, ok, failed, latency_s (from notify to the end of the page's callbacks): per page of observers.
+# var_id, ok, failed, latency_s (from notify to the end of the page's callbacks): per page of observers
+# (per chunk of a page read in several).
 callbacks_delivered = Signal()
 # ref, var_id, callback, error: in the worker.
 callback_failed = Signal()

@@ -34,7 +34,7 @@ def deliver(
     coalesce: bool = False,
 ) -> None:
     """Call the live observers of one page (the coalescing ones or the others), then record the
-    outcome in one batch of writes (counting the notification too when ``dispatched``).
+    outcome in one batch of writes per chunk (counting the notification too when ``dispatched``).
 
     The page is read in id order, at most twice the batch size at a time: a page whose bounds were
     estimated (``dispatch.further_pages``) and hold more is delivered in several chunks, never read
@@ -60,7 +60,8 @@ def deliver(
         counters.increment(counts)
         if len(rows) < limit:
             return
-        after, dispatched = rows[-1][0], False
+        # The highest id read (as ids come back: all text, or all UUIDs): the next chunk's lower bound.
+        after, dispatched = max(row[0] for row in rows), False
 
 
 def _read(

@@ -34,6 +34,8 @@ LOCK_NOT_AVAILABLE = "55P03"
 INLINE_MAX_BYTES = 4096
 # The highest observer id: the upper bound of a fan-out's last page.
 LAST_ID = 2**128 - 1
+# The most deliver pages one notification sends (10,000,000 observers at the default batch size).
+MAX_PAGES = 10_000
 
 
 def fan_out(notifications: list[dict[str, Any]]) -> Iterator[str | None]:
@@ -147,7 +149,8 @@ def further_pages(last: uuid.UUID, *, read: int, size: int) -> tuple[list[uuid.U
     holds more than expected is read in bounded chunks (``delivery.deliver``)."""
     rest = LAST_ID - last.int
     expected = round(read * rest / (last.int + 1))
-    count = max(1, round(expected / size))
+    # Bounded whatever ids a host wrote itself (not uuid4): pages then hold more, read in chunks.
+    count = min(max(1, round(expected / size)), MAX_PAGES)
     return [uuid.UUID(int=last.int + rest * n // count) for n in range(1, count + 1)], expected
 
 

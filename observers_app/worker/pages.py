@@ -58,7 +58,7 @@ def deliver_page(payload_id: str, *, after: str | None, upto: str, globs: list[s
         _save_or_delete(payload, complete=0 < payload.pages <= len(payload.done))
 
 
-# A page's mark: its last observer id added to the pages done, once.
+# A page's mark: its upper bound (``upto``) added to the pages done, once.
 _PAGE_DONE = "done = CASE WHEN done ? %s THEN done ELSE done || to_jsonb(%s::text) END"
 
 

@@ -79,8 +79,8 @@ def test_broker_killed_hard_and_restarted(scene: Scene, rabbit: PrivateRabbit):
 
 
 def test_a_full_deliver_queue_loses_no_page_and_parks_nothing(scene: Scene):
-    """The deliver queue bounded to a few pages while 20 fan-outs of 15 pages each are sent: the pages the
-    broker refuses wait in the outbox table, and every one is delivered once the queue drains."""
+    """The deliver queue bounded to a few pages while 20 fan-outs of about 15 pages each are sent: the
+    pages the broker refuses wait in the outbox table, and every one is delivered once the queue drains."""
     scene.env.update(OBSERVERS_DELIVER_QUEUE_MAX_BYTES="4000", OBSERVERS_BATCH_SIZE="20")  # every process
     scene.observe("full", 300, "tests.append_line_slowly", bulk=True)
     with scene.worker():

@@ -69,7 +69,7 @@ def test_postgres_restarted_loses_nothing_and_a_live_owner_keeps_its_observers(
 def test_postgres_stopped_for_a_minute_mid_fan_out_loses_nothing_and_parks_nothing(
     scene: Scene, postgres: PrivatePostgres
 ):
-    """Longer than any retry budget: 8 notifications to 2,500 observers fanning out (10 pages each) when
+    """Longer than any retry budget: 8 notifications to 2,500 observers fanning out (about 10 pages each) when
     PostgreSQL stops for 60 s, and 8 more accepted while it is down. Every page waits for it."""
     scene.observe("wide", 2500, "tests.append_line_briefly", bulk=True)
     with scene.worker(OBSERVERS_BATCH_SIZE="250") as worker:

@@ -19,7 +19,8 @@ PER_ROUND = 10
 
 def test_a_worker_killed_mid_fan_out_loses_nothing(scene: Scene):
     scene.observe("wide", 200, "tests.append_line_slowly")
-    with scene.worker(OBSERVERS_BATCH_SIZE="20") as worker:  # 10 pages each: 1 inline, 9 deliver tasks
+    # About 10 pages each: 1 inline, the rest deliver tasks.
+    with scene.worker(OBSERVERS_BATCH_SIZE="20") as worker:
         scene.expect("wide", scene.run("notify", "wide", "50", "0.2"))
         wait_for(lambda: len(scene.records()) >= 300, timeout=60)
         kill_tree(worker.pid)
