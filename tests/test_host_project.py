@@ -280,7 +280,9 @@ def test_beat_sweeps_dead_owners_with_the_default_and_the_database_scheduler(hos
             from observers_app import manager
             from hostapp.callbacks import record
 
-            lease = manager.open_owner("short-lived", ttl_s=0.5)  # never heartbeated: dead in 0.5 s
+            # Never heartbeated: dead in 5 s, long after the add even on a loaded machine (at 0.5 s a
+            # slow first add met a lease already expired: OwnerDead).
+            lease = manager.open_owner("short-lived", ttl_s=5)
             print(json.dumps({"ref": str(manager.add_observer("leased:1", record, owner=lease))}))
         """)
         beat = start("beat", "-S", scheduler, "-s", str(root / "beat-schedule"), "-l", "INFO", log="beat.log")
