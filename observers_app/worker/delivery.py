@@ -30,11 +30,10 @@ def deliver(
     after: uuid.UUID | str | None,
     upto: uuid.UUID | str,
     globs: list[str],
-    dispatched: bool = False,
     coalesce: bool = False,
 ) -> None:
     """Call the live observers of one page (the coalescing ones or the others), then record the
-    outcome in one batch of writes per chunk (counting the notification too when ``dispatched``).
+    outcome in one batch of writes per chunk (the dispatch counts the notification itself).
 
     The page is read in id order, at most twice the batch size at a time: a page whose bounds were
     estimated (``dispatch.further_pages``) and hold more is delivered in several chunks, never read
@@ -54,14 +53,14 @@ def deliver(
             limit=limit,
             counted=counted,
         )
-        counts = call_and_record(notification, rows, dispatched=dispatched)
+        counts = call_and_record(notification, rows, dispatched=False)
         if counted:
             counts["notifications_sent"] = 0  # counted as the chunk was read
         counters.increment(counts)
         if len(rows) < limit:
             return
         # The highest id read (as ids come back: all text, or all UUIDs): the next chunk's lower bound.
-        after, dispatched = max(row[0] for row in rows), False
+        after = max(row[0] for row in rows)
 
 
 def _read(
