@@ -128,19 +128,21 @@ class _Link:
         self.unsettled.add(self.published)
         return self.published
 
-    def wait_for_confirms(self, timeout: float) -> set[int]:
-        """Wait until the broker acked or refused every message published on this channel (acked:
-        persisted, for persistent messages on durable queues); returns the delivery tags it refused
-        since the last call. Raises if ``timeout`` runs out first, or the broker blocks publishing."""
+    def wait_for_confirms(self, tags: range, timeout: float) -> set[int]:
+        """Wait until the broker acked or refused every message of ``tags`` (acked: persisted, for
+        persistent messages on durable queues); returns those it refused. Messages published
+        meanwhile by others on this thread (a callback's) are theirs to wait for. Raises if
+        ``timeout`` runs out first, or the broker blocks publishing."""
         deadline = time.monotonic() + timeout
-        while self.unsettled:
+        while not self.unsettled.isdisjoint(tags):
             if self.blocked is not None:
                 raise ConnectionError(f"the broker blocks publishing: {self.blocked}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"the broker did not confirm {len(self.unsettled)} messages")
             self.connection.drain_events(timeout=remaining)
-        refused, self.refused = self.refused, set()
+        refused = {tag for tag in tags if tag in self.refused} if self.refused else set()
+        self.refused -= refused
         return refused
 
     def drop(self) -> None:
@@ -200,35 +202,88 @@ def publish_confirmed(
     those the broker refused (a full queue) or may not hold (the link failed: then it is dropped, and
     the next call rebuilds it). Some of those may have reached the broker already, so a retry may
     publish them twice (at-least-once)."""
+    publish(messages, sent_events=sent_events, queue=queue, countdown=countdown).confirm()
+
+
+class Published:
+    """Messages handed to the broker whose last confirms are still awaited: ``confirm()`` waits for
+    them, on the thread that published them, and raises as ``publish_confirmed`` does."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.unsent: list[int] = []  # positions the broker refused or may not hold
+        self.link: _Link | None = None
+        self.positions: dict[int, int] = {}  # delivery tag -> position, of those awaiting confirms
+        self.error: Exception | None = None
+
+    def settle(self) -> None:
+        """Wait for the awaited confirms; raises if the link failed, or was dropped meanwhile (a
+        callback's publish on this thread failed: then its confirms never come)."""
+        if not self.positions:
+            return
+        if self.link is None or self.link is not _state.link:
+            raise ConnectionError("the broker link was lost before its confirms came")
+        tags = range(min(self.positions), max(self.positions) + 1)
+        refused = self.link.wait_for_confirms(tags, CONFIRM_TIMEOUT_S)
+        self.unsent += sorted(self.positions[tag] for tag in refused if tag in self.positions)
+        self.positions = {}
+
+    def confirm(self) -> None:
+        if self.error is None:
+            try:
+                self.settle()
+            except Exception as exc:
+                if self.link is _state.link:
+                    _drop_link()
+                self.unsent += sorted(self.positions.values())
+                self.positions, self.error = {}, exc
+            except BaseException:
+                _drop_link()
+                raise
+        if self.error is not None:
+            raise BrokerUnavailable(
+                f"publishing {self.count} messages failed: {self.error!r}", unsent=self.unsent
+            ) from self.error
+        if self.unsent:
+            raise BrokerUnavailable(
+                f"the broker refused {len(self.unsent)} of {self.count} messages (basic.nack: a full queue)",
+                unsent=self.unsent,
+            )
+
+
+def publish(
+    messages: Sequence[tuple[str, str]],
+    *,
+    sent_events: bool = False,
+    queue: Queue | None = None,
+    countdown: float = 0.0,
+) -> Published:
+    """Publish as ``publish_confirmed`` does, but return before the broker confirmed the last
+    CONFIRM_CHUNK messages: the caller does other work while the broker writes them to its disk,
+    then calls ``confirm()`` on the same thread (and keeps what it raises as unsent). Never raises
+    BrokerUnavailable itself: ``confirm()`` does."""
+    published = Published(len(messages))
     if not messages:
-        return
+        return published
     eta = (datetime.now(UTC) + timedelta(seconds=countdown)).isoformat() if countdown > 0 else None
-    unsent: list[int] = []
     start = 0
     try:
-        link = _link()
+        link = published.link = _link()
         for start in range(0, len(messages), CONFIRM_CHUNK):
-            positions: dict[int, int] = {}
             for position in range(start, min(start + CONFIRM_CHUNK, len(messages))):
                 task_name, args_json = messages[position]
                 tag = _publish_task(link, task_name, args_json, queue=queue, eta=eta, sent_event=sent_events)
-                positions[tag] = position
-            refused = link.wait_for_confirms(CONFIRM_TIMEOUT_S)
-            unsent += sorted(positions[tag] for tag in refused if tag in positions)  # not events
+                published.positions[tag] = position  # not events
+            if start + CONFIRM_CHUNK < len(messages):  # confirmed before the next chunk is sent
+                published.settle()
     except Exception as exc:
         _drop_link()
-        unsent += range(start, len(messages))
-        raise BrokerUnavailable(
-            f"publishing {len(messages)} messages failed: {exc!r}", unsent=unsent
-        ) from exc
+        published.unsent += range(start, len(messages))
+        published.positions, published.error = {}, exc
     except BaseException:
         _drop_link()
         raise
-    if unsent:
-        raise BrokerUnavailable(
-            f"the broker refused {len(unsent)} of {len(messages)} messages (basic.nack: a full queue)",
-            unsent=unsent,
-        )
+    return published
 
 
 def publish_transient(exchange: Exchange, routing_key: str, body: str) -> None:
@@ -237,8 +292,8 @@ def publish_transient(exchange: Exchange, routing_key: str, body: str) -> None:
     try:
         link = _link()
         link.declare_exchange(exchange)
-        link.publish(body, exchange=exchange.name, routing_key=routing_key, delivery_mode=1)
-        if link.wait_for_confirms(CONFIRM_TIMEOUT_S):
+        tag = link.publish(body, exchange=exchange.name, routing_key=routing_key, delivery_mode=1)
+        if link.wait_for_confirms(range(tag, tag + 1), CONFIRM_TIMEOUT_S):
             raise ConnectionError("the broker refused the message (basic.nack)")
     except Exception as exc:
         _drop_link()

@@ -14,9 +14,13 @@ from ..db import as_uuid, uuid_of
 from ..models import Observer, Removal
 from ..querysets import DELIVERY_ROW, ObserverQuerySet
 from ..telemetry import counters
-from . import calls
+from . import calls, pacing
 
 logger = logging.getLogger(__name__)
+
+# A page is read this many batch sizes at a time: whole, whatever its estimate held, unless it holds
+# far more than expected (pages of cheap callbacks hold more than the batch size: worker.pacing).
+CHUNK_BATCHES = 4
 
 
 def reached(var_id: str, globs: list[str]) -> ObserverQuerySet:
@@ -35,14 +39,14 @@ def deliver(
     """Call the live observers of one page (the coalescing ones or the others), then record the
     outcome in one batch of writes per chunk (the dispatch counts the notification itself).
 
-    The page is read in id order, at most twice the batch size at a time: a page whose bounds were
-    estimated (``dispatch.further_pages``) and hold more is delivered in several chunks, never read
-    whole. Without globs (the common case) a chunk is read by a statement compiled once, which on
+    The page is read in id order, at most CHUNK_BATCHES batch sizes at a time: a page whose bounds
+    were estimated (``dispatch.further_pages``) and hold more is delivered in several chunks, never
+    read whole. Without globs (the common case) a chunk is read by a statement compiled once, which on
     PostgreSQL also counts the callbacks about to be called (``notifications_sent``): a chunk
     without failures costs one round trip. A worker killed in the middle of the page has counted
     all it read, and its redelivery counts it again."""
     counted = not globs and connection.vendor == "postgresql" and not connection.in_atomic_block
-    limit = 2 * conf.batch_size()
+    limit = CHUNK_BATCHES * conf.batch_size()
     while True:
         rows = _read(
             notification["var_id"],
@@ -96,12 +100,15 @@ def call_and_record(
 ) -> dict[str, int]:
     """Call the rows' observers and record failures, recoveries and quarantines; returns the
     counters to add (the caller adds them, once per batch). A ``replayed`` notification (from the
-    history) is counted apart, and left out of the delivery latencies (it is old by design)."""
+    history) is counted apart, and left out of the delivery latencies (it is old by design). The
+    callbacks' time is kept (``pacing``): it sizes this process's next fan-outs' pages."""
+    started = time.perf_counter()
     outcome = calls.call_observers(
         [(ref, callback, failures) for ref, callback, failures, _ in rows],
         notification,
         time_limit=conf.callback_time_limit(),
     )
+    pacing.record({row[1] for row in rows}, time.perf_counter() - started, outcome.called)
     quarantined: list[tuple[Any, ...]] = []
     if outcome.failed or outcome.recovered:
         with transaction.atomic():

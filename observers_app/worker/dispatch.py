@@ -20,7 +20,7 @@ from ..querysets import DELIVERY_ROW
 from ..telemetry import counters
 from ..wiring import DELIVER_TASK
 from . import coalescing as coalescing_module
-from . import delivery, pages
+from . import delivery, pacing, pages
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def _fan_out_one(
     ordered_rows = [row[:-1] for row in first_page if not row[-1]]
     full = len(first_page) == size
     fanout = len(first_page)
+    published: tuple[broker.Published, list[tuple[str, str]], uuid.UUID | None] | None = None
     if full:
         # One deliver task per further page, sent before this page's callbacks run.
         after = first_page[-1][0]
@@ -113,19 +114,18 @@ def _fan_out_one(
         )
         globs_json = json.dumps(globs)
         messages: list[tuple[str, str]] = []
-        # Estimated from the ordered observers of the first page: the further pages hold only those.
-        bounds, rest = further_pages(uuid_of(after), read=len(ordered_rows), size=size)
+        # Estimated from the ordered observers of the first page: the further pages hold only those,
+        # as many as their callbacks' cost makes worth a task each (pacing).
+        cost = pacing.seconds_per_call({row[1] for row in ordered_rows})
+        page = pacing.page_size(seconds_per_call=cost, size=size)
+        bounds, rest = further_pages(uuid_of(after), read=len(ordered_rows), size=page)
         for upto in bounds:
             messages.append((DELIVER_TASK, f'[{reference},"{after}","{upto}",{globs_json}]'))
             after = upto
         fanout += rest
-        _publish_pages(messages)
-        if payload_id is not None:
-            pages.all_sent(payload_id, len(messages))
-    # Asked once the further pages are on their way: the other pool processes start on them meanwhile.
-    coalescing = any(row[-1] for row in first_page) or (
-        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
-    )
+        # Their confirms are awaited after this page's callbacks: the broker writes them to its disk
+        # meanwhile, and the other pool processes start on them as they arrive.
+        published = broker.publish(messages, sent_events=True), messages, payload_id
     signals.notification_dispatched.send(
         None,
         var_id=var_id,
@@ -133,7 +133,16 @@ def _fan_out_one(
         seq=notification["seq"],
         fanout=fanout,
     )
-    return coalescing, delivery.call_and_record(notification, ordered_rows, dispatched=True)
+    try:
+        counts = delivery.call_and_record(notification, ordered_rows, dispatched=True)
+    finally:
+        if published is not None:
+            _confirm_pages(*published)
+    # Asked once this page is delivered: it delays no callback.
+    coalescing = any(row[-1] for row in first_page) or (
+        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
+    )
+    return coalescing, counts
 
 
 def further_pages(last: uuid.UUID, *, read: int, size: int) -> tuple[list[uuid.UUID], int]:
@@ -154,17 +163,22 @@ def further_pages(last: uuid.UUID, *, read: int, size: int) -> tuple[list[uuid.U
     return [uuid.UUID(int=last.int + rest * n // count) for n in range(1, count + 1)], expected
 
 
-def _publish_pages(messages: list[tuple[str, str]]) -> None:
-    """Publish the deliver pages, confirmed before the dispatch message is acknowledged (a broker killed
-    meanwhile loses no page); those the broker does not take now (a full deliver queue, the broker
+def _confirm_pages(
+    published: broker.Published, messages: list[tuple[str, str]], payload_id: uuid.UUID | None
+) -> None:
+    """Wait for the deliver pages' confirms, before the dispatch message is acknowledged (a broker
+    killed meanwhile loses no page); those the broker did not take (a full deliver queue, the broker
     away) wait in the outbox table, and the workers publish them as soon as it does: the dispatch is
-    done, and no pool process waits on a full queue that only the pool can drain."""
+    done, and no pool process waits on a full queue that only the pool can drain. Then a stored
+    notification learns how many pages it has."""
     try:
-        broker.publish_confirmed(messages, sent_events=True)
+        published.confirm()
     except BrokerUnavailable as exc:
         unsent = range(len(messages)) if exc.unsent is None else exc.unsent
         outbox.hold([messages[position] for position in unsent])
         logger.warning("event=pages_held pages=%d of=%d error=%s", len(unsent), len(messages), exc)
+    if payload_id is not None:
+        pages.all_sent(payload_id, len(messages))
 
 
 def _number(notifications: list[dict[str, Any]], patterns: list[str]) -> None:

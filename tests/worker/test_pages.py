@@ -14,7 +14,7 @@ from observers_app import conf, manager
 from observers_app.models import Observer, Payload
 from observers_app.publishing import broker
 from observers_app.registry import name_of
-from observers_app.worker import delivery, dispatch
+from observers_app.worker import delivery, dispatch, pacing
 from tests.conftest import wait_for
 from tests.factories import make_observers, unique_var
 from tests.testapp.callbacks import record
@@ -40,9 +40,13 @@ def notification(var_id: str) -> dict[str, Any]:
 def pages_sent(monkeypatch) -> list[str]:
     """The deliver pages' messages a fan-out here publishes (kept, not sent); no callback runs."""
     sent: list[str] = []
-    monkeypatch.setattr(
-        broker, "publish_confirmed", lambda messages, **kw: sent.extend(args for _, args in messages)
-    )
+
+    def publish(messages: list[tuple[str, str]], **kw: Any) -> broker.Published:
+        sent.extend(args for _, args in messages)
+        return broker.Published(len(messages))  # nothing awaited: confirm() returns
+
+    monkeypatch.setattr(broker, "publish", publish)
+    monkeypatch.setattr(pacing, "_seconds_per_call", {})  # no callback measured: pages by the batch size
     monkeypatch.setattr(
         "observers_app.worker.calls.call_observers", lambda *a, **kw: dispatch.delivery.calls.BatchOutcome()
     )
@@ -129,10 +133,10 @@ def test_an_estimate_of_the_further_pages_from_the_spread_of_the_first():
 
 
 def test_a_page_holding_more_than_expected_is_delivered_whole_in_bounded_chunks():
-    """A page's bounds are an estimate: one holding more than twice the batch size is read in chunks,
-    each observer called once."""
+    """A page's bounds are an estimate: one holding more than CHUNK_BATCHES batch sizes is read in
+    chunks, each observer called once."""
     var = unique_var("wide")
-    refs = make_observers(var, 2 * conf.batch_size() + 100)
+    refs = make_observers(var, delivery.CHUNK_BATCHES * conf.batch_size() + 100)
 
     with CaptureQueriesContext(connection) as queries:
         delivery.deliver(notification(var), after=None, upto=uuid.UUID(int=dispatch.LAST_ID), globs=[])
@@ -156,3 +160,23 @@ def test_a_fan_out_of_mostly_coalescing_observers_sends_pages_for_its_ordered_on
     list(dispatch.fan_out([{**notification(var), "new_value": "small"}]))
 
     assert len(sent) == 1  # not two pages for observers that are not theirs to deliver
+
+
+def test_pages_of_callbacks_measured_cheap_hold_more_observers_and_are_fewer(monkeypatch):
+    """Each page costs its task and its read besides its callbacks: once this process has measured
+    a callback as cheap, a fan-out to it sends fewer pages, each holding about PAGE_SECONDS of them."""
+    var = unique_var("wide")
+    make_observers(var, 6 * conf.batch_size())
+    sent = pages_sent(monkeypatch)
+    list(dispatch.fan_out([notification(var)]))
+    unmeasured = len(sent)  # by the batch size: about five
+    per_page = 2 * conf.batch_size()  # a cost that makes pages of twice the batch size
+    pacing.record({name_of(record)}, pacing.PAGE_SECONDS / per_page * 100, 100)
+
+    sent.clear()
+    list(dispatch.fan_out([notification(var)]))
+
+    assert 4 <= unmeasured <= 6
+    assert 2 <= len(sent) <= 3, len(sent)  # about 5,000 further observers in pages of 2,000
+    reached = list(Observer.objects.filter(var_id=var).order_by("id").values_list("id", flat=True))
+    assert uuid.UUID(json.loads(sent[-1])[2]) >= reached[-1]  # the last page still ends at the last id
