@@ -118,7 +118,9 @@ def _fan_out_one(
         # as many as their callbacks' cost makes worth a task each (pacing).
         cost = pacing.seconds_per_call({row[1] for row in ordered_rows})
         page = pacing.page_size(seconds_per_call=cost, size=size)
-        bounds, rest = further_pages(uuid_of(after), read=len(ordered_rows), size=page)
+        bounds, rest = further_pages(
+            uuid_of(after), read=len(ordered_rows), size=page, halve_last=page > size
+        )
         for upto in bounds:
             messages.append((DELIVER_TASK, f'[{reference},"{after}","{upto}",{globs_json}]'))
             after = upto
@@ -145,7 +147,9 @@ def _fan_out_one(
     return coalescing, counts
 
 
-def further_pages(last: uuid.UUID, *, read: int, size: int) -> tuple[list[uuid.UUID], int]:
+def further_pages(
+    last: uuid.UUID, *, read: int, size: int, halve_last: bool = False
+) -> tuple[list[uuid.UUID], int]:
     """The upper bounds of the pages after a full first page whose last id is ``last`` and which
     held ``read`` observers of the kind the pages deliver, and how many of those the pages are
     expected to hold, without asking the database.
@@ -155,12 +159,19 @@ def further_pages(last: uuid.UUID, *, read: int, size: int) -> tuple[list[uuid.U
     ranges of equal width nearest to ``size`` observers each (the estimate is a few percent either
     way at the default size: 9,040 expected make nine pages, not ten, and a tenth task's cost); the
     last range ends at the highest id, so an observer added meanwhile is reached too. A page that
-    holds more than expected is read in bounded chunks (``delivery.deliver``)."""
+    holds more than expected is read in bounded chunks (``delivery.deliver``). With ``halve_last``
+    (pages larger than the batch size, of cheap callbacks) the last range is cut in two halves: the
+    pool processes take the pages as they come free, and smaller last pages make them finish
+    closer together."""
     rest = LAST_ID - last.int
     expected = round(read * rest / (last.int + 1))
     # Bounded whatever ids a host wrote itself (not uuid4): pages then hold more, read in chunks.
     count = min(max(1, round(expected / size)), MAX_PAGES)
-    return [uuid.UUID(int=last.int + rest * n // count) for n in range(1, count + 1)], expected
+    bounds = [uuid.UUID(int=last.int + rest * n // count) for n in range(1, count + 1)]
+    if halve_last:
+        low = bounds[-2].int if count > 1 else last.int
+        bounds.insert(-1, uuid.UUID(int=low + (LAST_ID - low) // 2))
+    return bounds, expected
 
 
 def _confirm_pages(
