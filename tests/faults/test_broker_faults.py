@@ -79,12 +79,14 @@ def test_broker_killed_hard_and_restarted(scene: Scene, rabbit: PrivateRabbit):
 
 
 def test_a_full_deliver_queue_loses_no_page_and_parks_nothing(scene: Scene):
-    """The deliver queue bounded to a few pages while 20 fan-outs of about 15 pages each are sent: the
-    pages the broker refuses wait in the outbox table, and every one is delivered once the queue drains."""
+    """The deliver queue bounded to a few pages while 50 fan-outs of about 15 pages each are sent: the
+    pages the broker refuses wait in the outbox table, and every one is delivered once the queue drains.
+    50, not fewer: the worker prefetches up to 200 messages, which the queue's bound does not count, so
+    fewer pages than that might never fill it."""
     scene.env.update(OBSERVERS_DELIVER_QUEUE_MAX_BYTES="4000", OBSERVERS_BATCH_SIZE="20")  # every process
     scene.observe("full", 300, "tests.append_line_slowly", bulk=True)
     with scene.worker():
-        scene.expect("full", scene.run("notify", "full", "50", "0.4", "plain"))
+        scene.expect("full", scene.run("notify", "full", "50", "1.0", "plain"))
         wait_for(scene.all_delivered, timeout=300, interval=1)
         stats = scene.stats()
     counts = scene.count()
