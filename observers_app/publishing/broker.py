@@ -139,7 +139,8 @@ class _Link:
                 raise ConnectionError(f"the broker blocks publishing: {self.blocked}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"the broker did not confirm {len(self.unsettled)} messages")
+                awaited = sum(tag in self.unsettled for tag in tags)
+                raise TimeoutError(f"the broker did not confirm {awaited} messages")
             self.connection.drain_events(timeout=remaining)
         refused = {tag for tag in tags if tag in self.refused} if self.refused else set()
         self.refused -= refused
