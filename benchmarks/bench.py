@@ -62,6 +62,27 @@ def naive_deliver(
     registry.lookup(observer.callback)(var_id, old_value, new_value, metadata)
 
 
+# The observer every plumbing-floor callback is called as (any fixed id: the line's length is fixed).
+PLUMBING_REF = "00000000-0000-4000-8000-000000000000"
+
+
+@shared_task(name="observers.bench.plumbing_page", ignore_result=True)
+def plumbing_page(var_id: str, count: int) -> None:
+    """``count`` calls of the benchmark's callback and nothing else: no database, no hub."""
+    metadata = {"bench": True, "observer_ref": PLUMBING_REF, "seq": 1}
+    for _ in range(count):
+        json_line(var_id, 0, 1, metadata)
+
+
+@shared_task(name="observers.bench.plumbing_dispatch", ignore_result=True)
+def plumbing_dispatch(var_id: str, count: int) -> None:
+    """The least any fan-out through Celery over RabbitMQ to two pool processes does: its message
+    reaches a pool process, which sends the other one half of the callbacks in one task and calls
+    the rest itself, the halves equal (no estimate), nothing read, numbered or recorded."""
+    plumbing_page.apply_async((var_id, count - count // 2), queue=naive_queue())
+    plumbing_page(var_id, count // 2)
+
+
 def naive_queue() -> str:
     """The naive port's own queue: never the default one, which other projects on the host may share."""
     return f"{conf.queue_name()}.bench-naive"
@@ -315,7 +336,8 @@ def fan_out(
     progress: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Notify-to-last-callback time for each number of observers (whose callback appends a JSON
-    line), the hub's way, against the pure callback time per pool process; the first size also the
+    line), the hub's way, against the pure callback time per pool process and against the same
+    callbacks through the least Celery plumbing (``plumbing_dispatch``); the first size also the
     naive way when ``naive``. The sizes take turns in each repeat, and the callback time is measured
     again before each turn: on a shared machine the load drifts, and runs minutes apart do not
     compare."""
@@ -324,6 +346,7 @@ def fan_out(
     _vacuum()
     runs: dict[int, list[float]] = {size: [] for size in sizes}
     worker_cpu: dict[int, list[float]] = {size: [] for size in sizes}
+    plumbing_runs: dict[int, list[float]] = {size: [] for size in sizes}
     per_call: list[tuple[float, float]] = []
     for i in range(repeats):
         wall, cpu = callback_seconds(CALLBACK_SAMPLE, stamps)
@@ -334,6 +357,11 @@ def fan_out(
             ticks = tree_ticks(worker_pid)
             runs[size].append(fan_out_seconds(notify, stamps, size))
             worker_cpu[size].append((tree_ticks(worker_pid) - ticks) / TICK)
+            progress(f"fan-out to {size} observers, plumbing floor, run {i + 1} of {repeats}")
+            send = functools.partial(
+                plumbing_dispatch.apply_async, (f"bench:fanout:{size}", size), queue=naive_queue()
+            )
+            plumbing_runs[size].append(fan_out_seconds(send, stamps, size))
     call_s = statistics.median(wall for wall, _ in per_call)
     call_cpu_s = statistics.median(cpu for _, cpu in per_call)
     results: list[dict[str, Any]] = []
@@ -342,6 +370,7 @@ def fan_out(
         # Two pool processes share the callbacks: the best a -c 2 worker can do.
         callbacks = call_s * size / 2
         cpu = statistics.median(worker_cpu[size])
+        plumbing = statistics.median(plumbing_runs[size])
         results.append(
             {
                 "observers": size,
@@ -351,6 +380,12 @@ def fan_out(
                 "callback_us": round(call_s * 1e6, 2),
                 "callbacks_per_process_s": round(callbacks, 4),
                 "hub_over_callbacks": round(hub / callbacks, 2),
+                # The same callbacks through the least Celery plumbing (plumbing_dispatch), in the
+                # same turns: what the machine allows any fan-out through Celery and RabbitMQ.
+                "plumbing_s": round(plumbing, 4),
+                "plumbing_runs_s": [round(r, 4) for r in plumbing_runs[size]],
+                "plumbing_over_callbacks": round(plumbing / callbacks, 2),
+                "hub_over_plumbing": round(hub / plumbing, 2),
                 # The worker's CPU (main and pool processes) against the callbacks' own CPU.
                 "worker_cpu_s": round(cpu, 3),
                 "worker_cpu_over_callbacks": round(cpu / (call_cpu_s * size), 2),

@@ -133,6 +133,11 @@ class Command(BaseCommand):
                 f"({fan['callbacks_per_process_s'] * 1000:.1f} ms)"
             )
             self.stdout.write(
+                f"  plumbing floor: {fan['plumbing_s'] * 1000:.1f} ms, "
+                f"{fan['plumbing_over_callbacks']}x the callback time per pool process "
+                f"(two Celery tasks, no database); hub {fan['hub_over_plumbing']}x it"
+            )
+            self.stdout.write(
                 f"  worker CPU: {fan['worker_cpu_s'] * 1000:.0f} ms, "
                 f"{fan['worker_cpu_over_callbacks']}x the callbacks' own CPU"
             )
