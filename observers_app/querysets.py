@@ -8,7 +8,7 @@ from typing import Any
 from django.apps import apps
 from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Q
+from django.db.models import Exists, Q
 from django.db.models.functions import Now
 
 from .db import counting_rows, prepared_row, prepared_rows, uuid_text
@@ -135,18 +135,27 @@ class ObserverQuerySet(models.QuerySet):
         sql, params = _candidate_globs(connection, self._table(), candidate_prefixes(var_ids))
         return [pattern for (pattern,) in prepared_rows(connection, sql, params)]
 
+    def with_any_coalescing(self, var_id: str, globs: list[str]) -> "ObserverQuerySet":
+        """Each row also says (``any_coalescing``) whether a notification of ``var_id`` reaches any
+        live coalescing observer, beyond the rows read too: one probe of the coalescing observers'
+        index, evaluated once per statement, so a dispatch learns it in the same round trip as its
+        first page."""
+        reached = ObserverQuerySet(self.model, using=self.db).live().matching(var_id, globs)
+        return self.annotate(any_coalescing=Exists(reached.filter(coalesce=True)))
+
     def first_delivery_page(self, var_id: str, *, limit: int) -> list[tuple[Any, ...]]:
-        """``(id, callback, failures, owner_id, coalesce)`` of the first ``limit`` live exact
-        observers of ``var_id`` in id order: the read every dispatch starts with, compiled once.
-        The ids are their text, as ``delivery_page`` gives them."""
+        """``(id, callback, failures, owner_id, coalesce, any_coalescing)`` of the first ``limit``
+        live exact observers of ``var_id`` in id order (``with_any_coalescing``): the read every
+        dispatch starts with, compiled once. The ids are their text, as ``delivery_page`` gives
+        them."""
         rows = _run_compiled(
             self, _first_page_statement(self.db, limit), {_PLACEHOLDER: var_id}, uuids_as_text=True
         )
         if connections[self.db].vendor == "postgresql":
             return rows
         return [
-            (uuid_text(ref), callback, failures, owner and uuid_text(owner), bool(coalesce))
-            for ref, callback, failures, owner, coalesce in rows
+            (uuid_text(ref), callback, failures, owner and uuid_text(owner), bool(coalesce), bool(more))
+            for ref, callback, failures, owner, coalesce, more in rows
         ]
 
     def any_for_variable(self, var_id: str) -> bool:
@@ -209,8 +218,8 @@ NO_ID = uuid.UUID(int=0)
 @functools.lru_cache(maxsize=8)
 def _first_page_statement(alias: str, limit: int) -> tuple[str, tuple[Any, ...]]:
     observers = apps.get_model("observers_app", "Observer").objects.using(alias)
-    page = observers.live().matching(_PLACEHOLDER, []).order_by("id")
-    return _sql(page.values_list(*DELIVERY_ROW, "coalesce")[:limit])
+    page = observers.live().matching(_PLACEHOLDER, []).with_any_coalescing(_PLACEHOLDER, []).order_by("id")
+    return _sql(page.values_list(*DELIVERY_ROW, "coalesce", "any_coalescing")[:limit])
 
 
 @functools.lru_cache(maxsize=8)

@@ -82,18 +82,22 @@ def _fan_out_one(
     and the counters to add."""
     var_id = notification["var_id"]
     globs = globs_among(patterns, var_id)
-    # The first page, read once: its ordered observers are called here, without a second read.
+    # The first page, read once: its ordered observers are called here, without a second read; its
+    # rows also say whether the variable has coalescing observers at all (beyond this page too).
     # With no glob matching (the common case), a statement compiled once reads it.
     if globs:
         first_page = list(
-            delivery.reached(var_id, globs).order_by("id").values_list(*DELIVERY_ROW, "coalesce")[:size]
+            delivery.reached(var_id, globs)
+            .with_any_coalescing(var_id, globs)
+            .order_by("id")
+            .values_list(*DELIVERY_ROW, "coalesce", "any_coalescing")[:size]
         )
     else:
         first_page = Observer.objects.first_delivery_page(var_id, limit=size)
     if not first_page:
         # A sender's cached "has observers" outlived the last live observer.
         return False, {"empty_dispatches": 1}
-    ordered_rows = [row[:-1] for row in first_page if not row[-1]]
+    ordered_rows = [row[:4] for row in first_page if not row[4]]
     full = len(first_page) == size
     fanout = len(first_page)
     published: tuple[broker.Published, list[tuple[str, str]], uuid.UUID | None] | None = None
@@ -140,10 +144,7 @@ def _fan_out_one(
     finally:
         if published is not None:
             _confirm_pages(*published)
-    # Asked once this page is delivered: it delays no callback.
-    coalescing = any(row[-1] for row in first_page) or (
-        full and delivery.reached(var_id, globs).filter(coalesce=True).exists()
-    )
+    coalescing = bool(first_page[0][5])
     return coalescing, counts
 
 

@@ -165,6 +165,26 @@ def test_a_fan_out_of_mostly_coalescing_observers_sends_pages_for_its_ordered_on
     assert len(sent) == 1  # not two pages for observers that are not theirs to deliver
 
 
+def test_a_coalescing_observer_past_the_first_page_has_the_notification_offered_to_it(monkeypatch):
+    """Whether a variable has coalescing observers comes with the first page's own read, for the whole
+    variable: one whose id sorts after every other has the notification offered to its mailbox; a
+    variable with none has nothing offered."""
+    var, plain, globbed = unique_var("wide"), unique_var("wide"), unique_var("wide")
+    for name in (var, plain, globbed):
+        make_observers(name, 2 * conf.batch_size())
+    Observer.objects.create(
+        id=uuid.UUID(int=dispatch.LAST_ID), var_id=var, callback=name_of(record), coalesce=True
+    )
+    manager.add_observer(f"{globbed}*", record, glob=True, coalesce=True)  # the globs' own read
+    pages_sent(monkeypatch)
+    offered: list[str] = []
+    monkeypatch.setattr(dispatch.coalescing_module, "offer", lambda n: offered.append(n["var_id"]))
+
+    list(dispatch.fan_out([notification(plain), notification(var), notification(globbed)]))
+
+    assert offered == [var, globbed]
+
+
 def test_pages_of_callbacks_measured_cheap_hold_more_observers_and_are_fewer(monkeypatch):
     """Each page costs its task and its read besides its callbacks: once this process has measured
     a callback as cheap, a fan-out to it sends fewer pages, each holding about PAGE_SECONDS of them."""
