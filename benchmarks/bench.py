@@ -83,6 +83,13 @@ def plumbing_dispatch(var_id: str, count: int) -> None:
     plumbing_page(var_id, count // 2)
 
 
+def plumbing_one_hop(var_id: str, count: int) -> None:
+    """The two halves sent by the caller itself, one task each: no hand-off inside the worker (nor
+    anywhere to number or record the notification once)."""
+    plumbing_page.apply_async((var_id, count - count // 2), queue=naive_queue())
+    plumbing_page.apply_async((var_id, count // 2), queue=naive_queue())
+
+
 def naive_queue() -> str:
     """The naive port's own queue: never the default one, which other projects on the host may share."""
     return f"{conf.queue_name()}.bench-naive"
@@ -347,6 +354,7 @@ def fan_out(
     runs: dict[int, list[float]] = {size: [] for size in sizes}
     worker_cpu: dict[int, list[float]] = {size: [] for size in sizes}
     plumbing_runs: dict[int, list[float]] = {size: [] for size in sizes}
+    one_hop_runs: dict[int, list[float]] = {size: [] for size in sizes}
     per_call: list[tuple[float, float]] = []
     for i in range(repeats):
         wall, cpu = callback_seconds(CALLBACK_SAMPLE, stamps)
@@ -362,6 +370,8 @@ def fan_out(
                 plumbing_dispatch.apply_async, (f"bench:fanout:{size}", size), queue=naive_queue()
             )
             plumbing_runs[size].append(fan_out_seconds(send, stamps, size))
+            one_hop = functools.partial(plumbing_one_hop, f"bench:fanout:{size}", size)
+            one_hop_runs[size].append(fan_out_seconds(one_hop, stamps, size))
     call_s = statistics.median(wall for wall, _ in per_call)
     call_cpu_s = statistics.median(cpu for _, cpu in per_call)
     results: list[dict[str, Any]] = []
@@ -371,6 +381,7 @@ def fan_out(
         callbacks = call_s * size / 2
         cpu = statistics.median(worker_cpu[size])
         plumbing = statistics.median(plumbing_runs[size])
+        one_hop = statistics.median(one_hop_runs[size])
         results.append(
             {
                 "observers": size,
@@ -386,6 +397,7 @@ def fan_out(
                 "plumbing_runs_s": [round(r, 4) for r in plumbing_runs[size]],
                 "plumbing_over_callbacks": round(plumbing / callbacks, 2),
                 "hub_over_plumbing": round(hub / plumbing, 2),
+                "plumbing_one_hop_over_callbacks": round(one_hop / callbacks, 2),
                 # The worker's CPU (main and pool processes) against the callbacks' own CPU.
                 "worker_cpu_s": round(cpu, 3),
                 "worker_cpu_over_callbacks": round(cpu / (call_cpu_s * size), 2),

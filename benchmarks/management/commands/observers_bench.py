@@ -135,7 +135,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  plumbing floor: {fan['plumbing_s'] * 1000:.1f} ms, "
                 f"{fan['plumbing_over_callbacks']}x the callback time per pool process "
-                f"(two Celery tasks, no database); hub {fan['hub_over_plumbing']}x it"
+                f"(two Celery tasks, no database); hub {fan['hub_over_plumbing']}x it; "
+                f"both tasks sent by the caller: {fan['plumbing_one_hop_over_callbacks']}x"
             )
             self.stdout.write(
                 f"  worker CPU: {fan['worker_cpu_s'] * 1000:.0f} ms, "
