@@ -370,8 +370,8 @@ def fan_out(
                 plumbing_dispatch.apply_async, (f"bench:fanout:{size}", size), queue=naive_queue()
             )
             plumbing_runs[size].append(fan_out_seconds(send, stamps, size))
-            one_hop = functools.partial(plumbing_one_hop, f"bench:fanout:{size}", size)
-            one_hop_runs[size].append(fan_out_seconds(one_hop, stamps, size))
+            send_halves = functools.partial(plumbing_one_hop, f"bench:fanout:{size}", size)
+            one_hop_runs[size].append(fan_out_seconds(send_halves, stamps, size))
     call_s = statistics.median(wall for wall, _ in per_call)
     call_cpu_s = statistics.median(cpu for _, cpu in per_call)
     results: list[dict[str, Any]] = []
