@@ -391,8 +391,8 @@ def fan_out(
                 "callback_us": round(call_s * 1e6, 2),
                 "callbacks_per_process_s": round(callbacks, 4),
                 "hub_over_callbacks": round(hub / callbacks, 2),
-                # The same callbacks through the least Celery plumbing (plumbing_dispatch), in the
-                # same turns: what the machine allows any fan-out through Celery and RabbitMQ.
+                # The same callbacks through the least Celery plumbing, in the same turns: from one
+                # worker task (plumbing_dispatch), and sent by the caller as two (plumbing_one_hop).
                 "plumbing_s": round(plumbing, 4),
                 "plumbing_runs_s": [round(r, 4) for r in plumbing_runs[size]],
                 "plumbing_over_callbacks": round(plumbing / callbacks, 2),
